@@ -1,0 +1,1 @@
+//! The orchestrator: worker loop, supervisor, escalation, gate.

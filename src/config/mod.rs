@@ -1,0 +1,1 @@
+//! CLI / server configuration.

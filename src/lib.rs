@@ -1,0 +1,11 @@
+//! equitr-coder: a cheap worker model does the work, a strong supervisor model plans,
+//! answers `ask_supervisor` and reviews critical changes. Every model call is priced and
+//! budgeted before it is made.
+//!
+//! Dependencies point one way: `cli` → `agent` → `llm`, `tools`; `config` is read by all.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod llm;
+pub mod tools;

@@ -1,0 +1,1 @@
+//! Tools the agents use, confined to the workspace.
