@@ -1,1 +1,911 @@
-//! The orchestrator: worker loop, supervisor, escalation, gate.
+//! The orchestrator: a worker tool loop bounded by iterations, budget and a wall clock;
+//! `ask_supervisor`; automatic escalation with a supervisor plan and a supervisor gate on
+//! critical diffs. Front doors build one and render its [`JobEvent`]s.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SandboxSetting};
+use crate::llm::ledger::{Ledger, MemoryLedger};
+use crate::llm::pricing::{PriceTable, Usd};
+use crate::llm::retry::RetryPolicy;
+use crate::llm::{AgentRole, Message, ToolCall, ToolSpec};
+use crate::tools::{truncate_head_tail, Access, SandboxMode, Toolbox, ToolboxOptions};
+
+pub mod cost;
+pub mod escalation;
+pub mod events;
+pub mod model;
+mod prompts;
+pub mod snapshot;
+
+pub use cost::{CostReport, CostTracker, RoleCost};
+pub use escalation::{TaskClass, Verdict};
+pub use events::{EventSink, JobEvent, NoSink};
+pub use model::{CallError, RoleModel};
+pub use snapshot::{ChangedFile, Snapshot, TreeWatcher};
+
+/// How many tool turns the supervisor may take to answer one question or review.
+const SUPERVISOR_TURNS: u32 = 6;
+/// The largest diff shown to the supervisor in one review.
+const MAX_REVIEW_DIFF_BYTES: usize = 60_000;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The worker finished (and the supervisor approved, where a review was due).
+    Done,
+    /// The next model call could have crossed the budget; it was not made.
+    BudgetReached(String),
+    /// `max_iterations` worker turns were used up.
+    IterationLimit(u32),
+    /// The wall-clock limit passed.
+    TimedOut(Duration),
+    /// The supervisor rejected the change more often than allowed.
+    GateRejected(String),
+    /// The user cancelled the run.
+    Cancelled,
+    /// A model call failed for good.
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn is_done(&self) -> bool {
+        matches!(self, Outcome::Done)
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Done => "done".into(),
+            Outcome::BudgetReached(m) => format!("stopped: {m}"),
+            Outcome::IterationLimit(n) => {
+                format!("stopped: the worker used all {n} iterations (orchestrator.max_iterations)")
+            }
+            Outcome::TimedOut(d) => format!(
+                "stopped: the run passed its wall-clock limit of {} s (orchestrator.max_wall_clock_secs)",
+                d.as_secs()
+            ),
+            Outcome::GateRejected(r) => format!("stopped: the supervisor rejected the change: {r}"),
+            Outcome::Cancelled => "cancelled".into(),
+            Outcome::Failed(m) => format!("failed: {m}"),
+        }
+    }
+}
+
+/// Why a task was or was not escalated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    pub class: TaskClass,
+    pub reason: String,
+    pub by_model: bool,
+}
+
+/// What `run` returns.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub outcome: Outcome,
+    /// The worker's final answer or `finish` summary.
+    pub content: String,
+    pub cost: CostReport,
+    pub changed_files: Vec<ChangedFile>,
+    pub classification: Classification,
+    pub plan: Option<String>,
+    pub events: Vec<JobEvent>,
+}
+
+impl RunResult {
+    pub fn total_cost(&self) -> Option<Usd> {
+        self.cost.total()
+    }
+}
+
+/// Where a run stops early, carried up through `?`.
+enum Stop {
+    Outcome(Outcome),
+}
+
+impl From<CallError> for Stop {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Budget(b) => Stop::Outcome(Outcome::BudgetReached(b.to_string())),
+            other => Stop::Outcome(Outcome::Failed(other.to_string())),
+        }
+    }
+}
+
+/// The state of one run.
+struct Run {
+    task: String,
+    costs: CostTracker,
+    events: Vec<JobEvent>,
+    deadline: Instant,
+    wall: Duration,
+    cancel: CancellationToken,
+    supervisor_calls: u32,
+    iterations: u32,
+}
+
+/// Builds an [`Orchestrator`]. Front doors replace the parts they own: the service passes
+/// its database ledger, tests a fast retry policy.
+pub struct OrchestratorBuilder {
+    config: Config,
+    repo: std::path::PathBuf,
+    ledger: Option<(Arc<dyn Ledger>, bool)>,
+    sink: Arc<dyn EventSink>,
+    http: Option<reqwest::Client>,
+    retry: RetryPolicy,
+    prices: PriceTable,
+    allow_unsandboxed: bool,
+}
+
+impl OrchestratorBuilder {
+    /// Use this ledger; `enforced` says whether it carries caps (then unpriced models are
+    /// refused, as with `llm.budget`).
+    pub fn ledger(mut self, ledger: Arc<dyn Ledger>, enforced: bool) -> Self {
+        self.ledger = Some((ledger, enforced));
+        self
+    }
+    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+    pub fn http(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
+    }
+    /// Honour `sandbox: none`. Only the local CLI sets this; a service never runs commands bare.
+    pub fn allow_unsandboxed(mut self, allow: bool) -> Self {
+        self.allow_unsandboxed = allow;
+        self
+    }
+
+    pub async fn build(self) -> anyhow::Result<Orchestrator> {
+        let cfg = self.config;
+        let multi = cfg.orchestrator.use_multi_agent;
+        let http = match self.http {
+            Some(h) => h,
+            None => reqwest::Client::builder()
+                .user_agent(concat!("equitr-coder/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("building the HTTP client")?,
+        };
+        let (ledger, enforced) = match self.ledger {
+            Some(l) => l,
+            None => {
+                let cap = cfg.llm.budget.map(Usd::from_dollars_f64);
+                (
+                    Arc::new(MemoryLedger::new(cap)) as Arc<dyn Ledger>,
+                    cap.is_some(),
+                )
+            }
+        };
+        let mut prices = self.prices;
+        for (model, p) in &cfg.llm.pricing {
+            prices.insert(model, model::price_from_override(*p));
+        }
+        let role = |r: AgentRole| -> anyhow::Result<RoleModel> {
+            let settings = cfg.resolve(r)?;
+            let client = model::build_client(&settings, http.clone(), self.retry.clone());
+            let m = RoleModel::new(settings, &prices, client);
+            if enforced && m.price.is_none() {
+                anyhow::bail!(
+                    "no price is known for the {r} model `{}` and a budget is in force: set llm.models.{r}.pricing \
+                     {{ input_per_mtok, output_per_mtok }} (or llm.pricing.\"{}\") in the config",
+                    m.model(),
+                    m.model()
+                );
+            }
+            Ok(m)
+        };
+        let worker = role(AgentRole::Worker)?;
+        // The supervisor's model is resolved even in single-agent mode: the cost summary
+        // compares the run with what it would have cost there.
+        let supervisor = role(AgentRole::Supervisor)?;
+
+        let sandbox = match cfg.sandbox {
+            SandboxSetting::None if self.allow_unsandboxed => SandboxMode::None,
+            _ => SandboxMode::Bubblewrap,
+        };
+        let opts = |access| ToolboxOptions {
+            access,
+            sandbox,
+            command_timeout: Duration::from_secs(cfg.orchestrator.command_timeout_secs.max(1)),
+            ..ToolboxOptions::default()
+        };
+        let repo = self.repo;
+        let toolbox = Toolbox::new(&repo, opts(Access::ReadWrite))
+            .with_context(|| format!("opening the repository at {}", repo.display()))?;
+        let readonly = Toolbox::new(&repo, opts(Access::ReadOnly))?;
+        let watcher = TreeWatcher::new(toolbox.root()).await?;
+        let mut globs = GlobSetBuilder::new();
+        for p in &cfg.orchestrator.sensitive_paths {
+            globs.add(Glob::new(p).with_context(|| format!("sensitive path `{p}`"))?);
+        }
+        let sensitive = globs.build()?;
+        let root = toolbox.root().display().to_string();
+        let session_costs = CostTracker::new(supervisor.model().to_string(), supervisor.price);
+        Ok(Orchestrator {
+            history: vec![Message::system(prompts::worker_system(&root, multi))],
+            cfg,
+            worker,
+            supervisor,
+            multi,
+            toolbox,
+            readonly,
+            ledger,
+            sensitive,
+            watcher,
+            sink: self.sink,
+            session_costs: Mutex::new(session_costs),
+        })
+    }
+}
+
+pub struct Orchestrator {
+    cfg: Config,
+    worker: RoleModel,
+    supervisor: RoleModel,
+    multi: bool,
+    toolbox: Toolbox,
+    readonly: Toolbox,
+    ledger: Arc<dyn Ledger>,
+    sensitive: GlobSet,
+    watcher: TreeWatcher,
+    sink: Arc<dyn EventSink>,
+    /// The worker's conversation; `interactive` continues it task after task.
+    history: Vec<Message>,
+    session_costs: Mutex<CostTracker>,
+}
+
+impl Orchestrator {
+    /// An orchestrator for `repo` with the configuration's own in-memory ledger.
+    pub async fn new(config: Config, repo: impl AsRef<Path>) -> anyhow::Result<Orchestrator> {
+        Self::builder(config, repo).build().await
+    }
+
+    pub fn builder(config: Config, repo: impl AsRef<Path>) -> OrchestratorBuilder {
+        OrchestratorBuilder {
+            config,
+            repo: repo.as_ref().to_path_buf(),
+            ledger: None,
+            sink: Arc::new(NoSink),
+            http: None,
+            retry: RetryPolicy::default(),
+            prices: PriceTable::builtin(),
+            allow_unsandboxed: false,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn is_multi_agent(&self) -> bool {
+        self.multi
+    }
+    pub fn worker_model(&self) -> &str {
+        self.worker.model()
+    }
+    pub fn supervisor_model(&self) -> &str {
+        self.supervisor.model()
+    }
+    pub fn toolbox(&self) -> &Toolbox {
+        &self.toolbox
+    }
+
+    /// Everything spent since this orchestrator was built (`/cost` in `interactive`).
+    pub fn session_cost(&self) -> CostReport {
+        match self.session_costs.lock() {
+            Ok(t) => t.report(),
+            Err(poisoned) => poisoned.into_inner().report(),
+        }
+    }
+
+    /// Run one task to its end.
+    pub async fn run(&mut self, task: &str) -> anyhow::Result<RunResult> {
+        self.run_cancellable(task, CancellationToken::new()).await
+    }
+
+    /// Run one task; cancelling the token stops it at the next await point and keeps what
+    /// was done so far.
+    pub async fn run_cancellable(
+        &mut self,
+        task: &str,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<RunResult> {
+        let wall = Duration::from_secs(self.cfg.orchestrator.max_wall_clock_secs.max(1));
+        let mut run = Run {
+            task: task.to_string(),
+            costs: CostTracker::new(self.supervisor.model().to_string(), self.supervisor.price),
+            events: Vec::new(),
+            deadline: Instant::now() + wall,
+            wall,
+            cancel,
+            supervisor_calls: 0,
+            iterations: 0,
+        };
+        let baseline = self.watcher.snapshot().await?;
+        let mut classification = Classification {
+            class: TaskClass::Routine,
+            reason: String::new(),
+            by_model: false,
+        };
+        let mut plan = None;
+        let mut content = String::new();
+        let result = self
+            .drive(&mut run, &mut classification, &mut plan, &mut content)
+            .await;
+        let outcome = match result {
+            Ok(()) => Outcome::Done,
+            Err(Stop::Outcome(o)) => o,
+        };
+        repair_history(&mut self.history);
+        let end = self.watcher.snapshot().await?;
+        let changed_files = self.watcher.changed(&baseline, &end).await?;
+        let summary = if content.is_empty() {
+            outcome.describe()
+        } else {
+            content.clone()
+        };
+        if let Outcome::BudgetReached(m) = &outcome {
+            self.emit(&mut run, JobEvent::BudgetReached { message: m.clone() });
+        }
+        self.emit(
+            &mut run,
+            JobEvent::Finished {
+                outcome: outcome.describe(),
+                summary,
+            },
+        );
+        Ok(RunResult {
+            outcome,
+            content,
+            cost: run.costs.report(),
+            changed_files,
+            classification,
+            plan,
+            events: run.events,
+        })
+    }
+
+    async fn drive(
+        &mut self,
+        run: &mut Run,
+        classification: &mut Classification,
+        plan: &mut Option<String>,
+        content: &mut String,
+    ) -> Result<(), Stop> {
+        *classification = self.classify(run).await?;
+        let escalated = self.multi && classification.class.is_escalated();
+        if escalated {
+            let request = prompts::plan_request(
+                &run.task,
+                classification.class.as_str(),
+                &classification.reason,
+            );
+            let text = self.consult(run, request, None).await?;
+            self.emit(run, JobEvent::Plan { text: text.clone() });
+            *plan = Some(text);
+        }
+        self.history.push(Message::user(prompts::worker_task(
+            &run.task,
+            plan.as_deref(),
+        )));
+        let baseline = self
+            .watcher
+            .snapshot()
+            .await
+            .map_err(|e| Stop::Outcome(Outcome::Failed(format!("snapshot: {e:#}"))))?;
+        let mut rejections = 0u32;
+        loop {
+            *content = self.work(run).await?;
+            if !self.multi {
+                return Ok(());
+            }
+            let Some((why, diff, files)) = self.review_due(&baseline, escalated).await? else {
+                return Ok(());
+            };
+            let round = rejections + 1;
+            let verdict = self.review(run, &why, &diff).await?;
+            self.emit(
+                run,
+                JobEvent::GateReview {
+                    round,
+                    approved: verdict.approved,
+                    reasons: verdict.reasons.clone(),
+                    files,
+                },
+            );
+            if verdict.approved {
+                return Ok(());
+            }
+            if rejections >= self.cfg.orchestrator.max_gate_rejections {
+                return Err(Stop::Outcome(Outcome::GateRejected(verdict.reasons)));
+            }
+            rejections += 1;
+            self.history
+                .push(Message::user(prompts::rejected(&verdict.reasons)));
+        }
+    }
+
+    fn emit(&self, run: &mut Run, event: JobEvent) {
+        self.sink.emit(&event);
+        run.events.push(event);
+    }
+
+    /// Await `fut` unless the run is cancelled or out of time first.
+    async fn bounded<F: std::future::Future>(&self, run: &Run, fut: F) -> Result<F::Output, Stop> {
+        tokio::select! {
+            biased;
+            _ = run.cancel.cancelled() => Err(Stop::Outcome(Outcome::Cancelled)),
+            _ = tokio::time::sleep_until(run.deadline) => Err(Stop::Outcome(Outcome::TimedOut(run.wall))),
+            out = fut => Ok(out),
+        }
+    }
+
+    /// One priced model call for `role`.
+    async fn call(
+        &self,
+        run: &mut Run,
+        role: AgentRole,
+        messages: Vec<Message>,
+        tools: Vec<ToolSpec>,
+    ) -> Result<crate::llm::ChatResponse, Stop> {
+        let m = match role {
+            AgentRole::Worker => &self.worker,
+            AgentRole::Supervisor => &self.supervisor,
+        };
+        let req = m.request(messages, tools);
+        self.emit(
+            run,
+            JobEvent::Turn {
+                role,
+                iteration: run.iterations,
+            },
+        );
+        let (resp, cost) = self.bounded(run, m.call(self.ledger.as_ref(), &req)).await??;
+        run.costs.record(role, m.model(), resp.usage, cost);
+        if let Ok(mut s) = self.session_costs.lock() {
+            s.record(role, m.model(), resp.usage, cost);
+        }
+        self.emit(
+            run,
+            JobEvent::ModelCall {
+                role,
+                model: m.model().to_string(),
+                usage: resp.usage,
+                cost,
+            },
+        );
+        Ok(resp)
+    }
+
+    async fn classify(&self, run: &mut Run) -> Result<Classification, Stop> {
+        let c = match escalation::heuristic(&run.task, &self.sensitive) {
+            Verdict::Sure { class, reason } => Classification {
+                class,
+                reason,
+                by_model: false,
+            },
+            Verdict::Unsure if !self.multi => Classification {
+                class: TaskClass::Routine,
+                reason: "no security or architecture signal in the task (single-agent mode)".into(),
+                by_model: false,
+            },
+            Verdict::Unsure => self.classify_by_model(run).await?,
+        };
+        self.emit(
+            run,
+            JobEvent::Classified {
+                class: c.class,
+                reason: c.reason.clone(),
+                by_model: c.by_model,
+            },
+        );
+        Ok(c)
+    }
+
+    async fn classify_by_model(&self, run: &mut Run) -> Result<Classification, Stop> {
+        let tool = ToolSpec {
+            name: "classify".into(),
+            description: "Record the task's class and a one-sentence reason.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "class": {"type": "string", "enum": ["security", "architecture", "routine"]},
+                    "reason": {"type": "string"}
+                },
+                "required": ["class", "reason"]
+            }),
+        };
+        let resp = self
+            .call(
+                run,
+                AgentRole::Worker,
+                vec![Message::user(prompts::classify_request(&run.task))],
+                vec![tool],
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct Args {
+            class: TaskClass,
+            reason: String,
+        }
+        let parsed = resp
+            .tool_calls
+            .iter()
+            .find(|c| c.name == "classify")
+            .and_then(|c| serde_json::from_str::<Args>(&c.arguments).ok());
+        Ok(match parsed {
+            Some(a) => Classification {
+                class: a.class,
+                reason: format!("worker model: {}", a.reason.trim()),
+                by_model: true,
+            },
+            None => Classification {
+                class: TaskClass::Routine,
+                reason: "the heuristics were unsure and the worker model gave no class".into(),
+                by_model: true,
+            },
+        })
+    }
+
+    fn worker_tools(&self) -> Vec<ToolSpec> {
+        let mut tools = self.toolbox.specs();
+        if self.multi {
+            tools.push(ToolSpec {
+                name: "ask_supervisor".into(),
+                description: "Ask the supervisor (a stronger model) a security, architecture or hard debugging question. \
+                              Optionally attach files it should read."
+                    .into(),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "question": {"type": "string"},
+                        "context_files": {"type": "array", "items": {"type": "string"}}
+                    },
+                    "required": ["question"]
+                }),
+            });
+        }
+        tools.push(ToolSpec {
+            name: "finish".into(),
+            description: "End the task with a short summary of what changed and how it was checked.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {"summary": {"type": "string"}},
+                "required": ["summary"]
+            }),
+        });
+        tools
+    }
+
+    /// The worker's tool loop, until it finishes or answers without a tool call.
+    async fn work(&mut self, run: &mut Run) -> Result<String, Stop> {
+        let tools = self.worker_tools();
+        let max = self.cfg.orchestrator.max_iterations;
+        let mut turns = 0;
+        loop {
+            if turns >= max {
+                return Err(Stop::Outcome(Outcome::IterationLimit(max)));
+            }
+            turns += 1;
+            run.iterations += 1;
+            let resp = self
+                .call(run, AgentRole::Worker, self.history.clone(), tools.clone())
+                .await?;
+            self.history.push(Message::Assistant {
+                content: resp.content.clone(),
+                tool_calls: resp.tool_calls.clone(),
+            });
+            if resp.tool_calls.is_empty() {
+                return Ok(resp.content.unwrap_or_default());
+            }
+            let mut finished = None;
+            for call in &resp.tool_calls {
+                let (content, is_error) = match call.name.as_str() {
+                    "finish" => {
+                        let summary = arg_str(&call.arguments, "summary").unwrap_or_default();
+                        finished = Some(summary);
+                        ("ok".to_string(), false)
+                    }
+                    "ask_supervisor" if self.multi => self.ask_supervisor(run, call).await?,
+                    _ => self.tool(run, AgentRole::Worker, &self.toolbox, call).await?,
+                };
+                self.history.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    content,
+                    is_error,
+                });
+            }
+            if let Some(summary) = finished {
+                return Ok(summary);
+            }
+        }
+    }
+
+    /// Run one toolbox tool and report it.
+    async fn tool(
+        &self,
+        run: &mut Run,
+        role: AgentRole,
+        toolbox: &Toolbox,
+        call: &ToolCall,
+    ) -> Result<(String, bool), Stop> {
+        self.emit(
+            run,
+            JobEvent::ToolCall {
+                role,
+                name: call.name.clone(),
+                arguments: truncate_head_tail(&call.arguments, 2_000),
+            },
+        );
+        let out = if toolbox.handles(&call.name) {
+            self.bounded(run, toolbox.call(&call.name, &call.arguments))
+                .await?
+        } else {
+            crate::tools::ToolOutcome {
+                content: format!(
+                    "unknown tool `{}`; the tools you have are: {}",
+                    call.name,
+                    toolbox
+                        .specs()
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                is_error: true,
+            }
+        };
+        self.emit(
+            run,
+            JobEvent::ToolResult {
+                role,
+                name: call.name.clone(),
+                is_error: out.is_error,
+                preview: out.content.lines().next().unwrap_or("").chars().take(200).collect(),
+            },
+        );
+        Ok((out.content, out.is_error))
+    }
+
+    async fn ask_supervisor(&self, run: &mut Run, call: &ToolCall) -> Result<(String, bool), Stop> {
+        let cap = self.cfg.orchestrator.max_supervisor_calls;
+        #[derive(Deserialize)]
+        struct Args {
+            question: String,
+            #[serde(default)]
+            context_files: Vec<String>,
+        }
+        let args: Args = match serde_json::from_str(&call.arguments) {
+            Ok(a) => a,
+            Err(e) => {
+                return Ok((
+                    format!("ask_supervisor needs {{\"question\": string, \"context_files\"?: [paths]}}: {e}"),
+                    true,
+                ))
+            }
+        };
+        if run.supervisor_calls >= cap {
+            return Ok((
+                format!(
+                    "the supervisor has already answered {cap} questions in this run (orchestrator.max_supervisor_calls); decide yourself"
+                ),
+                true,
+            ));
+        }
+        run.supervisor_calls += 1;
+        self.emit(
+            run,
+            JobEvent::Escalation {
+                question: args.question.clone(),
+            },
+        );
+        let mut context = String::new();
+        for path in &args.context_files {
+            let out = self
+                .readonly
+                .call("read_file", &json!({ "path": path }).to_string())
+                .await;
+            context.push_str(&format!("<file path=\"{path}\">\n{}\n</file>\n", out.content));
+        }
+        let answer = self
+            .consult(run, prompts::question(&args.question, &context), None)
+            .await?;
+        self.emit(
+            run,
+            JobEvent::SupervisorAnswer {
+                answer: answer.clone(),
+            },
+        );
+        Ok((answer, false))
+    }
+
+    /// A supervisor conversation with read-only tools; returns its final text, or the
+    /// arguments of `extra` when it calls that tool.
+    async fn consult(
+        &self,
+        run: &mut Run,
+        request: String,
+        extra: Option<ToolSpec>,
+    ) -> Result<String, Stop> {
+        let root = self.toolbox.root().display().to_string();
+        let mut messages = vec![
+            Message::system(prompts::supervisor_system(&root)),
+            Message::user(request),
+        ];
+        let mut tools = self.readonly.specs();
+        let extra_name = extra.as_ref().map(|t| t.name.clone());
+        tools.extend(extra);
+        for turn in 1..=SUPERVISOR_TURNS {
+            // The last turn offers only the answering tool, so the supervisor must conclude.
+            let offered = if turn == SUPERVISOR_TURNS {
+                tools
+                    .iter()
+                    .filter(|t| Some(&t.name) == extra_name.as_ref())
+                    .cloned()
+                    .collect()
+            } else {
+                tools.clone()
+            };
+            let resp = self
+                .call(run, AgentRole::Supervisor, messages.clone(), offered)
+                .await?;
+            if let Some(name) = &extra_name {
+                if let Some(c) = resp.tool_calls.iter().find(|c| &c.name == name) {
+                    return Ok(c.arguments.clone());
+                }
+            }
+            if resp.tool_calls.is_empty() {
+                return Ok(resp.content.unwrap_or_default());
+            }
+            messages.push(Message::Assistant {
+                content: resp.content.clone(),
+                tool_calls: resp.tool_calls.clone(),
+            });
+            for call in &resp.tool_calls {
+                let (content, is_error) = self
+                    .tool(run, AgentRole::Supervisor, &self.readonly, call)
+                    .await?;
+                messages.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    content,
+                    is_error,
+                });
+            }
+        }
+        Ok(String::new())
+    }
+
+    /// Whether the change so far needs the supervisor's review, and why.
+    async fn review_due(
+        &self,
+        baseline: &Snapshot,
+        escalated: bool,
+    ) -> Result<Option<(String, String, Vec<String>)>, Stop> {
+        let fail = |e: anyhow::Error| Stop::Outcome(Outcome::Failed(format!("diff: {e:#}")));
+        let now = self.watcher.snapshot().await.map_err(fail)?;
+        let changed = self.watcher.changed(baseline, &now).await.map_err(fail)?;
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let sensitive: Vec<&str> = changed
+            .iter()
+            .map(|c| c.path.as_str())
+            .filter(|p| self.sensitive.is_match(p))
+            .collect();
+        let why = if !sensitive.is_empty() {
+            format!("it touches sensitive paths: {}", sensitive.join(", "))
+        } else if escalated {
+            "the task was escalated to the supervisor".to_string()
+        } else {
+            return Ok(None);
+        };
+        let diff = self.watcher.diff(baseline, &now).await.map_err(fail)?;
+        let files = changed.into_iter().map(|c| c.path).collect();
+        Ok(Some((why, truncate_head_tail(&diff, MAX_REVIEW_DIFF_BYTES), files)))
+    }
+
+    async fn review(&self, run: &mut Run, why: &str, diff: &str) -> Result<GateVerdict, Stop> {
+        let tool = ToolSpec {
+            name: "submit_review".into(),
+            description: "Accept or reject the change.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "approved": {"type": "boolean"},
+                    "reasons": {"type": "string", "description": "what must change (when rejecting), or a one-line note"}
+                },
+                "required": ["approved", "reasons"]
+            }),
+        };
+        let answer = self
+            .consult(run, prompts::review_request(&run.task, why, diff), Some(tool))
+            .await?;
+        #[derive(Deserialize)]
+        struct Args {
+            approved: bool,
+            #[serde(default)]
+            reasons: String,
+        }
+        Ok(match serde_json::from_str::<Args>(&answer) {
+            Ok(a) => GateVerdict {
+                approved: a.approved,
+                reasons: a.reasons,
+            },
+            // A plain-text answer approves only when it says so first.
+            Err(_) => GateVerdict {
+                approved: answer.trim_start().to_ascii_uppercase().starts_with("APPROVE"),
+                reasons: answer.trim().to_string(),
+            },
+        })
+    }
+}
+
+struct GateVerdict {
+    approved: bool,
+    reasons: String,
+}
+
+fn arg_str(arguments: &str, key: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(arguments)
+        .ok()?
+        .get(key)?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// A stopped run can leave tool calls unanswered; providers refuse such a conversation, so
+/// answer them before the next task continues it.
+fn repair_history(history: &mut Vec<Message>) {
+    let Some(pos) = history
+        .iter()
+        .rposition(|m| matches!(m, Message::Assistant { tool_calls, .. } if !tool_calls.is_empty()))
+    else {
+        return;
+    };
+    let Message::Assistant { tool_calls, .. } = &history[pos] else {
+        return;
+    };
+    let answered: Vec<String> = history[pos + 1..]
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool { call_id, .. } => Some(call_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let missing: Vec<String> = tool_calls
+        .iter()
+        .filter(|c| !answered.contains(&c.id))
+        .map(|c| c.id.clone())
+        .collect();
+    // Tool answers must directly follow their call, before any new user message.
+    let insert_at = pos + 1 + answered.len();
+    for (i, id) in missing.into_iter().enumerate() {
+        history.insert(
+            insert_at + i,
+            Message::Tool {
+                call_id: id,
+                content: "not run: the task was stopped".into(),
+                is_error: true,
+            },
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! What a run changed in the working tree, including new untracked files, without touching
+//! the user's index or history: the tree is written through a private index file into the
+//! repository's object store (or a private one when the directory is not a git repository).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context as _};
+use tokio::process::Command;
+
+/// A way to snapshot one working tree.
+pub struct TreeWatcher {
+    work_tree: PathBuf,
+    git_dir: PathBuf,
+    /// Holds the private index (and the private object store outside a git repository).
+    scratch: tempfile::TempDir,
+    /// The user's index, copied so unchanged files need not be hashed again.
+    seed_index: Option<PathBuf>,
+}
+
+/// A written tree object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot(String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedFile {
+    pub path: String,
+    /// `A`dded, `M`odified, `D`eleted.
+    pub status: char,
+}
+
+impl TreeWatcher {
+    pub async fn new(work_tree: &Path) -> anyhow::Result<TreeWatcher> {
+        let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+        let probe = Command::new("git")
+            .arg("-C")
+            .arg(work_tree)
+            .args(["rev-parse", "--absolute-git-dir", "--show-toplevel"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running git (is it installed?)")?;
+        let text = String::from_utf8_lossy(&probe.stdout).to_string();
+        let mut lines = text.lines();
+        let (git_dir, top, seed_index) = match (probe.status.success(), lines.next(), lines.next())
+        {
+            (true, Some(dir), Some(top)) => {
+                let dir = PathBuf::from(dir);
+                let index = dir.join("index");
+                (dir, PathBuf::from(top), index.exists().then_some(index))
+            }
+            _ => {
+                let dir = scratch.path().join("git");
+                let init = Command::new("git")
+                    .args(["init", "-q", "--bare"])
+                    .arg(&dir)
+                    .stdin(Stdio::null())
+                    .output()
+                    .await?;
+                if !init.status.success() {
+                    bail!(
+                        "git init failed: {}",
+                        String::from_utf8_lossy(&init.stderr).trim()
+                    );
+                }
+                (dir, work_tree.to_path_buf(), None)
+            }
+        };
+        Ok(TreeWatcher {
+            work_tree: top,
+            git_dir,
+            scratch,
+            seed_index,
+        })
+    }
+
+    fn git(&self) -> Command {
+        let mut c = Command::new("git");
+        c.arg("--git-dir")
+            .arg(&self.git_dir)
+            .arg("--work-tree")
+            .arg(&self.work_tree)
+            // A repository's own config must not run programs of its choosing here.
+            .args(["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"])
+            .env("GIT_INDEX_FILE", self.scratch.path().join("index"))
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .current_dir(&self.work_tree)
+            .stdin(Stdio::null());
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.git().args(args).output().await?;
+        if !out.status.success() {
+            bail!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Write the working tree as it is now (honouring .gitignore) as a tree object.
+    pub async fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let index = self.scratch.path().join("index");
+        if let Some(seed) = &self.seed_index {
+            if !index.exists() {
+                // Only a speed-up; a failed copy just means hashing every file.
+                let _ = tokio::fs::copy(seed, &index).await;
+            }
+        }
+        self.run(&["add", "-A", "--", "."]).await?;
+        let tree = self.run(&["write-tree"]).await?;
+        Ok(Snapshot(tree.trim().to_string()))
+    }
+
+    pub async fn changed(&self, from: &Snapshot, to: &Snapshot) -> anyhow::Result<Vec<ChangedFile>> {
+        let out = self
+            .run(&["diff-tree", "-r", "--no-renames", "--name-status", &from.0, &to.0])
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (status, path) = l.split_once('\t')?;
+                Some(ChangedFile {
+                    path: path.to_string(),
+                    status: status.chars().next().unwrap_or('M'),
+                })
+            })
+            .collect())
+    }
+
+    /// A unified diff between two snapshots.
+    pub async fn diff(&self, from: &Snapshot, to: &Snapshot) -> anyhow::Result<String> {
+        self.run(&[
+            "diff-tree",
+            "-r",
+            "-p",
+            "--no-renames",
+            "--no-color",
+            "--no-ext-diff",
+            &from.0,
+            &to.0,
+        ])
+        .await
+    }
+}
