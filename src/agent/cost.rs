@@ -48,7 +48,10 @@ impl CostReport {
     }
 
     pub fn cost_of(&self, role: AgentRole) -> Option<Usd> {
-        self.roles.iter().find(|r| r.role == role).and_then(|r| r.cost)
+        self.roles
+            .iter()
+            .find(|r| r.role == role)
+            .and_then(|r| r.cost)
     }
 
     /// "N× saved": the supervisor-only cost over the real one.

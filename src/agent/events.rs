@@ -18,7 +18,10 @@ pub enum JobEvent {
         by_model: bool,
     },
     /// A model call is about to be made (after its reservation succeeded).
-    Turn { role: AgentRole, iteration: u32 },
+    Turn {
+        role: AgentRole,
+        iteration: u32,
+    },
     /// A model call finished and was priced. `cost` is `None` only for a model with no
     /// known price while no budget is in force.
     ModelCall {
@@ -41,10 +44,16 @@ pub enum JobEvent {
         preview: String,
     },
     /// The supervisor wrote a plan before the worker started.
-    Plan { text: String },
+    Plan {
+        text: String,
+    },
     /// The worker asked the supervisor.
-    Escalation { question: String },
-    SupervisorAnswer { answer: String },
+    Escalation {
+        question: String,
+    },
+    SupervisorAnswer {
+        answer: String,
+    },
     /// The supervisor reviewed the diff.
     GateReview {
         round: u32,
@@ -53,10 +62,17 @@ pub enum JobEvent {
         files: Vec<String>,
     },
     /// The run stopped because the next call could cross the budget.
-    BudgetReached { message: String },
+    BudgetReached {
+        message: String,
+    },
     /// A non-fatal note (a provider retry, a refused tool).
-    Note { message: String },
-    Finished { outcome: String, summary: String },
+    Note {
+        message: String,
+    },
+    Finished {
+        outcome: String,
+        summary: String,
+    },
 }
 
 fn ser_opt_usd<S: serde::Serializer>(v: &Option<Usd>, s: S) -> Result<S::Ok, S::Error> {

@@ -479,7 +479,9 @@ impl Orchestrator {
                 iteration: run.iterations,
             },
         );
-        let (resp, cost) = self.bounded(run, m.call(self.ledger.as_ref(), &req)).await??;
+        let (resp, cost) = self
+            .bounded(run, m.call(self.ledger.as_ref(), &req))
+            .await??;
         run.costs.record(role, m.model(), resp.usage, cost);
         if let Ok(mut s) = self.session_costs.lock() {
             s.record(role, m.model(), resp.usage, cost);
@@ -586,7 +588,8 @@ impl Orchestrator {
         }
         tools.push(ToolSpec {
             name: "finish".into(),
-            description: "End the task with a short summary of what changed and how it was checked.".into(),
+            description:
+                "End the task with a short summary of what changed and how it was checked.".into(),
             parameters: json!({
                 "type": "object",
                 "properties": {"summary": {"type": "string"}},
@@ -626,7 +629,10 @@ impl Orchestrator {
                         ("ok".to_string(), false)
                     }
                     "ask_supervisor" if self.multi => self.ask_supervisor(run, call).await?,
-                    _ => self.tool(run, AgentRole::Worker, &self.toolbox, call).await?,
+                    _ => {
+                        self.tool(run, AgentRole::Worker, &self.toolbox, call)
+                            .await?
+                    }
                 };
                 self.history.push(Message::Tool {
                     call_id: call.id.clone(),
@@ -680,7 +686,14 @@ impl Orchestrator {
                 role,
                 name: call.name.clone(),
                 is_error: out.is_error,
-                preview: out.content.lines().next().unwrap_or("").chars().take(200).collect(),
+                preview: out
+                    .content
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(200)
+                    .collect(),
             },
         );
         Ok((out.content, out.is_error))
@@ -724,7 +737,10 @@ impl Orchestrator {
                 .readonly
                 .call("read_file", &json!({ "path": path }).to_string())
                 .await;
-            context.push_str(&format!("<file path=\"{path}\">\n{}\n</file>\n", out.content));
+            context.push_str(&format!(
+                "<file path=\"{path}\">\n{}\n</file>\n",
+                out.content
+            ));
         }
         let answer = self
             .consult(run, prompts::question(&args.question, &context), None)
@@ -820,7 +836,11 @@ impl Orchestrator {
         };
         let diff = self.watcher.diff(baseline, &now).await.map_err(fail)?;
         let files = changed.into_iter().map(|c| c.path).collect();
-        Ok(Some((why, truncate_head_tail(&diff, MAX_REVIEW_DIFF_BYTES), files)))
+        Ok(Some((
+            why,
+            truncate_head_tail(&diff, MAX_REVIEW_DIFF_BYTES),
+            files,
+        )))
     }
 
     async fn review(&self, run: &mut Run, why: &str, diff: &str) -> Result<GateVerdict, Stop> {
@@ -837,7 +857,11 @@ impl Orchestrator {
             }),
         };
         let answer = self
-            .consult(run, prompts::review_request(&run.task, why, diff), Some(tool))
+            .consult(
+                run,
+                prompts::review_request(&run.task, why, diff),
+                Some(tool),
+            )
             .await?;
         #[derive(Deserialize)]
         struct Args {
@@ -852,7 +876,10 @@ impl Orchestrator {
             },
             // A plain-text answer approves only when it says so first.
             Err(_) => GateVerdict {
-                approved: answer.trim_start().to_ascii_uppercase().starts_with("APPROVE"),
+                approved: answer
+                    .trim_start()
+                    .to_ascii_uppercase()
+                    .starts_with("APPROVE"),
                 reasons: answer.trim().to_string(),
             },
         })
@@ -875,10 +902,9 @@ fn arg_str(arguments: &str, key: &str) -> Option<String> {
 /// A stopped run can leave tool calls unanswered; providers refuse such a conversation, so
 /// answer them before the next task continues it.
 fn repair_history(history: &mut Vec<Message>) {
-    let Some(pos) = history
-        .iter()
-        .rposition(|m| matches!(m, Message::Assistant { tool_calls, .. } if !tool_calls.is_empty()))
-    else {
+    let Some(pos) = history.iter().rposition(
+        |m| matches!(m, Message::Assistant { tool_calls, .. } if !tool_calls.is_empty()),
+    ) else {
         return;
     };
     let Message::Assistant { tool_calls, .. } = &history[pos] else {

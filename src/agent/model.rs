@@ -52,8 +52,11 @@ pub fn build_client(
     retry: RetryPolicy,
 ) -> Arc<dyn Provider> {
     let timeout = Duration::from_secs(s.timeout_secs.max(1));
-    let mut headers: Vec<(String, String)> =
-        s.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut headers: Vec<(String, String)> = s
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let key = s.api_key.as_ref().map(|k| k.expose().to_string());
     let inner: Arc<dyn Provider> = match s.provider {
         ProviderKind::Anthropic => Arc::new(AnthropicClient::new(
@@ -105,7 +108,11 @@ impl RoleModel {
         &self.settings.model
     }
 
-    pub fn request(&self, messages: Vec<crate::llm::Message>, tools: Vec<crate::llm::ToolSpec>) -> ChatRequest {
+    pub fn request(
+        &self,
+        messages: Vec<crate::llm::Message>,
+        tools: Vec<crate::llm::ToolSpec>,
+    ) -> ChatRequest {
         ChatRequest {
             model: self.settings.model.clone(),
             messages,

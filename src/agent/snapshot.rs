@@ -81,7 +81,12 @@ impl TreeWatcher {
             .arg("--work-tree")
             .arg(&self.work_tree)
             // A repository's own config must not run programs of its choosing here.
-            .args(["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"])
+            .args([
+                "-c",
+                "core.fsmonitor=false",
+                "-c",
+                "core.hooksPath=/dev/null",
+            ])
             .env("GIT_INDEX_FILE", self.scratch.path().join("index"))
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
@@ -116,9 +121,20 @@ impl TreeWatcher {
         Ok(Snapshot(tree.trim().to_string()))
     }
 
-    pub async fn changed(&self, from: &Snapshot, to: &Snapshot) -> anyhow::Result<Vec<ChangedFile>> {
+    pub async fn changed(
+        &self,
+        from: &Snapshot,
+        to: &Snapshot,
+    ) -> anyhow::Result<Vec<ChangedFile>> {
         let out = self
-            .run(&["diff-tree", "-r", "--no-renames", "--name-status", &from.0, &to.0])
+            .run(&[
+                "diff-tree",
+                "-r",
+                "--no-renames",
+                "--name-status",
+                &from.0,
+                &to.0,
+            ])
             .await?;
         Ok(out
             .lines()

@@ -631,14 +631,20 @@ impl Config {
         };
         if let Some(b) = self.llm.budget {
             if !b.is_finite() || b < 0.0 {
-                return Err(bad("llm.budget", format!("must be a USD amount ≥ 0, got {b}")));
+                return Err(bad(
+                    "llm.budget",
+                    format!("must be a USD amount ≥ 0, got {b}"),
+                ));
             }
         }
         if self.llm.max_tokens == 0 {
             return Err(bad("llm.max_tokens", "must be at least 1".into()));
         }
         if self.orchestrator.max_iterations == 0 {
-            return Err(bad("orchestrator.max_iterations", "must be at least 1".into()));
+            return Err(bad(
+                "orchestrator.max_iterations",
+                "must be at least 1".into(),
+            ));
         }
         for (prefix, role) in [
             ("llm.models.supervisor", &self.llm.supervisor),
@@ -731,9 +737,7 @@ impl Config {
                     .then(|| self.env_keys.get("OPENAI_API_KEY").cloned())
                     .flatten()
             });
-        let pricing = r
-            .pricing
-            .or_else(|| self.llm.pricing.get(&model).copied());
+        let pricing = r.pricing.or_else(|| self.llm.pricing.get(&model).copied());
         Ok(ResolvedModel {
             role,
             provider,
@@ -778,9 +782,8 @@ impl Config {
                 AgentRole::Worker => &self.llm.worker,
             };
             let p = format!("llm.models.{role}");
-            let fallback = |own: Option<String>, key: &str| {
-                own.unwrap_or_else(|| format!("(llm.{key})"))
-            };
+            let fallback =
+                |own: Option<String>, key: &str| own.unwrap_or_else(|| format!("(llm.{key})"));
             row(
                 &format!("{p}.provider"),
                 fallback(r.provider.map(|k| k.to_string()), "provider"),
@@ -819,7 +822,10 @@ impl Config {
             );
         }
         let o = &self.orchestrator;
-        row("orchestrator.use_multi_agent", o.use_multi_agent.to_string());
+        row(
+            "orchestrator.use_multi_agent",
+            o.use_multi_agent.to_string(),
+        );
         row("orchestrator.max_iterations", o.max_iterations.to_string());
         row(
             "orchestrator.max_supervisor_calls",
@@ -837,10 +843,7 @@ impl Config {
             "orchestrator.command_timeout_secs",
             o.command_timeout_secs.to_string(),
         );
-        row(
-            "orchestrator.sensitive_paths",
-            o.sensitive_paths.join(", "),
-        );
+        row("orchestrator.sensitive_paths", o.sensitive_paths.join(", "));
         row(
             "sandbox",
             match self.sandbox {
@@ -849,7 +852,11 @@ impl Config {
             },
         );
         for (name, _) in &self.env_keys {
-            rows.push((format!("env {name}"), "***".into(), Source::Env(name.clone())));
+            rows.push((
+                format!("env {name}"),
+                "***".into(),
+                Source::Env(name.clone()),
+            ));
         }
         rows
     }

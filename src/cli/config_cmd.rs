@@ -1,0 +1,56 @@
+//! `equitr-coder config-cmd`: the effective configuration, each value with its source.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{fail, load_config, EXIT_OK, EXIT_USAGE};
+use crate::config::Overrides;
+use crate::llm::AgentRole;
+
+pub fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> u8 {
+    let config = match load_config(config_flag, env, &Overrides::default()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    match &config.file {
+        Some(p) => println!("config file: {}", p.display()),
+        None => println!("config file: none (defaults and environment only)"),
+    }
+    let rows = config.describe();
+    let kw = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let vw = rows
+        .iter()
+        .map(|r| r.1.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(60);
+    for (key, value, source) in &rows {
+        println!("{key:<kw$}  {value:<vw$}  ({source})");
+    }
+    println!();
+    for role in [AgentRole::Supervisor, AgentRole::Worker] {
+        match config.resolve(role) {
+            Ok(r) => println!(
+                "{role}: {} via {} at {}{}",
+                r.model,
+                r.provider,
+                r.api_base,
+                if r.api_key.is_some() {
+                    ", key ***"
+                } else {
+                    ", no key"
+                }
+            ),
+            Err(e) => println!("{role}: {e}"),
+        }
+    }
+    println!(
+        "mode: {}",
+        if config.orchestrator.use_multi_agent {
+            "multi-agent (ask_supervisor available)"
+        } else {
+            "single-agent (use -M or orchestrator.use_multi_agent: true for ask_supervisor)"
+        }
+    );
+    EXIT_OK
+}
