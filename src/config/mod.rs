@@ -851,7 +851,7 @@ impl Config {
                 SandboxSetting::None => "none".into(),
             },
         );
-        for (name, _) in &self.env_keys {
+        for name in self.env_keys.keys() {
             rows.push((
                 format!("env {name}"),
                 "***".into(),
