@@ -112,10 +112,11 @@ pub fn key_lines(text: &str) -> BTreeMap<String, usize> {
     // After a value completes inside a mapping, the mapping expects a key again.
     fn value_done(stack: &mut [Frame], path: &mut Vec<String>) {
         match stack.last_mut() {
-            Some(Frame::Map { key }) if key.take().is_some() => {
+            Some(Frame::Map { key: key @ Some(_) }) => {
+                *key = None;
                 path.pop();
             }
-            Some(Frame::Map { .. }) => {}
+            Some(Frame::Map { key: None }) => {}
             Some(Frame::Seq { index }) => {
                 *index += 1;
                 path.pop();
