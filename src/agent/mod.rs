@@ -17,7 +17,7 @@ use crate::config::{Config, SandboxSetting};
 use crate::llm::ledger::{Ledger, MemoryLedger};
 use crate::llm::pricing::{PriceTable, Usd};
 use crate::llm::retry::RetryPolicy;
-use crate::llm::{AgentRole, Message, ToolCall, ToolSpec};
+use crate::llm::{AgentRole, Message, Provider, ToolCall, ToolSpec};
 use crate::tools::{truncate_head_tail, Access, SandboxMode, Toolbox, ToolboxOptions};
 
 pub mod cost;
@@ -145,9 +145,17 @@ pub struct OrchestratorBuilder {
     retry: RetryPolicy,
     prices: PriceTable,
     allow_unsandboxed: bool,
+    clients: Vec<(AgentRole, Arc<dyn Provider>)>,
 }
 
 impl OrchestratorBuilder {
+    /// Use this provider for a role instead of the one its configuration names (a custom
+    /// provider, or an in-process model for benchmarks). The role's model id and price still
+    /// come from the configuration.
+    pub fn client(mut self, role: AgentRole, client: Arc<dyn Provider>) -> Self {
+        self.clients.push((role, client));
+        self
+    }
     /// Use this ledger; `enforced` says whether it carries caps (then unpriced models are
     /// refused, as with `llm.budget`).
     pub fn ledger(mut self, ledger: Arc<dyn Ledger>, enforced: bool) -> Self {
@@ -202,7 +210,10 @@ impl OrchestratorBuilder {
         }
         let role = |r: AgentRole| -> anyhow::Result<RoleModel> {
             let settings = cfg.resolve(r)?;
-            let client = model::build_client(&settings, http.clone(), self.retry.clone());
+            let client = match self.clients.iter().find(|(cr, _)| *cr == r) {
+                Some((_, c)) => c.clone(),
+                None => model::build_client(&settings, http.clone(), self.retry.clone()),
+            };
             let m = RoleModel::new(settings, &prices, client);
             if enforced && m.price.is_none() {
                 anyhow::bail!(
@@ -290,6 +301,7 @@ impl Orchestrator {
             retry: RetryPolicy::default(),
             prices: PriceTable::builtin(),
             allow_unsandboxed: false,
+            clients: Vec::new(),
         }
     }
 
