@@ -1,52 +1,126 @@
 #!/usr/bin/env python3
 """Generate src/llm/prices.tsv, the built-in price table, from LiteLLM's price list.
 
-Usage: scripts/gen-prices.py LITELLM_JSON > src/llm/prices.tsv
+Usage:
+    python3 scripts/gen-prices.py \
+        /work/shared/fixtures/litellm/model_prices_and_context_window.litellm-1.110.2.json \
+        > src/llm/prices.tsv
 
-Keeps chat models of OpenAI, Anthropic, Google (Gemini API), DeepSeek and Mistral, keyed by the
-bare model id, with per-token prices converted to integer picodollars (1e-12 USD) so that the
-Rust side adds them up exactly.
+Selection: entries with `mode: chat` whose `litellm_provider` is one of openai, anthropic,
+gemini, vertex_ai-language-models, deepseek, mistral. Keys are the bare model id: the
+`gemini/`, `deepseek/`, `mistral/`, `vertex_ai/`, `openai/` prefixes are stripped and ids are
+lower-cased.
+
+Choices made on the safe side (a price that is too low lets a budget be overshot):
+  * entries without an input or output price, or with both at zero (free previews, music
+    models), are left out: the caller then refuses the model unless the user configures a price;
+  * a cache-write price of 0 is treated as "not given", so cache writes fall back to the input
+    rate instead of being free;
+  * when several entries map to the same bare id (e.g. `gemini/gemini-2.5-pro` and the Vertex
+    `gemini-2.5-pro`), each rate is the maximum over them;
+  * one long-context tier is kept (`*_above_<N>k_tokens`: LiteLLM applies those rates to the
+    whole call once the prompt exceeds N*1000 tokens). Priority/batch/flex rates, audio/image
+    rates and 1-hour cache writes are ignored.
+
+Prices are converted to integer picodollars (1e-12 USD) per token with exact decimal
+arithmetic; a price that is not a whole number of picodollars is rounded up.
 """
+
 import datetime
 import json
+import re
 import sys
+from decimal import ROUND_CEILING, Decimal
 
-PROVIDERS = ["openai", "anthropic", "gemini", "deepseek", "mistral"]
+PROVIDERS = {"openai", "anthropic", "gemini", "vertex_ai-language-models", "deepseek", "mistral"}
+PREFIX = re.compile(r"^(gemini|deepseek|mistral|vertex_ai|openai)/")
+TIER = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
+THRESHOLD_COLUMN = 4
+SOURCE = "LiteLLM 1.110.2 model_prices_and_context_window.json"
 
 
-def picos(v):
-    return "" if v is None else str(round(float(v) * 1e12))
+def picos(value):
+    """USD per token (a JSON number) -> integer picodollars per token, or None."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    # repr() gives the shortest decimal that round-trips, i.e. the number as written in the JSON.
+    p = (Decimal(repr(value)) * Decimal(10) ** 12).to_integral_value(rounding=ROUND_CEILING)
+    if p < 0:
+        return None
+    return int(p)
 
 
-def main(path):
-    with open(path) as f:
-        table = json.load(f)
-    rows = {}
-    for key, v in table.items():
-        if not isinstance(v, dict) or v.get("mode") != "chat":
+def rates(entry, suffix=""):
+    inp = picos(entry.get("input_cost_per_token" + suffix))
+    out = picos(entry.get("output_cost_per_token" + suffix))
+    cached = picos(entry.get("cache_read_input_token_cost" + suffix))
+    write = picos(entry.get("cache_creation_input_token_cost" + suffix))
+    if write == 0:
+        write = None
+    return inp, cached, write, out
+
+
+def merge_max(a, b):
+    """Rate-wise maximum of two price rows; None (not given) loses to a value."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    out = []
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x is None or y is None:
+            out.append(x if y is None else y)
+        elif i == THRESHOLD_COLUMN:
+            # The long-context tier is the dearer one: the earlier it starts, the safer.
+            out.append(min(x, y))
+        else:
+            out.append(max(x, y))
+    return tuple(out)
+
+
+def main():
+    path = sys.argv[1]
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+
+    table = {}
+    for key, entry in data.items():
+        if not isinstance(entry, dict):
             continue
-        provider = v.get("litellm_provider")
-        if provider not in PROVIDERS:
+        if entry.get("litellm_provider") not in PROVIDERS or entry.get("mode") != "chat":
             continue
-        if v.get("input_cost_per_token") is None or v.get("output_cost_per_token") is None:
+        inp, cached, write, out = rates(entry)
+        if inp is None or out is None or (inp == 0 and out == 0):
             continue
-        model = key.split("/", 1)[1] if key.startswith(provider + "/") else key
-        if "/" in model:
-            continue
-        rows.setdefault(model.lower(), (
-            picos(v.get("input_cost_per_token")),
-            picos(v.get("cache_read_input_token_cost")),
-            picos(v.get("cache_creation_input_token_cost")),
-            picos(v.get("output_cost_per_token")),
-        ))
-    print("# Built-in model prices, picodollars (1e-12 USD) per token.")
-    print("# Source: LiteLLM 1.110.2 model_prices_and_context_window.json (PyPI litellm==1.110.2, MIT;")
-    print("# see LICENSE.litellm), chat models of: " + ", ".join(PROVIDERS) + ".")
-    print("# Generated by scripts/gen-prices.py on " + datetime.date.today().isoformat() + ".")
-    print("# model\tinput\tcached_input\tcache_write\toutput")
-    for model in sorted(rows):
-        print("\t".join((model,) + rows[model]))
+        threshold = None
+        tier = (None, None, None, None)
+        for field in entry:
+            m = TIER.match(field)
+            if m:
+                t = int(m.group(1)) * 1000
+                if threshold is None or t < threshold:
+                    threshold = t
+        if threshold is not None:
+            tier = rates(entry, "_above_%dk_tokens" % (threshold // 1000))
+            if tier[0] is None or tier[3] is None:
+                # A tier without both token rates cannot be applied; keep the base price only.
+                threshold, tier = None, (None, None, None, None)
+        row = (inp, cached, write, out, threshold) + tuple(tier)
+        name = PREFIX.sub("", key.lower())
+        table[name] = merge_max(table.get(name), row)
+
+    out = sys.stdout
+    out.write("# Built-in model prices, generated by scripts/gen-prices.py -- do not edit by hand.\n")
+    out.write("# Source: %s (MIT, see LICENSE.litellm).\n" % SOURCE)
+    out.write("# Generated: %s\n" % datetime.date.today().isoformat())
+    out.write("# Units: integer picodollars (1e-12 USD) per token; '-' = not given.\n")
+    out.write("# Columns: model, input, cached_input, cache_write, output, then a long-context tier\n")
+    out.write("# applied when the prompt exceeds long_threshold tokens: long_threshold, long_input,\n")
+    out.write("# long_cached_input, long_cache_write, long_output.\n")
+    for name in sorted(table):
+        cells = [name] + ["-" if v is None else str(v) for v in table[name]]
+        out.write("\t".join(cells) + "\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

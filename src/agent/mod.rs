@@ -197,7 +197,7 @@ impl OrchestratorBuilder {
         let (ledger, enforced) = match self.ledger {
             Some(l) => l,
             None => {
-                let cap = cfg.llm.budget.map(Usd::from_dollars_f64);
+                let cap = cfg.llm.budget.and_then(Usd::from_dollars_f64);
                 (
                     Arc::new(MemoryLedger::new(cap)) as Arc<dyn Ledger>,
                     cap.is_some(),
@@ -206,7 +206,10 @@ impl OrchestratorBuilder {
         };
         let mut prices = self.prices;
         for (model, p) in &cfg.llm.pricing {
-            prices.insert(model, model::price_from_override(*p));
+            prices.insert(
+                model,
+                model::price_from_override(*p).with_context(|| format!("llm.pricing.{model}"))?,
+            );
         }
         let role = |r: AgentRole| -> anyhow::Result<RoleModel> {
             let settings = cfg.resolve(r)?;
@@ -214,7 +217,8 @@ impl OrchestratorBuilder {
                 Some((_, c)) => c.clone(),
                 None => model::build_client(&settings, http.clone(), self.retry.clone()),
             };
-            let m = RoleModel::new(settings, &prices, client);
+            let m = RoleModel::new(settings, &prices, client)
+                .with_context(|| format!("llm.models.{r}.pricing"))?;
             if enforced && m.price.is_none() {
                 anyhow::bail!(
                     "no price is known for the {r} model `{}` and a budget is in force: set llm.models.{r}.pricing \

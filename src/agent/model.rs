@@ -8,7 +8,7 @@ use crate::config::{PriceOverride, ProviderKind, ResolvedModel};
 use crate::llm::anthropic::AnthropicClient;
 use crate::llm::ledger::{BudgetError, Ledger, ReservationRequest};
 use crate::llm::openai::OpenAiClient;
-use crate::llm::pricing::{ModelPrice, PriceTable, Usd};
+use crate::llm::pricing::{InvalidPrice, ModelPrice, PriceTable, Usd};
 use crate::llm::retry::{RetryPolicy, Retrying};
 use crate::llm::{tokens, AgentRole, ChatRequest, ChatResponse, Provider, ProviderError};
 
@@ -34,15 +34,15 @@ pub struct RoleModel {
 }
 
 /// A configured price, converted to the table's exact units.
-pub fn price_from_override(p: PriceOverride) -> ModelPrice {
-    let mut price = ModelPrice::from_per_mtok(p.input_per_mtok, p.output_per_mtok);
+pub fn price_from_override(p: PriceOverride) -> Result<ModelPrice, InvalidPrice> {
+    let mut price = ModelPrice::from_per_mtok(p.input_per_mtok, p.output_per_mtok)?;
     if let Some(c) = p.cached_input_per_mtok {
-        price = price.with_cached_input_per_mtok(c);
+        price = price.with_cached_input_per_mtok(c)?;
     }
     if let Some(c) = p.cache_write_per_mtok {
-        price = price.with_cache_write_per_mtok(c);
+        price = price.with_cache_write_per_mtok(c)?;
     }
-    price
+    Ok(price)
 }
 
 /// Build the provider client a resolved role asks for.
@@ -91,17 +91,21 @@ pub fn build_client(
 }
 
 impl RoleModel {
-    pub fn new(settings: ResolvedModel, table: &PriceTable, client: Arc<dyn Provider>) -> Self {
-        let price = settings
-            .pricing
-            .map(price_from_override)
-            .or_else(|| table.lookup(&settings.model));
-        RoleModel {
+    pub fn new(
+        settings: ResolvedModel,
+        table: &PriceTable,
+        client: Arc<dyn Provider>,
+    ) -> Result<Self, InvalidPrice> {
+        let price = match settings.pricing {
+            Some(p) => Some(price_from_override(p)?),
+            None => table.lookup(&settings.model),
+        };
+        Ok(RoleModel {
             role: settings.role,
             price,
             settings,
             client,
-        }
+        })
     }
 
     pub fn model(&self) -> &str {

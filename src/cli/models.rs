@@ -54,7 +54,10 @@ pub async fn run(
     };
     let mut table = PriceTable::builtin();
     for (model, p) in &config.llm.pricing {
-        table.insert(model, crate::agent::model::price_from_override(*p));
+        match crate::agent::model::price_from_override(*p) {
+            Ok(price) => table.insert(model, price),
+            Err(e) => return fail(EXIT_USAGE, format!("llm.pricing.{model}: {e}")),
+        }
     }
     println!("{} models at {}:", ids.len(), settings.api_base);
     let w = ids.iter().map(|i| i.len()).max().unwrap_or(0);

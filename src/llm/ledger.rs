@@ -1,10 +1,25 @@
-//! The budget ledger: before each call its maximum cost is reserved, after it the
-//! reservation is settled to the real cost. A cap therefore holds even with concurrent
-//! calls. This module has the trait and an in-memory ledger; the service adds database ones.
+//! The budget ledger: reserve a call's maximum cost before making it, settle to the real
+//! cost after.
+//!
+//! `reserve` is atomic against the cap — it fails if `settled + outstanding + amount > cap` —
+//! so concurrent calls can never commit more than the cap between them. A call may still bill
+//! more than it reserved if the estimate was wrong (`settle` records the real cost anyway:
+//! money spent is never hidden); later reservations then see the overshoot and are refused.
+//!
+//! Storage-agnostic: [`MemoryLedger`] is the in-process implementation; persistent ones (SQLite,
+//! PostgreSQL) implement the same [`Ledger`] trait, with reservation ids unique per store.
+//!
+//! **Leaked reservations.** A [`Reservation`] dropped without `settle` or `release` (a bug, or
+//! a task cancelled mid-call) stays counted as committed for the ledger's lifetime. That is the
+//! safe side: the call may well have been billed. It cannot wedge anything beyond the life of a
+//! `MemoryLedger` (one run); persistent ledgers need an expiry for reservations of dead
+//! processes. Call sites should release on every error path.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use super::pricing::Usd;
 use super::{AgentRole, Usage};
@@ -13,12 +28,13 @@ use super::{AgentRole, Usage};
 pub struct ReservationRequest {
     pub role: AgentRole,
     pub model: String,
+    /// The most the call can cost (`ModelPrice::max_cost`).
     pub amount: Usd,
 }
 
-/// An outstanding reservation. Settle or release it; one that is dropped stays counted as
-/// committed — the safe side of a cap.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Budget held for one call in flight. Deliberately not `Clone`: it is consumed by exactly one
+/// `settle` or `release`.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Reservation {
     pub id: u64,
     pub role: AgentRole,
@@ -26,21 +42,8 @@ pub struct Reservation {
     pub amount: Usd,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BudgetError {
-    #[error("budget reached: the next {role} call could cost up to {requested}, and {committed} of the {cap} budget is already spent or reserved")]
-    Exceeded {
-        role: AgentRole,
-        cap: Usd,
-        committed: Usd,
-        requested: Usd,
-    },
-    #[error("the budget ledger failed: {0}")]
-    Store(String),
-}
-
 /// One settled call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub role: AgentRole,
     pub model: String,
@@ -48,38 +51,53 @@ pub struct LedgerEntry {
     pub cost: Usd,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error(
+        "budget reached: the cap is {cap}, {committed} is already spent or reserved, \
+         and this call could cost up to {requested}"
+    )]
+    Exceeded {
+        cap: Usd,
+        /// Settled spend plus outstanding reservations.
+        committed: Usd,
+        requested: Usd,
+    },
+    #[error("the budget ledger failed: {0}")]
+    Store(String),
+}
+
 #[async_trait]
 pub trait Ledger: Send + Sync {
-    /// Atomically reserve `amount`, or refuse if settled + outstanding + amount > cap.
+    /// Holds `req.amount` of budget. Atomically fails with [`BudgetError::Exceeded`] if
+    /// settled + outstanding + amount would be above the cap (landing exactly on it is allowed).
     async fn reserve(&self, req: ReservationRequest) -> Result<Reservation, BudgetError>;
-    /// Replace the reservation by the call's real cost (recorded even if it is larger).
+    /// Replaces the reservation by the call's real cost, recorded even if above the reservation.
     async fn settle(&self, r: Reservation, actual: Usd, usage: Usage) -> Result<(), BudgetError>;
-    /// The call failed and nothing was billed.
+    /// The call failed and nothing was billed: frees the reservation.
     async fn release(&self, r: Reservation) -> Result<(), BudgetError>;
-    /// Settled total.
+    /// Total of settled calls.
     async fn spent(&self) -> Usd;
+    /// Settled spend plus outstanding reservations: what the cap is checked against.
+    async fn committed(&self) -> Usd;
+    /// The settled calls, oldest first.
     async fn entries(&self) -> Vec<LedgerEntry>;
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct State {
-    settled: Usd,
-    outstanding: Vec<(u64, Usd)>,
     next_id: u64,
+    settled: Usd,
+    /// Outstanding reservations by id, with their sum kept alongside.
+    outstanding: HashMap<u64, Usd>,
+    reserved: Usd,
     entries: Vec<LedgerEntry>,
 }
 
-impl State {
-    fn committed(&self) -> Usd {
-        self.settled + self.outstanding.iter().map(|(_, a)| *a).sum::<Usd>()
-    }
-    fn take(&mut self, id: u64) {
-        self.outstanding.retain(|(i, _)| *i != id);
-    }
-}
-
-/// A ledger for one process: one run of `chat`, one `interactive` session.
+/// An in-memory ledger for one run. Thread-safe; share it in an `Arc`.
+#[derive(Debug)]
 pub struct MemoryLedger {
+    /// `None`: no cap, every reservation succeeds (spend is still recorded).
     cap: Option<Usd>,
     state: Mutex<State>,
 }
@@ -96,10 +114,12 @@ impl MemoryLedger {
         self.cap
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the sums half-updated (each update
-        // is one statement), so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` half-updated in a way that
+        // matters: every method computes first and then assigns. Keep counting money.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -107,20 +127,25 @@ impl MemoryLedger {
 impl Ledger for MemoryLedger {
     async fn reserve(&self, req: ReservationRequest) -> Result<Reservation, BudgetError> {
         let mut s = self.lock();
+        let committed = s.settled + s.reserved;
         if let Some(cap) = self.cap {
-            let committed = s.committed();
-            if committed + req.amount > cap {
+            // Checked, not saturating: an overflowing sum is certainly above the cap.
+            let over = match committed.checked_add(req.amount) {
+                Some(total) => total > cap,
+                None => true,
+            };
+            if over {
                 return Err(BudgetError::Exceeded {
-                    role: req.role,
                     cap,
                     committed,
                     requested: req.amount,
                 });
             }
         }
-        s.next_id += 1;
         let id = s.next_id;
-        s.outstanding.push((id, req.amount));
+        s.next_id += 1;
+        s.outstanding.insert(id, req.amount);
+        s.reserved += req.amount;
         Ok(Reservation {
             id,
             role: req.role,
@@ -131,7 +156,11 @@ impl Ledger for MemoryLedger {
 
     async fn settle(&self, r: Reservation, actual: Usd, usage: Usage) -> Result<(), BudgetError> {
         let mut s = self.lock();
-        s.take(r.id);
+        match s.outstanding.remove(&r.id) {
+            Some(held) => s.reserved -= held,
+            // Not ours or already closed. The money was spent all the same, so record it.
+            None => tracing::warn!(id = r.id, "settling an unknown budget reservation"),
+        }
         s.settled += actual;
         s.entries.push(LedgerEntry {
             role: r.role,
@@ -143,7 +172,11 @@ impl Ledger for MemoryLedger {
     }
 
     async fn release(&self, r: Reservation) -> Result<(), BudgetError> {
-        self.lock().take(r.id);
+        let mut s = self.lock();
+        match s.outstanding.remove(&r.id) {
+            Some(held) => s.reserved -= held,
+            None => tracing::warn!(id = r.id, "releasing an unknown budget reservation"),
+        }
         Ok(())
     }
 
@@ -151,62 +184,12 @@ impl Ledger for MemoryLedger {
         self.lock().settled
     }
 
+    async fn committed(&self) -> Usd {
+        let s = self.lock();
+        s.settled + s.reserved
+    }
+
     async fn entries(&self) -> Vec<LedgerEntry> {
         self.lock().entries.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    fn req(picos: u64) -> ReservationRequest {
-        ReservationRequest {
-            role: AgentRole::Worker,
-            model: "m".into(),
-            amount: Usd::from_picos(picos),
-        }
-    }
-
-    #[tokio::test]
-    async fn refuses_what_would_cross_and_accepts_exactly_the_cap() {
-        let l = MemoryLedger::new(Some(Usd::from_picos(100)));
-        let a = l.reserve(req(60)).await.unwrap();
-        assert!(matches!(
-            l.reserve(req(41)).await,
-            Err(BudgetError::Exceeded { .. })
-        ));
-        let b = l.reserve(req(40)).await.unwrap();
-        l.settle(a, Usd::from_picos(10), Usage::default())
-            .await
-            .unwrap();
-        l.release(b).await.unwrap();
-        assert_eq!(l.spent().await, Usd::from_picos(10));
-        assert!(l.reserve(req(90)).await.is_ok());
-        assert!(l.reserve(req(1)).await.is_err());
-        assert_eq!(l.entries().await.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn concurrent_reservations_never_overshoot() {
-        let l = Arc::new(MemoryLedger::new(Some(Usd::from_picos(1_000))));
-        let mut tasks = Vec::new();
-        for _ in 0..100 {
-            let l = l.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Ok(r) = l.reserve(req(30)).await {
-                    tokio::task::yield_now().await;
-                    l.settle(r, Usd::from_picos(30), Usage::default())
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(l.spent().await, Usd::from_picos(990));
     }
 }

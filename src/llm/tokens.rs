@@ -1,6 +1,20 @@
-//! Counting prompt tokens before a call, so the ledger can reserve the call's maximum cost.
-//! The count is meant as an upper bound: OpenAI models are counted with their own encoding,
-//! other providers' models with cl100k and a safety margin, since their tokenizers differ.
+//! Prompt token counting for budget reservations.
+//!
+//! The counts are deliberately an UPPER BOUND of what the provider will bill: the ledger
+//! reserves `count × input price` before a call, and an estimate that is too low could let a
+//! cap be crossed. Being a little high only makes a call near the cap be refused early.
+//!
+//! * OpenAI models are counted with their own tokenizer (`o200k_base` for gpt-4o, gpt-4.1,
+//!   gpt-4.5, gpt-5+, o-series; `cl100k_base` for older ones) plus OpenAI's documented
+//!   per-message framing (3 tokens/message + 1 for the name, 3 for priming the reply; we use 4
+//!   and 3) and a margin for how tool definitions are rendered.
+//! * Other providers (Claude, Gemini, Mistral, DeepSeek, …) use tokenizers we do not have;
+//!   they are counted with `cl100k_base` and multiplied by [`FOREIGN_TOKENIZER_MARGIN`]. With
+//!   tools, a fixed [`FOREIGN_TOOLS_OVERHEAD`] covers the tool-use system prompt providers add
+//!   (Anthropic documents ~350 tokens for it).
+//!
+//! The tokenizers' BPE tables are compiled into `tiktoken-rs`; building one takes a noticeable
+//! fraction of a second (o200k especially), so each is built once per process.
 
 use std::sync::OnceLock;
 
@@ -8,167 +22,181 @@ use tiktoken_rs::CoreBPE;
 
 use super::{ChatRequest, Message};
 
-/// OpenAI's documented per-message framing, and the priming of the reply.
-const PER_MESSAGE: u64 = 4;
-const PRIMING: u64 = 3;
-/// Per tool offered: the function wrapper around name, description and schema.
-const PER_TOOL: u64 = 10;
-/// Non-OpenAI tokenizers (Claude, Gemini, Mistral, DeepSeek) can yield more tokens than
-/// cl100k for the same text; 30 % more covers the differences we have seen.
-const FOREIGN_MARGIN_PERCENT: u64 = 130;
+/// Multiplier (as a fraction) for models whose tokenizer is not an OpenAI one: cl100k counts
+/// × 1.35, rounded up. Claude's and Mistral's tokenizers produce up to roughly a third more
+/// tokens than cl100k on code and non-English text; Gemini's usually fewer.
+pub const FOREIGN_TOKENIZER_MARGIN: (u64, u64) = (135, 100);
+/// Tokens added once per request that offers tools to a non-OpenAI model.
+pub const FOREIGN_TOOLS_OVERHEAD: u64 = 500;
+/// Framing tokens per message (role markers, separators).
+pub const TOKENS_PER_MESSAGE: u64 = 4;
+/// Tokens that prime the assistant's reply.
+pub const REPLY_PRIMING_TOKENS: u64 = 3;
+/// Framing per tool call in an assistant message and per offered tool (OpenAI renders tools
+/// as a TypeScript-like namespace; its wrapper is not in the JSON we count).
+pub const TOKENS_PER_TOOL: u64 = 8;
+/// Wrapper around the whole tool list.
+pub const TOOLS_OVERHEAD: u64 = 16;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Encoding {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tokenizer {
     O200k,
     Cl100k,
+    /// Not an OpenAI model: cl100k with a safety margin.
+    Foreign,
 }
 
-fn encoding_for(model: &str) -> (Encoding, bool) {
-    let id = model.rsplit('/').next().unwrap_or(model).to_lowercase();
-    let openai_o200k = [
+fn bare_model(model: &str) -> String {
+    let m = model.trim().to_ascii_lowercase();
+    // `openrouter/openai/gpt-4o` → `gpt-4o`; `ft:gpt-4o-mini-…:org::id` → `gpt-4o-mini-…`.
+    let last = m.rsplit('/').next().unwrap_or(&m).to_string();
+    match last.strip_prefix("ft:") {
+        Some(rest) => rest.to_string(),
+        None => last,
+    }
+}
+
+fn tokenizer_for(model: &str) -> Tokenizer {
+    let m = bare_model(model);
+    let is_o_series = {
+        let mut b = m.bytes();
+        b.next() == Some(b'o') && b.next().is_some_and(|c| c.is_ascii_digit())
+    };
+    let o200k_prefixes = [
         "gpt-4o",
         "gpt-4.1",
         "gpt-4.5",
         "gpt-5",
-        "o1",
-        "o3",
-        "o4",
-        "chatgpt-4o",
+        "gpt-6",
+        "gpt-oss",
+        "gpt-audio",
+        "chatgpt-",
+        "codex-",
+        "computer-use",
     ];
-    if openai_o200k.iter().any(|p| id.starts_with(p)) {
-        return (Encoding::O200k, true);
+    if is_o_series || o200k_prefixes.iter().any(|p| m.starts_with(p)) {
+        Tokenizer::O200k
+    } else if m.starts_with("gpt-") || m.starts_with("text-") || m.starts_with("davinci") {
+        Tokenizer::Cl100k
+    } else {
+        Tokenizer::Foreign
     }
-    if id.starts_with("gpt-") || id.starts_with("text-") || id.starts_with("davinci") {
-        return (Encoding::Cl100k, true);
-    }
-    (Encoding::Cl100k, false)
 }
 
-fn bpe(enc: Encoding) -> Option<&'static CoreBPE> {
+fn bpe(which: Tokenizer) -> Option<&'static CoreBPE> {
     static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
     static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    match enc {
-        Encoding::O200k => O200K.get_or_init(|| tiktoken_rs::o200k_base().ok()),
-        Encoding::Cl100k => CL100K.get_or_init(|| tiktoken_rs::cl100k_base().ok()),
+    // Construction only fails if tiktoken-rs's embedded data were corrupt; then `raw_count`
+    // falls back to counting bytes, which is still an upper bound.
+    match which {
+        Tokenizer::O200k => O200K.get_or_init(|| tiktoken_rs::o200k_base().ok()),
+        Tokenizer::Cl100k | Tokenizer::Foreign => {
+            CL100K.get_or_init(|| tiktoken_rs::cl100k_base().ok())
+        }
     }
     .as_ref()
 }
 
-fn raw_count(enc: Encoding, text: &str) -> u64 {
-    match bpe(enc) {
-        Some(b) => b.encode_with_special_tokens(text).len() as u64,
-        // A byte-level BPE token is at least one byte, so the byte count bounds it.
+/// Tokens of `text` with the model's tokenizer, before any margin.
+fn raw_count(which: Tokenizer, text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    match bpe(which) {
+        // `encode_ordinary`: special-token text in a prompt is sent as plain text, which
+        // tokenizes to more tokens than the special token would.
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        // Every BPE token covers at least one byte.
         None => text.len() as u64,
     }
 }
 
-/// Tokens in a piece of text for `model`, margin included.
-pub fn count_text_tokens(model: &str, text: &str) -> u64 {
-    let (enc, native) = encoding_for(model);
-    with_margin(raw_count(enc, text), native)
-}
-
-fn with_margin(n: u64, native: bool) -> u64 {
-    if native {
-        n
-    } else {
-        (n * FOREIGN_MARGIN_PERCENT).div_ceil(100)
+fn with_margin(which: Tokenizer, tokens: u64) -> u64 {
+    match which {
+        Tokenizer::Foreign => {
+            let (num, den) = FOREIGN_TOKENIZER_MARGIN;
+            tokens.saturating_mul(num).div_ceil(den)
+        }
+        _ => tokens,
     }
 }
 
-/// Tokens the whole request's prompt can take: every message, tool call and tool result,
-/// and the tool definitions.
+/// Upper-bound token count of `text` for `model` (margin included for non-OpenAI models).
+pub fn count_text_tokens(model: &str, text: &str) -> u64 {
+    let which = tokenizer_for(model);
+    with_margin(which, raw_count(which, text))
+}
+
+/// Upper-bound count of the prompt tokens `req` will be billed for on `model`: every message
+/// (content, tool calls with id, name and arguments, tool results with their call id), every
+/// offered tool (name, description, JSON schema), and the framing around them.
 pub fn count_prompt_tokens(model: &str, req: &ChatRequest) -> u64 {
-    let (enc, native) = encoding_for(model);
-    let mut n = PRIMING;
-    for m in &req.messages {
-        n += PER_MESSAGE;
-        n += match m {
-            Message::System { content } | Message::User { content } => raw_count(enc, content),
+    let which = tokenizer_for(model);
+    let count = |s: &str| raw_count(which, s);
+    let mut total = REPLY_PRIMING_TOKENS;
+    for msg in &req.messages {
+        total += TOKENS_PER_MESSAGE;
+        total += match msg {
+            Message::System { content } | Message::User { content } => count(content),
             Message::Assistant {
                 content,
                 tool_calls,
             } => {
-                content.as_deref().map_or(0, |c| raw_count(enc, c))
-                    + tool_calls
-                        .iter()
-                        .map(|c| {
-                            PER_MESSAGE
-                                + raw_count(enc, &c.id)
-                                + raw_count(enc, &c.name)
-                                + raw_count(enc, &c.arguments)
-                        })
-                        .sum::<u64>()
+                let text = content.as_deref().map_or(0, count);
+                let calls: u64 = tool_calls
+                    .iter()
+                    .map(|c| TOKENS_PER_TOOL + count(&c.id) + count(&c.name) + count(&c.arguments))
+                    .sum();
+                text + calls
             }
             Message::Tool {
                 call_id, content, ..
-            } => raw_count(enc, call_id) + raw_count(enc, content),
+            } => count(call_id) + count(content),
         };
     }
-    for t in &req.tools {
-        n += PER_TOOL
-            + raw_count(enc, &t.name)
-            + raw_count(enc, &t.description)
-            + raw_count(enc, &t.parameters.to_string());
+    if !req.tools.is_empty() {
+        total += TOOLS_OVERHEAD;
+        for tool in &req.tools {
+            // serde_json::Value always serialises; an empty string would only undercount the
+            // schema, so fall back to its Debug form, which is longer.
+            let schema = serde_json::to_string(&tool.parameters)
+                .unwrap_or_else(|_| format!("{:?}", tool.parameters));
+            total +=
+                TOKENS_PER_TOOL + count(&tool.name) + count(&tool.description) + count(&schema);
+        }
+        if which == Tokenizer::Foreign {
+            total += FOREIGN_TOOLS_OVERHEAD;
+        }
     }
-    with_margin(n, native)
+    with_margin(which, total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::{ToolCall, ToolSpec};
 
-    fn req(model: &str, tools: Vec<ToolSpec>) -> ChatRequest {
-        ChatRequest {
-            model: model.into(),
-            messages: vec![
-                Message::system("You are a careful assistant."),
-                Message::user("Please read src/lib.rs and add a function."),
-                Message::Assistant {
-                    content: None,
-                    tool_calls: vec![ToolCall {
-                        id: "call_1".into(),
-                        name: "read_file".into(),
-                        arguments: r#"{"path":"src/lib.rs"}"#.into(),
-                    }],
-                },
-                Message::Tool {
-                    call_id: "call_1".into(),
-                    content: "pub fn add(a: i32, b: i32) -> i32 { a + b }".into(),
-                    is_error: false,
-                },
-            ],
-            tools,
-            temperature: None,
-            max_tokens: 100,
-        }
+    #[test]
+    fn tokenizer_choice() {
+        assert_eq!(tokenizer_for("gpt-4o-mini"), Tokenizer::O200k);
+        assert_eq!(tokenizer_for("openai/gpt-4.1-2025-04-14"), Tokenizer::O200k);
+        assert_eq!(tokenizer_for("o3-mini"), Tokenizer::O200k);
+        assert_eq!(tokenizer_for("gpt-5.4"), Tokenizer::O200k);
+        assert_eq!(
+            tokenizer_for("ft:gpt-4o-mini-2024-07-18:acme::x"),
+            Tokenizer::O200k
+        );
+        assert_eq!(tokenizer_for("gpt-3.5-turbo"), Tokenizer::Cl100k);
+        assert_eq!(tokenizer_for("gpt-4-turbo"), Tokenizer::Cl100k);
+        assert_eq!(tokenizer_for("claude-sonnet-4-5"), Tokenizer::Foreign);
+        assert_eq!(tokenizer_for("gemini-2.5-pro"), Tokenizer::Foreign);
+        assert_eq!(tokenizer_for("ollama/llama3"), Tokenizer::Foreign);
+        assert_eq!(tokenizer_for("omni-model"), Tokenizer::Foreign);
     }
 
     #[test]
-    fn counts_at_least_the_content_and_grow_with_tools() {
-        let r = req("gpt-4o", vec![]);
-        let text = "You are a careful assistant.Please read src/lib.rs and add a function.call_1read_file{\"path\":\"src/lib.rs\"}call_1pub fn add(a: i32, b: i32) -> i32 { a + b }";
-        let plain = tiktoken_rs::o200k_base()
-            .unwrap()
-            .encode_with_special_tokens(text)
-            .len() as u64;
-        let n = count_prompt_tokens("gpt-4o", &r);
-        assert!(n >= plain, "{n} < {plain}");
-        let tool = ToolSpec {
-            name: "read_file".into(),
-            description: "Read a file".into(),
-            parameters: serde_json::json!({"type":"object","properties":{"path":{"type":"string"}}}),
-        };
-        assert!(count_prompt_tokens("gpt-4o", &req("gpt-4o", vec![tool])) > n);
-    }
-
-    #[test]
-    fn foreign_models_get_a_margin() {
-        let r = req("x", vec![]);
-        let cl = count_prompt_tokens("gpt-3.5-turbo", &r);
-        let claude = count_prompt_tokens("claude-sonnet-4-5", &r);
-        assert_eq!(claude, (cl * 130).div_ceil(100));
-        assert_eq!(count_text_tokens("gpt-4o", "hello world"), 2);
+    fn margin_rounds_up() {
+        assert_eq!(with_margin(Tokenizer::Foreign, 100), 135);
+        assert_eq!(with_margin(Tokenizer::Foreign, 1), 2);
+        assert_eq!(with_margin(Tokenizer::O200k, 101), 101);
     }
 }
