@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, SandboxSetting};
 use crate::llm::ledger::{Ledger, MemoryLedger};
@@ -495,9 +496,22 @@ impl Orchestrator {
                 iteration: run.iterations,
             },
         );
+        let span = tracing::debug_span!("llm_call", role = %role, model = %m.model());
         let (resp, cost) = self
-            .bounded(run, m.call(self.ledger.as_ref(), &req))
+            .bounded(
+                run,
+                m.call(self.ledger.as_ref(), &req).instrument(span.clone()),
+            )
             .await??;
+        span.in_scope(|| {
+            tracing::debug!(
+                input = resp.usage.input_tokens,
+                cached = resp.usage.cached_input_tokens,
+                output = resp.usage.output_tokens,
+                cost = %cost.map(|c| c.to_string()).unwrap_or_else(|| "n/a".into()),
+                "model call priced"
+            )
+        });
         run.costs.record(role, m.model(), resp.usage, cost);
         if let Ok(mut s) = self.session_costs.lock() {
             s.record(role, m.model(), resp.usage, cost);
@@ -679,8 +693,12 @@ impl Orchestrator {
             },
         );
         let out = if toolbox.handles(&call.name) {
-            self.bounded(run, toolbox.call(&call.name, &call.arguments))
-                .await?
+            let span = tracing::debug_span!("tool", name = %call.name, role = %role);
+            self.bounded(
+                run,
+                toolbox.call(&call.name, &call.arguments).instrument(span),
+            )
+            .await?
         } else {
             crate::tools::ToolOutcome {
                 content: format!(
