@@ -366,7 +366,13 @@ impl Orchestrator {
         let mut plan = None;
         let mut content = String::new();
         let result = self
-            .drive(&mut run, &mut classification, &mut plan, &mut content)
+            .drive(
+                &mut run,
+                &baseline,
+                &mut classification,
+                &mut plan,
+                &mut content,
+            )
             .await;
         let outcome = match result {
             Ok(()) => Outcome::Done,
@@ -404,6 +410,7 @@ impl Orchestrator {
     async fn drive(
         &mut self,
         run: &mut Run,
+        baseline: &Snapshot,
         classification: &mut Classification,
         plan: &mut Option<String>,
         content: &mut String,
@@ -424,18 +431,13 @@ impl Orchestrator {
             &run.task,
             plan.as_deref(),
         )));
-        let baseline = self
-            .watcher
-            .snapshot()
-            .await
-            .map_err(|e| Stop::Outcome(Outcome::Failed(format!("snapshot: {e:#}"))))?;
         let mut rejections = 0u32;
         loop {
             *content = self.work(run).await?;
             if !self.multi {
                 return Ok(());
             }
-            let Some((why, diff, files)) = self.review_due(&baseline, escalated).await? else {
+            let Some((why, diff, files)) = self.review_due(baseline, escalated).await? else {
                 return Ok(());
             };
             let round = rejections + 1;
