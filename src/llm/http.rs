@@ -270,11 +270,9 @@ pub(crate) fn scrub(err: ProviderError, secret: Option<&str>) -> ProviderError {
             status,
             message: clean(message),
         },
-        ProviderError::ContextLengthExceeded { message } => {
-            ProviderError::ContextLengthExceeded {
-                message: clean(message),
-            }
-        }
+        ProviderError::ContextLengthExceeded { message } => ProviderError::ContextLengthExceeded {
+            message: clean(message),
+        },
         ProviderError::BadRequest { status, message } => ProviderError::BadRequest {
             status,
             message: clean(message),

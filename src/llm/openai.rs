@@ -198,11 +198,10 @@ struct PromptDetails {
 /// when the server leaves it out.
 pub fn parse_response(body: &str, fallback_model: &str) -> Result<ChatResponse, ProviderError> {
     let parsed: CompletionBody = http::parse_json(body, "chat completion")?;
-    let choice = parsed
-        .choices
-        .into_iter()
-        .next()
-        .ok_or_else(|| ProviderError::InvalidResponse("chat completion has no choices".into()))?;
+    let choice =
+        parsed.choices.into_iter().next().ok_or_else(|| {
+            ProviderError::InvalidResponse("chat completion has no choices".into())
+        })?;
     let message = choice.message.ok_or_else(|| {
         ProviderError::InvalidResponse("chat completion choice has no message".into())
     })?;
@@ -237,10 +236,11 @@ pub fn parse_response(body: &str, fallback_model: &str) -> Result<ChatResponse, 
     if refused {
         stop_reason = StopReason::Refusal;
     }
-    let content = message
-        .content
-        .filter(|c| !c.is_empty())
-        .or(if refused { message.refusal } else { None });
+    let content =
+        message
+            .content
+            .filter(|c| !c.is_empty())
+            .or(if refused { message.refusal } else { None });
     let usage = parsed
         .usage
         .map(|u| Usage {

@@ -61,7 +61,9 @@ impl RetryPolicy {
             .saturating_mul(2u32.saturating_pow(retry.min(30)))
             .min(self.max_delay);
         let nanos = u64::try_from(exp.as_nanos()).unwrap_or(u64::MAX);
-        Some(Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos)))
+        Some(Duration::from_nanos(
+            rand::thread_rng().gen_range(0..=nanos),
+        ))
     }
 }
 
