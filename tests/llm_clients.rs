@@ -932,3 +932,24 @@ async fn violations_catch_unanswered_and_orphan_tool_results() {
         "{v:?}"
     );
 }
+
+#[tokio::test]
+async fn scripted_text_with_tools_and_truncation() {
+    let s = ScriptedLlm::start().await;
+    for m in ["o", "c"] {
+        s.push(
+            m,
+            Reply::tool("read", json!({"p": "x"})).with_text("Reading first."),
+        );
+        s.push(m, Reply::text("cut off mid").truncated());
+    }
+    for p in [&openai(&s) as &dyn Provider, &anthropic(&s)] {
+        let m = if p.name() == "openai" { "o" } else { "c" };
+        let a = p.chat(&req(m)).await.unwrap();
+        assert_eq!(a.content.as_deref(), Some("Reading first."));
+        assert_eq!(a.tool_calls.len(), 1);
+        assert_eq!(a.stop_reason, StopReason::ToolCalls);
+        let b = p.chat(&req(m)).await.unwrap();
+        assert_eq!(b.stop_reason, StopReason::Length, "{m}");
+    }
+}

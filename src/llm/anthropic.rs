@@ -276,8 +276,25 @@ impl Provider for AnthropicClient {
             .post(url)
             .headers(self.headers.clone())
             .json(&self.request_body(req));
-        let ok = http::send(builder, self.timeout, self.secret()).await?;
-        parse_response(&ok.body, &req.model).map_err(|e| http::scrub(e, self.secret()))
+        let result = match http::send(builder, self.timeout, self.secret()).await {
+            Ok(ok) => {
+                parse_response(&ok.body, &req.model).map_err(|e| http::scrub(e, self.secret()))
+            }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(r) => tracing::debug!(
+                provider = %"anthropic",
+                model = %r.model,
+                input_tokens = r.usage.input_tokens,
+                output_tokens = r.usage.output_tokens,
+                "model call answered"
+            ),
+            Err(e) => {
+                tracing::debug!(provider = %"anthropic", model = %req.model, error = %e, "model call failed")
+            }
+        }
+        result
     }
 
     /// Follows the list's pagination (`has_more`/`last_id`), capped so a misbehaving

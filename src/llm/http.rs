@@ -19,8 +19,8 @@ pub enum ClientBuildError {
     InvalidApiKey,
 }
 
-/// Builds a header map from configured pairs, marking `secret_names` values sensitive so
-/// they stay out of debug output.
+/// Builds a header map from configured pairs plus the credential header, all marked
+/// sensitive so they stay out of debug output.
 pub(crate) fn header_map(
     pairs: &[(String, String)],
     secret: Option<(&'static str, String)>,
@@ -42,7 +42,7 @@ pub(crate) fn header_map(
     Ok(map)
 }
 
-/// A successful (2xx) HTTP answer: status and the body text.
+/// A successful (2xx) HTTP answer's body text.
 pub(crate) struct HttpOk {
     pub body: String,
 }
@@ -84,15 +84,12 @@ pub(crate) fn from_reqwest(err: reqwest::Error, timeout: Duration) -> ProviderEr
     if err.is_timeout() {
         return ProviderError::Timeout(timeout);
     }
-    let connect = err.is_connect();
     let is_decode = err.is_decode();
     let text = one_line(&error_chain(&err.without_url()));
     if is_decode {
         ProviderError::InvalidResponse(text)
-    } else if connect {
-        ProviderError::Connection(text)
     } else {
-        // Body read failures, resets mid-answer, protocol errors: all transient transport.
+        // Refused connections, resets mid-answer, protocol errors: all transient transport.
         ProviderError::Connection(text)
     }
 }

@@ -121,6 +121,11 @@ fn message_json(m: &Message) -> Value {
             content,
             tool_calls,
         } => {
+            // `content` may be null only when there are tool calls.
+            let content = match content {
+                None if tool_calls.is_empty() => Some(""),
+                other => other.as_deref(),
+            };
             let mut v = json!({"role": "assistant", "content": content});
             // Some compatible servers reject an empty `tool_calls` array.
             if !tool_calls.is_empty() {
@@ -160,7 +165,9 @@ struct Choice {
 
 #[derive(Deserialize)]
 struct MessageBody {
-    content: Option<String>,
+    /// A string per the spec; some compatible servers send an array of text parts.
+    #[serde(default)]
+    content: Value,
     refusal: Option<String>,
     #[serde(default)]
     tool_calls: Option<Vec<ToolCallBody>>,
@@ -192,6 +199,20 @@ struct UsageBody {
 #[derive(Deserialize)]
 struct PromptDetails {
     cached_tokens: Option<u64>,
+}
+
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(""),
+        ),
+        _ => None,
+    }
 }
 
 /// Turns a Chat Completions body into a [`ChatResponse`]; `fallback_model` names the model
@@ -236,11 +257,9 @@ pub fn parse_response(body: &str, fallback_model: &str) -> Result<ChatResponse, 
     if refused {
         stop_reason = StopReason::Refusal;
     }
-    let content =
-        message
-            .content
-            .filter(|c| !c.is_empty())
-            .or(if refused { message.refusal } else { None });
+    let content = content_text(&message.content)
+        .filter(|c| !c.is_empty())
+        .or(if refused { message.refusal } else { None });
     let usage = parsed
         .usage
         .map(|u| Usage {
@@ -275,8 +294,25 @@ impl Provider for OpenAiClient {
             .post(url)
             .headers(self.headers.clone())
             .json(&self.request_body(req));
-        let ok = http::send(builder, self.timeout, self.secret()).await?;
-        parse_response(&ok.body, &req.model).map_err(|e| http::scrub(e, self.secret()))
+        let result = match http::send(builder, self.timeout, self.secret()).await {
+            Ok(ok) => {
+                parse_response(&ok.body, &req.model).map_err(|e| http::scrub(e, self.secret()))
+            }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(r) => tracing::debug!(
+                provider = %self.name,
+                model = %r.model,
+                input_tokens = r.usage.input_tokens,
+                output_tokens = r.usage.output_tokens,
+                "model call answered"
+            ),
+            Err(e) => {
+                tracing::debug!(provider = %self.name, model = %req.model, error = %e, "model call failed")
+            }
+        }
+        result
     }
 
     async fn list_models(&self) -> Result<Vec<String>, ProviderError> {

@@ -62,6 +62,10 @@ pub struct Reply {
     output: u64,
     retry_after: Option<u64>,
     headers: Vec<(String, String)>,
+    /// Text sent alongside tool calls.
+    lead_text: Option<String>,
+    /// Report the output as cut by `max_tokens`.
+    truncated: bool,
 }
 
 impl Reply {
@@ -73,6 +77,8 @@ impl Reply {
             output: 20,
             retry_after: None,
             headers: Vec::new(),
+            lead_text: None,
+            truncated: false,
         }
     }
 
@@ -92,6 +98,18 @@ impl Reply {
         Reply::of(Kind::Tools(
             calls.into_iter().map(|(n, a)| (n.to_string(), a)).collect(),
         ))
+    }
+
+    /// Text the model says before its tool calls ("I'll read the file first.").
+    pub fn with_text(mut self, s: &str) -> Reply {
+        self.lead_text = Some(s.to_string());
+        self
+    }
+
+    /// Finish reason `length` / stop reason `max_tokens` instead of the natural one.
+    pub fn truncated(mut self) -> Reply {
+        self.truncated = true;
+        self
     }
 
     /// Usage as the client should normalise it: `input` includes `cached`.
@@ -317,7 +335,8 @@ async fn render(state: &Shared, dialect: Dialect, n: usize, model: &str, r: Repl
                     })
                     .collect()
             };
-            (200, success(dialect, n, model, None, calls, &r))
+            let text = r.lead_text.clone();
+            (200, success(dialect, n, model, text, calls, &r))
         }
     };
     let mut resp = Response::builder()
@@ -356,10 +375,10 @@ fn success(
                     })
                     .collect();
             }
-            let finish = if calls.is_empty() {
-                "stop"
-            } else {
-                "tool_calls"
+            let finish = match (r.truncated, calls.is_empty()) {
+                (true, _) => "length",
+                (false, true) => "stop",
+                (false, false) => "tool_calls",
             };
             json!({
                 "id": format!("chatcmpl-{n}"),
@@ -388,10 +407,10 @@ fn success(
                     "input": args,
                 }));
             }
-            let stop = if calls.is_empty() {
-                "end_turn"
-            } else {
-                "tool_use"
+            let stop = match (r.truncated, calls.is_empty()) {
+                (true, _) => "max_tokens",
+                (false, true) => "end_turn",
+                (false, false) => "tool_use",
             };
             json!({
                 "id": format!("msg_{n}"),
