@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::config::{PriceOverride, ProviderKind, ResolvedModel};
 use crate::llm::anthropic::AnthropicClient;
+use crate::llm::http::ClientBuildError;
 use crate::llm::ledger::{BudgetError, Ledger, ReservationRequest};
-use crate::llm::openai::OpenAiClient;
+use crate::llm::openai::{MaxTokensField, OpenAiClient};
 use crate::llm::pricing::{InvalidPrice, ModelPrice, PriceTable, Usd};
 use crate::llm::retry::{RetryPolicy, Retrying};
 use crate::llm::{tokens, AgentRole, ChatRequest, ChatResponse, Provider, ProviderError};
@@ -50,7 +51,7 @@ pub fn build_client(
     s: &ResolvedModel,
     http: reqwest::Client,
     retry: RetryPolicy,
-) -> Arc<dyn Provider> {
+) -> Result<Arc<dyn Provider>, ClientBuildError> {
     let timeout = Duration::from_secs(s.timeout_secs.max(1));
     let mut headers: Vec<(String, String)> = s
         .headers
@@ -60,34 +61,40 @@ pub fn build_client(
     let key = s.api_key.as_ref().map(|k| k.expose().to_string());
     let inner: Arc<dyn Provider> = match s.provider {
         ProviderKind::Anthropic => Arc::new(AnthropicClient::new(
+            http,
             s.api_base.clone(),
             key,
             headers,
             timeout,
-            http,
-        )),
+        )?),
         ProviderKind::Azure => {
             // Azure OpenAI takes its key in an `api-key` header rather than a bearer token.
             if let Some(k) = key {
                 headers.push(("api-key".into(), k));
             }
-            Arc::new(OpenAiClient::new(
-                s.api_base.clone(),
-                None,
-                headers,
-                timeout,
-                http,
-            ))
+            Arc::new(
+                OpenAiClient::new(http, s.api_base.clone(), None, headers, timeout)?
+                    .with_name("azure"),
+            )
         }
-        _ => Arc::new(OpenAiClient::new(
-            s.api_base.clone(),
-            key,
-            headers,
-            timeout,
-            http,
-        )),
+        kind => {
+            let mut client = OpenAiClient::new(http, s.api_base.clone(), key, headers, timeout)?
+                .with_name(kind.as_str());
+            if is_reasoning_model(&s.model) {
+                // OpenAI's reasoning models refuse `max_tokens`; the bound is the same.
+                client = client.with_max_tokens_field(MaxTokensField::MaxCompletionTokens);
+            }
+            Arc::new(client)
+        }
     };
-    Arc::new(Retrying::new(inner, retry))
+    Ok(Arc::new(Retrying::new(inner, retry)))
+}
+
+fn is_reasoning_model(model: &str) -> bool {
+    let id = model.rsplit('/').next().unwrap_or(model).to_lowercase();
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| id.starts_with(p))
 }
 
 impl RoleModel {

@@ -42,7 +42,10 @@ pub async fn run(
         settings.api_base = base;
     }
     let http = reqwest::Client::new();
-    let client = build_client(&settings, http, RetryPolicy::default());
+    let client = match build_client(&settings, http, RetryPolicy::default()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
     let ids = match client.list_models().await {
         Ok(ids) => ids,
         Err(e) => {
