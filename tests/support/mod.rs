@@ -1,1 +1,5 @@
+//! Test support shared by the integration tests; each test crate uses a part of it.
+#![allow(dead_code)]
+
 pub mod llm_server;
+pub mod repo;

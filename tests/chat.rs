@@ -1,0 +1,525 @@
+//! End to end: the real binary against the scripted LLM server, on real git repositories.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::llm_server::{Reply, ScriptedLlm};
+use support::repo::{run, TestRepo};
+
+const SUPERVISOR: &str = "gpt-4o";
+const WORKER: &str = "gpt-4o-mini";
+const SECRET: &str = "sk-test-e2e-secret-0123456789";
+
+fn config(llm: &ScriptedLlm, extra: &str) -> String {
+    format!(
+        "llm:\n  provider: openai\n  model: {SUPERVISOR}\n  api_base: {}/v1\n  models:\n    worker:\n      model: {WORKER}\n      temperature: 0.3\n    supervisor:\n      temperature: 0.1\norchestrator:\n  max_iterations: 15\n{extra}",
+        llm.base_url()
+    )
+}
+
+fn repo() -> TestRepo {
+    TestRepo::new(&[
+        ("README.md", "# demo\n"),
+        (
+            "src/lib.rs",
+            "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n",
+        ),
+        (".gitignore", "target/\n"),
+    ])
+}
+
+/// Every tool result the worker model was sent, in order.
+fn tool_results(llm: &ScriptedLlm, model: &str) -> Vec<String> {
+    let reqs = llm.requests_for(model);
+    let Some(last) = reqs.last() else {
+        return vec![];
+    };
+    last.body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn messages_text(body: &Value) -> String {
+    body["messages"].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_agent_chat_does_the_whole_job() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&config(&llm, ""));
+    let port = llm.base_url().rsplit(':').next().unwrap().to_string();
+    let probe = format!(
+        "env; if (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; then echo NET_OPEN; else echo NET_BLOCKED; fi; echo made > built.txt"
+    );
+    // The heuristics find no signal in this task, so the worker model classifies it.
+    let w = |r: Reply| r.usage(2000, 1000, 100);
+    llm.push(
+        WORKER,
+        w(Reply::tool(
+            "classify",
+            json!({"class": "routine", "reason": "adds a small helper"}),
+        )),
+    );
+    llm.push(WORKER, w(Reply::tool("list_files", json!({"path": "."}))));
+    llm.push(
+        WORKER,
+        w(Reply::tool("read_file", json!({"path": "src/lib.rs"}))),
+    );
+    llm.push(
+        WORKER,
+        w(Reply::tool(
+            "ask_supervisor",
+            json!({"question": "Should sub live next to add?", "context_files": ["src/lib.rs"]}),
+        )),
+    );
+    llm.push(
+        SUPERVISOR,
+        Reply::text("Yes: put sub right after add, same style.").usage(3000, 0, 500),
+    );
+    llm.push(
+        WORKER,
+        w(Reply::tools(vec![
+            ("write_file", json!({"path": "src/sub.rs", "content": "pub fn sub(a: i32, b: i32) -> i32 {\n    a - b\n}\n"})),
+            ("edit_file", json!({"path": "src/lib.rs", "old": "    a + b\n}\n", "new": "    a + b\n}\n\npub mod sub;\n"})),
+        ])),
+    );
+    llm.push(
+        WORKER,
+        w(Reply::tool("run_command", json!({"command": probe}))),
+    );
+    llm.push(
+        WORKER,
+        w(Reply::tool(
+            "finish",
+            json!({"summary": "Added sub() in src/sub.rs."}),
+        )),
+    );
+
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "-M", "--config"])
+        .arg(&cfg)
+        .arg("Add a sub function next to add");
+    let out = run(cmd).await;
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+
+    // The files.
+    assert_eq!(
+        repo.read("src/sub.rs"),
+        "pub fn sub(a: i32, b: i32) -> i32 {\n    a - b\n}\n"
+    );
+    assert_eq!(
+        repo.read("src/lib.rs"),
+        "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\npub mod sub;\n"
+    );
+    assert_eq!(repo.read("built.txt"), "made\n");
+    assert!(out.stdout.contains("  M src/lib.rs"), "{}", out.stdout);
+    assert!(out.stdout.contains("  A src/sub.rs"), "{}", out.stdout);
+    assert!(out.stdout.contains("  A built.txt"), "{}", out.stdout);
+
+    // The sandboxed command: no network, no key, a minimal environment.
+    let results = tool_results(&llm, WORKER);
+    let command_out = results
+        .iter()
+        .find(|r| r.contains("NET_"))
+        .expect("the command's output reached the worker");
+    assert!(command_out.contains("NET_BLOCKED"), "{command_out}");
+    assert!(!command_out.contains(SECRET), "{command_out}");
+    assert!(!command_out.contains("OPENAI_API_KEY"), "{command_out}");
+    assert!(command_out.contains("PATH="), "{command_out}");
+
+    // What each model received.
+    assert_eq!(llm.requests_for(WORKER).len(), 7);
+    assert_eq!(llm.requests_for(SUPERVISOR).len(), 1);
+    let sup = &llm.requests_for(SUPERVISOR)[0];
+    let text = messages_text(&sup.body);
+    assert!(text.contains("Should sub live next to add?"), "{text}");
+    assert!(text.contains("pub fn add"), "attached file content: {text}");
+    assert_eq!(sup.body["temperature"], json!(0.1));
+    let first = &llm.requests_for(WORKER)[1];
+    let names: Vec<&str> = first.body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    for t in [
+        "list_files",
+        "read_file",
+        "search",
+        "write_file",
+        "edit_file",
+        "run_command",
+        "ask_supervisor",
+        "finish",
+    ] {
+        assert!(names.contains(&t), "worker tools {names:?} lack {t}");
+    }
+    let auth = first
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.clone());
+    assert_eq!(auth.as_deref(), Some(format!("Bearer {SECRET}").as_str()));
+    // The answer to ask_supervisor went back to the worker.
+    assert!(results
+        .iter()
+        .any(|r| r.contains("put sub right after add")));
+    assert!(llm.violations().is_empty(), "{:?}", llm.violations());
+
+    // The cost table, exactly. gpt-4o-mini: $0.15 in, $0.075 cached, $0.60 out per Mtok:
+    // one call = 1000×0.15 + 1000×0.075 + 100×0.60 = 285 µ$; 7 calls = $0.001995.
+    // gpt-4o: 3000×2.50 + 500×10 = $0.0125. Total $0.014495.
+    // Supervisor-only: 7 × (1000×2.50 + 1000×1.25 + 100×10 = 4750 µ$) + 12500 µ$ = $0.04575.
+    let table = out.stdout.clone();
+    assert!(
+        table.contains("supervisor  gpt-4o           1    3000       0     500  $0.0125"),
+        "{table}"
+    );
+    assert!(
+        table.contains("worker      gpt-4o-mini      7   14000    7000     700  $0.0020"),
+        "{table}"
+    );
+    assert!(
+        table.contains("total                        8   17000    7000    1200  $0.0145"),
+        "{table}"
+    );
+    assert!(
+        table.contains("same tokens on gpt-4o: $0.0458 — 3.2× saved"),
+        "{table}"
+    );
+    assert!(
+        table.contains("escalation: routine — worker model: adds a small helper"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_task_gets_a_plan_and_a_review() {
+    let llm = ScriptedLlm::start().await;
+    let repo = TestRepo::new(&[(
+        "src/auth.rs",
+        "pub fn check(p: &str) -> bool {\n    p == \"admin\"\n}\n",
+    )]);
+    let cfg = repo.write_config(&config(&llm, ""));
+    llm.push(
+        SUPERVISOR,
+        Reply::text("PLAN: compare against a hash, constant time."),
+    );
+    llm.push(
+        WORKER,
+        Reply::tool(
+            "edit_file",
+            json!({"path": "src/auth.rs", "old": "p == \"admin\"", "new": "verify_hash(p)"}),
+        ),
+    );
+    llm.push(WORKER, Reply::tool("finish", json!({"summary": "hashed"})));
+    llm.push(
+        SUPERVISOR,
+        Reply::tool(
+            "submit_review",
+            json!({"approved": true, "reasons": "looks right"}),
+        ),
+    );
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "-M", "--config"])
+        .arg(&cfg)
+        .arg("Fix the password check in src/auth.rs");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let sup = llm.requests_for(SUPERVISOR);
+    assert_eq!(sup.len(), 2, "one plan, one review");
+    assert!(messages_text(&sup[0].body).contains("Fix the password check"));
+    let review = messages_text(&sup[1].body);
+    assert!(
+        review.contains("verify_hash(p)"),
+        "the review shows the diff: {review}"
+    );
+    assert!(review.contains("-    p == \\\"admin\\\""), "{review}");
+    // The worker followed the plan it was given.
+    assert!(
+        messages_text(&llm.requests_for(WORKER)[0].body).contains("PLAN: compare against a hash")
+    );
+    assert!(
+        out.stdout.contains("escalation: security"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("supervisor review 1: approved"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routine_task_never_reaches_the_supervisor() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&config(&llm, ""));
+    llm.push(
+        WORKER,
+        Reply::tool(
+            "edit_file",
+            json!({"path": "README.md", "old": "# demo", "new": "# Demo"}),
+        ),
+    );
+    llm.push(WORKER, Reply::text("Fixed the typo."));
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "-M", "--config"])
+        .arg(&cfg)
+        .arg("Fix the typo in the README heading");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(repo.read("README.md"), "# Demo\n");
+    assert_eq!(llm.requests_for(SUPERVISOR).len(), 0);
+    assert!(out.stdout.contains("Fixed the typo."));
+    assert!(out.stdout.contains("escalation: routine"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_twice_then_stopped_with_the_reasons() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&config(&llm, ""));
+    // Cargo.toml is a sensitive path: the gate applies even to a routine task.
+    for i in 0..3 {
+        llm.push(
+            WORKER,
+            Reply::tool(
+                "write_file",
+                json!({"path": "Cargo.toml", "content": format!("[package]\nname = \"demo{i}\"\n")}),
+            ),
+        );
+        llm.push(WORKER, Reply::tool("finish", json!({"summary": "done"})));
+        llm.push(
+            SUPERVISOR,
+            Reply::tool(
+                "submit_review",
+                json!({"approved": false, "reasons": format!("reason {i}: pin the version")}),
+            ),
+        );
+    }
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "-M", "--config"])
+        .arg(&cfg)
+        .arg("Rename the crate to demo");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("stopped: the supervisor rejected the change: reason 2: pin the version"),
+        "{}",
+        out.stdout
+    );
+    // The reasons went back to the worker twice.
+    let last = messages_text(&llm.requests_for(WORKER).last().unwrap().body);
+    assert!(
+        last.contains("reason 0") && last.contains("reason 1"),
+        "{last}"
+    );
+    assert_eq!(llm.requests_for(SUPERVISOR).len(), 3);
+    // Work so far is kept.
+    assert_eq!(repo.read("Cargo.toml"), "[package]\nname = \"demo2\"\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_that_could_cross_the_budget_is_never_made() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&config(&llm, ""));
+    llm.push(
+        WORKER,
+        Reply::tool(
+            "write_file",
+            json!({"path": "notes.txt", "content": "kept\n"}),
+        )
+        .usage(1000, 0, 4000),
+    );
+    llm.push(
+        WORKER,
+        Reply::tool("finish", json!({"summary": "never served"})),
+    );
+    // A worker call reserves its prompt + 4096 output tokens: at $0.60/Mtok out, about
+    // $0.0026. A $0.004 budget admits the first call; it really costs 1000 × $0.15 +
+    // 4000 × $0.60 per Mtok = $0.00255, so a second reservation would cross the cap.
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "--budget", "0.004", "--config"])
+        .arg(&cfg)
+        .arg("Write notes.txt");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("budget reached"), "{}", out.stdout);
+    assert_eq!(
+        llm.requests_for(WORKER).len(),
+        1,
+        "the second call was never made"
+    );
+    assert_eq!(llm.remaining(WORKER), 1);
+    assert_eq!(repo.read("notes.txt"), "kept\n", "work so far is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_escapes_are_refused_and_the_run_goes_on() {
+    let llm = ScriptedLlm::start().await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "top secret").unwrap();
+    let repo = repo();
+    std::os::unix::fs::symlink(outside.path(), repo.path().join("link")).unwrap();
+    let cfg = repo.write_config(&config(&llm, ""));
+    let escape = outside.path().join("secret.txt").display().to_string();
+    llm.push(
+        WORKER,
+        Reply::tool("read_file", json!({"path": "../../../../../../etc/passwd"})),
+    );
+    llm.push(WORKER, Reply::tool("read_file", json!({"path": escape})));
+    llm.push(
+        WORKER,
+        Reply::tool("read_file", json!({"path": "link/secret.txt"})),
+    );
+    llm.push(
+        WORKER,
+        Reply::tool(
+            "write_file",
+            json!({"path": "link/pwned.txt", "content": "x"}),
+        ),
+    );
+    llm.push(
+        WORKER,
+        Reply::tool("read_file", json!({"path": "/proc/self/environ"})),
+    );
+    llm.push(WORKER, Reply::text("gave up"));
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "--config"])
+        .arg(&cfg)
+        .arg("Read some files");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let results = tool_results(&llm, WORKER);
+    assert_eq!(results.len(), 5);
+    for r in &results {
+        assert!(!r.contains("top secret") && !r.contains("root:"), "{r}");
+        assert!(!r.contains(SECRET), "{r}");
+    }
+    assert!(!outside.path().join("pwned.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_name_file_and_line_and_exit_2() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config("llm:\n  model: gpt-4o\n  budgte: 3\n");
+    let mut cmd = repo.command();
+    cmd.args(["chat", "--config"]).arg(&cfg).arg("anything");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2);
+    let line = out.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains(&format!("{}:3:", cfg.display())), "{line}");
+    assert!(line.contains("unknown field `budgte`"), "{line}");
+    assert!(llm.requests().is_empty());
+
+    // A model with no known price and a budget in force is refused before any call.
+    let cfg = repo.write_config(&format!(
+        "llm:\n  model: mystery-model-9\n  api_base: {}/v1\n  budget: 1.0\n",
+        llm.base_url()
+    ));
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "--config"])
+        .arg(&cfg)
+        .arg("anything");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no price is known for the worker model `mystery-model-9`"),
+        "{}",
+        out.stderr
+    );
+    assert!(llm.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_cmd_shows_sources_and_hides_secrets() {
+    let repo = repo();
+    let cfg = repo.write_config("llm:\n  model: gpt-4o\n  api_key: sk-in-file-secret\norchestrator:\n  use_multi_agent: true\n");
+    let mut cmd = repo.command();
+    cmd.env("ANTHROPIC_API_KEY", "sk-ant-env-secret")
+        .env("EQUITR_BUDGET", "2.5")
+        .args(["config-cmd", "--config"])
+        .arg(&cfg);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let s = out.stdout;
+    assert!(
+        !s.contains("sk-in-file-secret") && !s.contains("sk-ant-env-secret"),
+        "{s}"
+    );
+    let row = |key: &str| {
+        s.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no row {key}:\n{s}"))
+            .to_string()
+    };
+    assert!(
+        row("llm.model").contains(&format!("({}:2)", cfg.display())),
+        "{s}"
+    );
+    assert!(row("llm.api_key").contains("***"), "{s}");
+    assert!(row("llm.budget").contains("(env EQUITR_BUDGET)"), "{s}");
+    assert!(
+        row("orchestrator.max_iterations").contains("(default)"),
+        "{s}"
+    );
+    assert!(row("orchestrator.use_multi_agent").contains(":5)"), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_discover_lists_with_prices() {
+    let llm = ScriptedLlm::start().await;
+    llm.set_models(&["gpt-4o", "gpt-4o-mini", "my-local-model"]);
+    let repo = repo();
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["models", "--discover", "--api-base"])
+        .arg(format!("{}/v1", llm.base_url()));
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = |id: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("{id} missing:\n{}", out.stdout))
+            .to_string()
+    };
+    assert!(
+        line("gpt-4o").contains("$2.5/Mtok in, $10/Mtok out"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line("gpt-4o-mini").contains("$0.15/Mtok in, $0.6/Mtok out"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line("my-local-model").contains("no known price"),
+        "{}",
+        out.stdout
+    );
+}
