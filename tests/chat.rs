@@ -181,17 +181,34 @@ async fn multi_agent_chat_does_the_whole_job() {
     // gpt-4o: 3000×2.50 + 500×10 = $0.0125. Total $0.014495.
     // Supervisor-only: 7 × (1000×2.50 + 1000×1.25 + 100×10 = 4750 µ$) + 12500 µ$ = $0.04575.
     let table = out.stdout.clone();
-    assert!(
-        table.contains("supervisor  gpt-4o           1    3000       0     500  $0.0125"),
-        "{table}"
+    let row = |first: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(first))
+            .unwrap_or_else(|| panic!("no {first} row:\n{table}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        row("supervisor"),
+        ["supervisor", "gpt-4o", "1", "3000", "0", "500", "$0.0125"]
     );
-    assert!(
-        table.contains("worker      gpt-4o-mini      7   14000    7000     700  $0.0020"),
-        "{table}"
+    assert_eq!(
+        row("worker"),
+        [
+            "worker",
+            "gpt-4o-mini",
+            "7",
+            "14000",
+            "7000",
+            "700",
+            "$0.0020"
+        ]
     );
-    assert!(
-        table.contains("total                        8   17000    7000    1200  $0.0145"),
-        "{table}"
+    assert_eq!(
+        row("total"),
+        ["total", "8", "17000", "7000", "1200", "$0.0145"]
     );
     assert!(
         table.contains("same tokens on gpt-4o: $0.0458 — 3.2× saved"),

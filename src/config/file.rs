@@ -26,7 +26,7 @@ pub struct FileLlm {
     pub api_key_env: Option<String>,
     pub budget: Option<f64>,
     pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     pub timeout_secs: Option<u64>,
     pub models: Option<FileModels>,
     /// Prices for models the built-in table does not know, or overrides of it.
@@ -48,7 +48,7 @@ pub struct FileModel {
     pub api_base: Option<String>,
     pub api_key: Option<String>,
     pub api_key_env: Option<String>,
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
     pub pricing: Option<FilePricing>,
     pub headers: Option<BTreeMap<String, String>>,

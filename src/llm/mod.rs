@@ -93,7 +93,8 @@ pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
     pub tools: Vec<ToolSpec>,
-    pub temperature: Option<f32>,
+    /// f64 so that a configured 0.1 is sent as 0.1, not 0.10000000149.
+    pub temperature: Option<f64>,
     /// Upper bound on output tokens; always sent, since the budget reservation relies on it.
     pub max_tokens: u32,
 }
