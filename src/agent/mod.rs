@@ -216,7 +216,7 @@ impl OrchestratorBuilder {
             let settings = cfg.resolve(r)?;
             let client = match self.clients.iter().find(|(cr, _)| *cr == r) {
                 Some((_, c)) => c.clone(),
-                None => model::build_client(&settings, http.clone(), self.retry.clone())
+                None => model::build_client(&settings, http.clone(), self.retry)
                     .with_context(|| format!("the {r} model's client"))?,
             };
             let m = RoleModel::new(settings, &prices, client)
