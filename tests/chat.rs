@@ -540,3 +540,130 @@ async fn models_discover_lists_with_prices() {
         out.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_supervisor_and_openai_worker_in_one_run() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&format!(
+        "llm:\n  model: claude-sonnet-4-5\n  provider: anthropic\n  api_base: {base}\n  models:\n    worker:\n      provider: openai\n      model: {WORKER}\n      api_base: {base}/v1\norchestrator:\n  use_multi_agent: true\n  max_supervisor_calls: 1\n",
+        base = llm.base_url()
+    ));
+    llm.push(
+        WORKER,
+        Reply::tool("ask_supervisor", json!({"question": "first?"})),
+    );
+    llm.push(
+        "claude-sonnet-4-5",
+        Reply::text("Answer from Claude.").usage(2000, 500, 300),
+    );
+    llm.push(
+        WORKER,
+        Reply::tool("ask_supervisor", json!({"question": "second?"})),
+    );
+    llm.push(WORKER, Reply::text("done"));
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .env("ANTHROPIC_API_KEY", "sk-ant-test")
+        .args(["chat", "--config"])
+        .arg(&cfg)
+        .arg("Fix the typo in README");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let sup = llm.requests_for("claude-sonnet-4-5");
+    assert_eq!(sup.len(), 1, "the second question was over the cap");
+    assert_eq!(sup[0].path, "/v1/messages");
+    assert_eq!(sup[0].header("x-api-key").as_deref(), Some("sk-ant-test"));
+    let results = tool_results(&llm, WORKER);
+    assert_eq!(results[0], "Answer from Claude.");
+    assert!(
+        results[1].contains("orchestrator.max_supervisor_calls"),
+        "{}",
+        results[1]
+    );
+    // claude-sonnet-4-5: 1500 × $3 + 500 × $0.30 + 300 × $15 per Mtok = $0.00915 → $0.0092.
+    let sup_row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("supervisor"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(
+        sup_row,
+        "supervisor claude-sonnet-4-5 1 2000 500 300 $0.0092"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_model_hits_the_wall_clock_and_exits_1() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&config(&llm, "  max_wall_clock_secs: 1\n"));
+    llm.push(WORKER, Reply::hang());
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "--config"])
+        .arg(&cfg)
+        .arg("Fix the typo in README");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("wall-clock limit of 1 s"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_call_is_retried_after_the_servers_wait() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&config(&llm, ""));
+    llm.push(
+        WORKER,
+        Reply::status(429, json!({"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}}))
+            .retry_after(1),
+    );
+    llm.push(WORKER, Reply::text("done after waiting"));
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "--config"])
+        .arg(&cfg)
+        .arg("Fix the typo in README");
+    let started = std::time::Instant::now();
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(llm.requests_for(WORKER).len(), 2);
+    assert!(out.stdout.contains("done after waiting"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_key_fails_in_one_line_without_leaking_it() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&config(&llm, ""));
+    llm.push(
+        WORKER,
+        Reply::status(
+            401,
+            json!({"error": {"message": format!("Incorrect API key provided: {SECRET}"), "type": "invalid_request_error", "code": "invalid_api_key"}}),
+        ),
+    );
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .args(["chat", "--config"])
+        .arg(&cfg)
+        .arg("Fix the typo in README");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 1);
+    assert_eq!(llm.requests_for(WORKER).len(), 1, "401 is not retried");
+    assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET));
+    assert!(
+        out.stdout.contains("failed: worker model gpt-4o-mini"),
+        "{}",
+        out.stdout
+    );
+}
