@@ -32,6 +32,7 @@ pub struct RoleModel {
     pub settings: ResolvedModel,
     pub price: Option<ModelPrice>,
     client: Arc<dyn Provider>,
+    tokens: tokens::TokenCache,
 }
 
 /// A configured price, converted to the table's exact units.
@@ -112,6 +113,7 @@ impl RoleModel {
             price,
             settings,
             client,
+            tokens: tokens::TokenCache::new(),
         })
     }
 
@@ -142,7 +144,7 @@ impl RoleModel {
     ) -> Result<(ChatResponse, Option<Usd>), CallError> {
         let reservation = match self.price {
             Some(price) => {
-                let prompt = tokens::count_prompt_tokens(&req.model, req);
+                let prompt = self.tokens.count_prompt_tokens(&req.model, req);
                 let amount = price.max_cost(prompt, u64::from(req.max_tokens));
                 Some(
                     ledger

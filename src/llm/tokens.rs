@@ -38,7 +38,7 @@ pub const TOKENS_PER_TOOL: u64 = 8;
 /// Wrapper around the whole tool list.
 pub const TOOLS_OVERHEAD: u64 = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Tokenizer {
     O200k,
     Cl100k,
@@ -132,7 +132,52 @@ pub fn count_text_tokens(model: &str, text: &str) -> u64 {
 /// offered tool (name, description, JSON schema), and the framing around them.
 pub fn count_prompt_tokens(model: &str, req: &ChatRequest) -> u64 {
     let which = tokenizer_for(model);
-    let count = |s: &str| raw_count(which, s);
+    count_with(which, req, &|s: &str| raw_count(which, s))
+}
+
+/// Remembers the token count of every text it has seen, so that counting a conversation
+/// that grows by a message per turn costs the new message, not the whole history again
+/// (the orchestrator counts before every call).
+#[derive(Default)]
+pub struct TokenCache {
+    counts: std::sync::Mutex<std::collections::HashMap<(Tokenizer, usize, u64), u64>>,
+}
+
+/// Past this many remembered texts the cache starts over, to bound its memory.
+const TOKEN_CACHE_ENTRIES: usize = 8192;
+
+impl TokenCache {
+    pub fn new() -> TokenCache {
+        TokenCache::default()
+    }
+
+    /// The same number as [`count_prompt_tokens`], from remembered counts where it can.
+    pub fn count_prompt_tokens(&self, model: &str, req: &ChatRequest) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let which = tokenizer_for(model);
+        let count = |s: &str| -> u64 {
+            if s.len() < 64 {
+                return raw_count(which, s);
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.hash(&mut h);
+            let key = (which, s.len(), h.finish());
+            let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get(&key) {
+                return *n;
+            }
+            if map.len() >= TOKEN_CACHE_ENTRIES {
+                map.clear();
+            }
+            let n = raw_count(which, s);
+            map.insert(key, n);
+            n
+        };
+        count_with(which, req, &count)
+    }
+}
+
+fn count_with(which: Tokenizer, req: &ChatRequest, count: &dyn Fn(&str) -> u64) -> u64 {
     let mut total = REPLY_PRIMING_TOKENS;
     for msg in &req.messages {
         total += TOKENS_PER_MESSAGE;
@@ -191,6 +236,29 @@ mod tests {
         assert_eq!(tokenizer_for("gemini-2.5-pro"), Tokenizer::Foreign);
         assert_eq!(tokenizer_for("ollama/llama3"), Tokenizer::Foreign);
         assert_eq!(tokenizer_for("omni-model"), Tokenizer::Foreign);
+    }
+
+    #[test]
+    fn the_cache_counts_what_the_plain_count_does() {
+        let long = "fn main() { println!(\"hello\"); }\n".repeat(50);
+        let req = |n: usize| ChatRequest {
+            model: "gpt-4o-mini".into(),
+            messages: (0..n)
+                .map(|i| crate::llm::Message::user(format!("{long}{i}")))
+                .collect(),
+            tools: vec![],
+            temperature: None,
+            max_tokens: 10,
+        };
+        let cache = TokenCache::new();
+        for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
+            for n in [1, 2, 5] {
+                assert_eq!(
+                    cache.count_prompt_tokens(model, &req(n)),
+                    count_prompt_tokens(model, &req(n))
+                );
+            }
+        }
     }
 
     #[test]
