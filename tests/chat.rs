@@ -573,7 +573,7 @@ async fn anthropic_supervisor_and_openai_worker_in_one_run() {
     let sup = llm.requests_for("claude-sonnet-4-5");
     assert_eq!(sup.len(), 1, "the second question was over the cap");
     assert_eq!(sup[0].path, "/v1/messages");
-    assert_eq!(sup[0].header("x-api-key").as_deref(), Some("sk-ant-test"));
+    assert_eq!(sup[0].header("x-api-key"), Some("sk-ant-test"));
     let results = tool_results(&llm, WORKER);
     assert_eq!(results[0], "Answer from Claude.");
     assert!(
