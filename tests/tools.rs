@@ -744,3 +744,36 @@ async fn missing_bubblewrap_disables_commands() {
         SandboxStatus::Unavailable { .. }
     ));
 }
+
+#[tokio::test]
+async fn bare_commands_get_a_private_home_and_configured_env() {
+    let d = repo();
+    let tb = toolbox_with(d.path(), |o| {
+        o.sandbox = SandboxMode::None;
+        o.extra_path = vec!["/opt/equitr-extra/bin".into()];
+        o.extra_env = vec![("EQUITR_CONFIGURED".into(), "yes".into())];
+    });
+    assert_eq!(tb.sandbox_status(), SandboxStatus::Disabled);
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "echo \"$HOME|$PATH|$EQUITR_CONFIGURED\"; touch \"$HOME/x\""}),
+    )
+    .await;
+    assert_ok(&o);
+    let line = o.content.lines().nth(2).unwrap();
+    let parts: Vec<&str> = line.split('|').collect();
+    let home = Path::new(parts[0]).to_path_buf();
+    assert!(home.is_dir() && home.join("x").exists(), "{line}");
+    assert!(
+        !home.starts_with(d.path()) && home != Path::new("/root"),
+        "{line}"
+    );
+    assert!(parts[1].ends_with(":/opt/equitr-extra/bin"), "{line}");
+    assert_eq!(parts[2], "yes");
+    drop(tb);
+    assert!(
+        !home.exists(),
+        "the private HOME is removed with the toolbox"
+    );
+}

@@ -81,7 +81,7 @@ pub(crate) fn probe(bwrap: &Path) -> SandboxStatus {
             "true",
         ])
         .env_clear()
-        .env("PATH", path_value())
+        .env("PATH", path_value(&[]))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -117,6 +117,11 @@ pub(crate) struct ExecRequest<'a> {
     pub bwrap: Option<&'a Path>,
     pub timeout: Duration,
     pub max_output_bytes: usize,
+    /// HOME for bare commands (inside bwrap it is the fresh `/tmp`).
+    pub bare_home: &'a Path,
+    /// Directories appended to PATH and variables set, both from explicit configuration.
+    pub extra_path: &'a [PathBuf],
+    pub extra_env: &'a [(String, String)],
 }
 
 pub(crate) struct ExecResult {
@@ -124,9 +129,15 @@ pub(crate) struct ExecResult {
     pub is_error: bool,
 }
 
-fn path_value() -> String {
-    let mut dirs: Vec<&str> = BASE_PATH.to_vec();
-    dirs.extend(OPTIONAL_PATH.iter().filter(|d| Path::new(d).is_dir()));
+fn path_value(extra: &[PathBuf]) -> String {
+    let mut dirs: Vec<String> = BASE_PATH.iter().map(|d| (*d).to_owned()).collect();
+    dirs.extend(
+        OPTIONAL_PATH
+            .iter()
+            .filter(|d| Path::new(d).is_dir())
+            .map(|d| (*d).to_owned()),
+    );
+    dirs.extend(extra.iter().map(|d| d.to_string_lossy().into_owned()));
     dirs.join(":")
 }
 
@@ -140,7 +151,7 @@ fn shell() -> &'static str {
 
 fn build_command(req: &ExecRequest<'_>) -> Command {
     let ws = req.workspace.as_os_str();
-    let path = path_value();
+    let path = path_value(req.extra_path);
     let mut cmd = match req.bwrap {
         Some(bwrap) => {
             let mut c = Command::new(bwrap);
@@ -160,6 +171,9 @@ fn build_command(req: &ExecRequest<'_>) -> Command {
             c.args(["--setenv", "HOME", "/tmp"]);
             c.args(["--setenv", "LANG", "C.UTF-8"]);
             c.args(["--setenv", "TMPDIR", "/tmp"]);
+            for (k, v) in req.extra_env {
+                c.arg("--setenv").arg(k).arg(v);
+            }
             c.arg("--").arg(shell()).arg("-c").arg(req.command);
             c
         }
@@ -175,8 +189,12 @@ fn build_command(req: &ExecRequest<'_>) -> Command {
     cmd.env("PATH", &path);
     cmd.env("LANG", "C.UTF-8");
     if req.bwrap.is_none() {
-        // Bare commands get a throwaway-ish HOME inside the workspace rather than ours.
-        cmd.env("HOME", req.workspace);
+        // A private HOME, not ours: no dotfiles with credentials, and caches do not litter
+        // the checkout.
+        cmd.env("HOME", req.bare_home);
+        for (k, v) in req.extra_env {
+            cmd.env(k, v);
+        }
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -236,7 +254,7 @@ pub(crate) async fn run(req: ExecRequest<'_>) -> ExecResult {
             let _ = child.kill().await;
             Err(format!(
                 "timed out after {} s; the command and everything it started were killed",
-                req.timeout.as_secs()
+                format_secs(req.timeout)
             ))
         }
     };
@@ -323,4 +341,13 @@ fn format_output(header: &str, out: &HeadTail, err: &HeadTail, cap: usize) -> St
 /// The bubblewrap binary to use by default (found on `PATH` by the OS at spawn time).
 pub(crate) fn default_bwrap() -> PathBuf {
     PathBuf::from("bwrap")
+}
+
+/// `120` for whole seconds, `0.5` otherwise.
+pub(crate) fn format_secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{:.1}", d.as_secs_f64())
+    }
 }
