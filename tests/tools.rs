@@ -198,6 +198,9 @@ async fn path_escapes_are_refused() {
         &call(&tb, "search", json!({"pattern": "root", "path": "/etc"})).await,
         "outside",
     );
+    // Search does not follow symlinks out of the tree (passwd_link, etc_link, out_dir).
+    let o = call(&tb, "search", json!({"pattern": "root:|secret"})).await;
+    assert!(o.content.starts_with("no matches"), "{}", o.content);
     // A path inside the root given absolutely is fine.
     let abs = p.canonicalize().unwrap().join("README.md");
     assert_ok(&call(&tb, "read_file", json!({"path": abs.to_str().unwrap()})).await);
