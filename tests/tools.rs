@@ -533,6 +533,22 @@ async fn sandbox_basics_workspace_writable_git_and_outside_not() {
     assert!(!Path::new("/etc/equitr-x").exists());
     assert!(!Path::new(&home_marker).exists());
 
+    // No capabilities, even when we run as root: otherwise `.git` could be remounted
+    // read-write or unmounted from inside.
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "grep CapEff /proc/self/status; \
+        mount -o remount,rw,bind .git; umount .git; echo x > .git/pwned"}),
+    )
+    .await;
+    assert!(
+        o.content.contains("CapEff:\t0000000000000000"),
+        "{}",
+        o.content
+    );
+    assert!(!d.path().join(".git/pwned").exists(), "{}", o.content);
+
     let o = call(&tb, "run_command", json!({"command": "exit 3"})).await;
     assert!(o.is_error && o.content.starts_with("exit code: 3"), "{o:?}");
     let o = call(

@@ -74,6 +74,8 @@ pub(crate) fn probe(bwrap: &Path) -> SandboxStatus {
             "--tmpfs",
             "/tmp",
             "--unshare-all",
+            "--cap-drop",
+            "ALL",
             "--die-with-parent",
             "--new-session",
             "--clearenv",
@@ -165,6 +167,9 @@ fn build_command(req: &ExecRequest<'_>) -> Command {
                 c.arg("--ro-bind").arg(&git).arg(&git);
             }
             c.args(["--unshare-all", "--die-with-parent", "--new-session"]);
+            // Run as root, bwrap keeps every capability by default, and CAP_SYS_ADMIN inside
+            // the mount namespace is enough to remount `.git` read-write or unmount it.
+            c.args(["--cap-drop", "ALL"]);
             c.arg("--chdir").arg(ws);
             c.arg("--clearenv");
             c.args(["--setenv", "PATH", &path]);
