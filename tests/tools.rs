@@ -549,6 +549,19 @@ async fn sandbox_basics_workspace_writable_git_and_outside_not() {
     );
     assert!(!d.path().join(".git/pwned").exists(), "{}", o.content);
 
+    // Homes and /run (credentials, docker/postgres sockets) are hidden.
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "ls -A /root /home /run"}),
+    )
+    .await;
+    assert_eq!(
+        o.content, "exit code: 0\n--- stdout ---\n/home:\n\n/root:\n\n/run:\n",
+        "{}",
+        o.content
+    );
+
     let o = call(&tb, "run_command", json!({"command": "exit 3"})).await;
     assert!(o.is_error && o.content.starts_with("exit code: 3"), "{o:?}");
     let o = call(
@@ -794,5 +807,58 @@ async fn bare_commands_get_a_private_home_and_configured_env() {
     assert!(
         !home.exists(),
         "the private HOME is removed with the toolbox"
+    );
+}
+
+/// The configuration the orchestrator needs for Rust repositories: a toolchain under a hidden
+/// home, made visible read-only. Building offline works; the home stays otherwise hidden.
+#[tokio::test]
+async fn configured_toolchain_runs_in_the_sandbox() {
+    let Some(home) = dirs::home_dir() else { return };
+    let (cargo_home, rustup_home) = (home.join(".cargo"), home.join(".rustup"));
+    if !bwrap_works() || !cargo_home.join("bin/cargo").exists() || !rustup_home.is_dir() {
+        eprintln!("skipping: needs bubblewrap and a rustup toolchain in the home directory");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("src")).unwrap();
+    std::fs::write(
+        d.path().join("Cargo.toml"),
+        "[package]\nname = \"t\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("src/main.rs"),
+        "fn main() { println!(\"built ok\"); }\n",
+    )
+    .unwrap();
+    let tb = toolbox_with(d.path(), |o| {
+        o.extra_ro_paths = vec![cargo_home.join("bin"), rustup_home.clone()];
+        o.extra_path = vec![cargo_home.join("bin")];
+        o.extra_env = vec![
+            ("CARGO_HOME".into(), "/tmp/cargo-home".into()),
+            (
+                "RUSTUP_HOME".into(),
+                rustup_home.to_string_lossy().into_owned(),
+            ),
+        ];
+    });
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "cargo run --offline -q; ls -A ~/ | head -3"}),
+    )
+    .await;
+    assert_ok(&o);
+    assert!(o.content.contains("built ok"), "{}", o.content);
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": format!("ls {}", cargo_home.display())}),
+    )
+    .await;
+    assert_eq!(
+        o.content, "exit code: 0\n--- stdout ---\nbin\n",
+        "only bin/ is exposed"
     );
 }

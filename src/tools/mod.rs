@@ -58,6 +58,10 @@ pub struct ToolboxOptions {
     /// Variables set for commands (e.g. `CARGO_HOME`), from explicit configuration only.
     /// Never put secrets here: commands run model-written code.
     pub extra_env: Vec<(String, String)>,
+    /// Paths made visible (read-only) inside the sandbox although they lie under a hidden
+    /// directory (`/root`, `/home`, `/run`), e.g. `~/.rustup` and `~/.cargo/bin`. Explicit
+    /// configuration only; whatever is listed is readable by model-written commands.
+    pub extra_ro_paths: Vec<PathBuf>,
 }
 
 impl Default for ToolboxOptions {
@@ -71,6 +75,7 @@ impl Default for ToolboxOptions {
             bwrap_path: sandbox::default_bwrap(),
             extra_path: Vec::new(),
             extra_env: Vec::new(),
+            extra_ro_paths: Vec::new(),
         }
     }
 }
@@ -306,6 +311,7 @@ impl Toolbox {
                 .map_or(self.ws.root(), |d| d.0.as_path()),
             extra_path: &self.opts.extra_path,
             extra_env: &self.opts.extra_env,
+            extra_ro_paths: &self.opts.extra_ro_paths,
         })
         .await;
         ToolOutcome {

@@ -26,6 +26,8 @@ const BASE_PATH: &[&str] = &[
     "/bin",
 ];
 const OPTIONAL_PATH: &[&str] = &["/usr/local/cargo/bin", "/usr/local/go/bin"];
+/// Hidden inside the sandbox behind an empty tmpfs.
+const MASKED_DIRS: &[&str] = &["/root", "/home", "/run"];
 
 /// Whether commands can run, as found by the probe at `Toolbox::new`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,7 @@ pub(crate) struct ExecRequest<'a> {
     /// Directories appended to PATH and variables set, both from explicit configuration.
     pub extra_path: &'a [PathBuf],
     pub extra_env: &'a [(String, String)],
+    pub extra_ro_paths: &'a [PathBuf],
 }
 
 pub(crate) struct ExecResult {
@@ -159,6 +162,22 @@ fn build_command(req: &ExecRequest<'_>) -> Command {
             let mut c = Command::new(bwrap);
             c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
             c.args(["--tmpfs", "/tmp"]);
+            // The read-only root still lets a command *read* and *connect*: hide the users'
+            // homes (dotfiles, credentials, the service's own config) and /run (docker,
+            // postgres and dbus sockets, which --unshare-net does not cover).
+            for masked in MASKED_DIRS {
+                if Path::new(masked).is_dir() {
+                    c.args(["--tmpfs", masked]);
+                }
+            }
+            // Explicitly configured read-only paths (toolchains under a masked home) come back
+            // after the masks.
+            for p in req.extra_ro_paths {
+                if p.exists() {
+                    c.arg("--ro-bind").arg(p).arg(p);
+                }
+            }
+            // After the masks, so a workspace under /tmp or a home is visible again.
             c.arg("--bind").arg(ws).arg(ws);
             let git = req.workspace.join(".git");
             // After the writable bind, so it wins. A worktree's `.git` is a file pointing at
