@@ -862,3 +862,59 @@ async fn configured_toolchain_runs_in_the_sandbox() {
         "only bin/ is exposed"
     );
 }
+
+/// A worktree checkout: `git` works inside the sandbox (its git dir is reachable) but cannot
+/// write it.
+#[tokio::test]
+async fn worktree_git_dir_is_readable_not_writable() {
+    if !bwrap_works() {
+        eprintln!("skipping: bubblewrap does not work here");
+        return;
+    }
+    let main = repo();
+    let wt_parent = tempfile::tempdir().unwrap();
+    let wt = wt_parent.path().join("wt");
+    git(
+        main.path(),
+        &["worktree", "add", "-q", wt.to_str().unwrap()],
+    );
+    let tb = toolbox(&wt);
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "git log --oneline | wc -l"}),
+    )
+    .await;
+    assert_ok(&o);
+    assert!(o.content.contains("\n1\n"), "{}", o.content);
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "git commit -q --allow-empty -m x"}),
+    )
+    .await;
+    assert!(o.is_error, "{}", o.content);
+    let head = std::fs::read_to_string(main.path().join(".git/refs/heads/master"))
+        .or_else(|_| std::fs::read_to_string(main.path().join(".git/refs/heads/main")));
+    let log = Command::new("git")
+        .args(["log", "--all", "--oneline"])
+        .current_dir(main.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout).lines().count(),
+        1,
+        "{head:?}"
+    );
+}
+
+#[test]
+fn call_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_sync<T: Send + Sync>() {}
+    assert_sync::<Toolbox>();
+    let d = tempfile::tempdir().unwrap();
+    let tb = toolbox(d.path());
+    let fut = tb.call("read_file", "{}");
+    assert_send(&fut);
+}

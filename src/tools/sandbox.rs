@@ -180,10 +180,14 @@ fn build_command(req: &ExecRequest<'_>) -> Command {
             // After the masks, so a workspace under /tmp or a home is visible again.
             c.arg("--bind").arg(ws).arg(ws);
             let git = req.workspace.join(".git");
-            // After the writable bind, so it wins. A worktree's `.git` is a file pointing at
-            // a git dir outside the workspace, which the read-only root already covers.
+            // After the writable bind, so it wins.
             if git.exists() {
                 c.arg("--ro-bind").arg(&git).arg(&git);
+            }
+            // A worktree's `.git` is a file naming a git dir elsewhere (and that one names the
+            // common dir); they may sit under a hidden home, so bring them back read-only.
+            for dir in linked_git_dirs(&git) {
+                c.arg("--ro-bind").arg(&dir).arg(&dir);
             }
             c.args(["--unshare-all", "--die-with-parent", "--new-session"]);
             // Run as root, bwrap keeps every capability by default, and CAP_SYS_ADMIN inside
@@ -241,6 +245,41 @@ async fn capture<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> HeadTail {
     c.finish()
 }
 
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
+/// For a worktree or submodule checkout: the git dir its `.git` file points to, and that git
+/// dir's common dir.
+fn linked_git_dirs(dot_git: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if !dot_git.is_file() {
+        return out;
+    }
+    let Ok(text) = std::fs::read_to_string(dot_git) else {
+        return out;
+    };
+    let Some(gitdir) = text.lines().find_map(|l| l.strip_prefix("gitdir:")) else {
+        return out;
+    };
+    let base = dot_git.parent().unwrap_or(Path::new("/"));
+    let Ok(gitdir) = std::fs::canonicalize(base.join(gitdir.trim())) else {
+        return out;
+    };
+    if let Ok(common) = std::fs::read_to_string(gitdir.join("commondir")) {
+        if let Ok(common) = std::fs::canonicalize(gitdir.join(common.trim())) {
+            out.push(common);
+        }
+    }
+    // After the common dir, in case the git dir lies inside it (`.git/worktrees/<name>`).
+    out.push(gitdir);
+    out
+}
+
 fn kill_group(pgid: Option<u32>) {
     if let Some(pid) = pgid.and_then(|p| i32::try_from(p).ok()) {
         if pid > 0 {
@@ -263,6 +302,9 @@ pub(crate) async fn run(req: ExecRequest<'_>) -> ExecResult {
         }
     };
     let pgid = child.id();
+    // Also when this future is dropped mid-way (the job was cancelled): kill_on_drop only
+    // reaches the direct child.
+    let _group = GroupGuard(pgid);
     let cap = req.max_output_bytes;
     let stdout = child.stdout.take().map(|s| tokio::spawn(capture(s, cap)));
     let stderr = child.stderr.take().map(|s| tokio::spawn(capture(s, cap)));
