@@ -174,6 +174,7 @@ async fn path_escapes_are_refused() {
         ("/sys/kernel/hostname", "special filesystem"),
         ("src/main.rs\0", "NUL byte"),
         ("", "empty"),
+        ("no\nsuch\nfile", "does not exist"),
     ] {
         let o = call(&tb, "read_file", json!({ "path": path })).await;
         assert_err(&o, needle);

@@ -253,6 +253,8 @@ impl Toolbox {
         match result {
             Ok(content) => ToolOutcome::ok(content),
             Err(ToolError(msg)) => {
+                // Messages quote the model's own input (paths, patterns); keep them one line.
+                let msg = msg.replace('\r', "\\r").replace('\n', "\\n");
                 tracing::debug!(tool = name, error = %msg, "tool call refused or failed");
                 ToolOutcome::error(msg)
             }
