@@ -174,6 +174,7 @@ async fn path_escapes_are_refused() {
         ("/sys/kernel/hostname", "special filesystem"),
         ("src/main.rs\0", "NUL byte"),
         ("", "empty"),
+        ("no\nsuch\nfile", "does not exist"),
     ] {
         let o = call(&tb, "read_file", json!({ "path": path })).await;
         assert_err(&o, needle);
@@ -198,6 +199,9 @@ async fn path_escapes_are_refused() {
         &call(&tb, "search", json!({"pattern": "root", "path": "/etc"})).await,
         "outside",
     );
+    // Search does not follow symlinks out of the tree (passwd_link, etc_link, out_dir).
+    let o = call(&tb, "search", json!({"pattern": "root:|secret"})).await;
+    assert!(o.content.starts_with("no matches"), "{}", o.content);
     // A path inside the root given absolutely is fine.
     let abs = p.canonicalize().unwrap().join("README.md");
     assert_ok(&call(&tb, "read_file", json!({"path": abs.to_str().unwrap()})).await);
@@ -530,6 +534,35 @@ async fn sandbox_basics_workspace_writable_git_and_outside_not() {
     assert!(!Path::new("/etc/equitr-x").exists());
     assert!(!Path::new(&home_marker).exists());
 
+    // No capabilities, even when we run as root: otherwise `.git` could be remounted
+    // read-write or unmounted from inside.
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "grep CapEff /proc/self/status; \
+        mount -o remount,rw,bind .git; umount .git; echo x > .git/pwned"}),
+    )
+    .await;
+    assert!(
+        o.content.contains("CapEff:\t0000000000000000"),
+        "{}",
+        o.content
+    );
+    assert!(!d.path().join(".git/pwned").exists(), "{}", o.content);
+
+    // Homes and /run (credentials, docker/postgres sockets) are hidden.
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "ls -A /root /home /run"}),
+    )
+    .await;
+    assert_eq!(
+        o.content, "exit code: 0\n--- stdout ---\n/home:\n\n/root:\n\n/run:\n",
+        "{}",
+        o.content
+    );
+
     let o = call(&tb, "run_command", json!({"command": "exit 3"})).await;
     assert!(o.is_error && o.content.starts_with("exit code: 3"), "{o:?}");
     let o = call(
@@ -743,4 +776,146 @@ async fn missing_bubblewrap_disables_commands() {
         tb.sandbox_status(),
         SandboxStatus::Unavailable { .. }
     ));
+}
+
+#[tokio::test]
+async fn bare_commands_get_a_private_home_and_configured_env() {
+    let d = repo();
+    let tb = toolbox_with(d.path(), |o| {
+        o.sandbox = SandboxMode::None;
+        o.extra_path = vec!["/opt/equitr-extra/bin".into()];
+        o.extra_env = vec![("EQUITR_CONFIGURED".into(), "yes".into())];
+    });
+    assert_eq!(tb.sandbox_status(), SandboxStatus::Disabled);
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "echo \"$HOME|$PATH|$EQUITR_CONFIGURED\"; touch \"$HOME/x\""}),
+    )
+    .await;
+    assert_ok(&o);
+    let line = o.content.lines().nth(2).unwrap();
+    let parts: Vec<&str> = line.split('|').collect();
+    let home = Path::new(parts[0]).to_path_buf();
+    assert!(home.is_dir() && home.join("x").exists(), "{line}");
+    assert!(
+        !home.starts_with(d.path()) && home != Path::new("/root"),
+        "{line}"
+    );
+    assert!(parts[1].ends_with(":/opt/equitr-extra/bin"), "{line}");
+    assert_eq!(parts[2], "yes");
+    drop(tb);
+    assert!(
+        !home.exists(),
+        "the private HOME is removed with the toolbox"
+    );
+}
+
+/// The configuration the orchestrator needs for Rust repositories: a toolchain under a hidden
+/// home, made visible read-only. Building offline works; the home stays otherwise hidden.
+#[tokio::test]
+async fn configured_toolchain_runs_in_the_sandbox() {
+    let Some(home) = dirs::home_dir() else { return };
+    let (cargo_home, rustup_home) = (home.join(".cargo"), home.join(".rustup"));
+    if !bwrap_works() || !cargo_home.join("bin/cargo").exists() || !rustup_home.is_dir() {
+        eprintln!("skipping: needs bubblewrap and a rustup toolchain in the home directory");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("src")).unwrap();
+    std::fs::write(
+        d.path().join("Cargo.toml"),
+        "[package]\nname = \"t\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("src/main.rs"),
+        "fn main() { println!(\"built ok\"); }\n",
+    )
+    .unwrap();
+    let tb = toolbox_with(d.path(), |o| {
+        o.extra_ro_paths = vec![cargo_home.join("bin"), rustup_home.clone()];
+        o.extra_path = vec![cargo_home.join("bin")];
+        o.extra_env = vec![
+            ("CARGO_HOME".into(), "/tmp/cargo-home".into()),
+            (
+                "RUSTUP_HOME".into(),
+                rustup_home.to_string_lossy().into_owned(),
+            ),
+        ];
+    });
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "cargo run --offline -q; ls -A ~/ | head -3"}),
+    )
+    .await;
+    assert_ok(&o);
+    assert!(o.content.contains("built ok"), "{}", o.content);
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": format!("ls {}", cargo_home.display())}),
+    )
+    .await;
+    assert_eq!(
+        o.content, "exit code: 0\n--- stdout ---\nbin\n",
+        "only bin/ is exposed"
+    );
+}
+
+/// A worktree checkout: `git` works inside the sandbox (its git dir is reachable) but cannot
+/// write it.
+#[tokio::test]
+async fn worktree_git_dir_is_readable_not_writable() {
+    if !bwrap_works() {
+        eprintln!("skipping: bubblewrap does not work here");
+        return;
+    }
+    let main = repo();
+    let wt_parent = tempfile::tempdir().unwrap();
+    let wt = wt_parent.path().join("wt");
+    git(
+        main.path(),
+        &["worktree", "add", "-q", wt.to_str().unwrap()],
+    );
+    let tb = toolbox(&wt);
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "git log --oneline | wc -l"}),
+    )
+    .await;
+    assert_ok(&o);
+    assert!(o.content.contains("\n1\n"), "{}", o.content);
+    let o = call(
+        &tb,
+        "run_command",
+        json!({"command": "git commit -q --allow-empty -m x"}),
+    )
+    .await;
+    assert!(o.is_error, "{}", o.content);
+    let head = std::fs::read_to_string(main.path().join(".git/refs/heads/master"))
+        .or_else(|_| std::fs::read_to_string(main.path().join(".git/refs/heads/main")));
+    let log = Command::new("git")
+        .args(["log", "--all", "--oneline"])
+        .current_dir(main.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout).lines().count(),
+        1,
+        "{head:?}"
+    );
+}
+
+#[test]
+fn call_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_sync<T: Send + Sync>() {}
+    assert_sync::<Toolbox>();
+    let d = tempfile::tempdir().unwrap();
+    let tb = toolbox(d.path());
+    let fut = tb.call("read_file", "{}");
+    assert_send(&fut);
 }

@@ -52,6 +52,16 @@ pub struct ToolboxOptions {
     pub max_output_bytes: usize,
     /// The bubblewrap binary; injectable so a missing sandbox can be tested.
     pub bwrap_path: PathBuf,
+    /// Directories appended to the commands' PATH (e.g. a toolchain's bin directory), from
+    /// explicit configuration only; our own PATH is never passed through.
+    pub extra_path: Vec<PathBuf>,
+    /// Variables set for commands (e.g. `CARGO_HOME`), from explicit configuration only.
+    /// Never put secrets here: commands run model-written code.
+    pub extra_env: Vec<(String, String)>,
+    /// Paths made visible (read-only) inside the sandbox although they lie under a hidden
+    /// directory (`/root`, `/home`, `/run`), e.g. `~/.rustup` and `~/.cargo/bin`. Explicit
+    /// configuration only; whatever is listed is readable by model-written commands.
+    pub extra_ro_paths: Vec<PathBuf>,
 }
 
 impl Default for ToolboxOptions {
@@ -63,6 +73,9 @@ impl Default for ToolboxOptions {
             max_read_bytes: 100 * 1024,
             max_output_bytes: 30 * 1024,
             bwrap_path: sandbox::default_bwrap(),
+            extra_path: Vec::new(),
+            extra_env: Vec::new(),
+            extra_ro_paths: Vec::new(),
         }
     }
 }
@@ -108,6 +121,33 @@ pub struct Toolbox {
     ws: Workspace,
     opts: ToolboxOptions,
     sandbox: SandboxStatus,
+    /// HOME for bare commands: a private directory, removed with the toolbox.
+    bare_home: Option<PrivateDir>,
+}
+
+/// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn create() -> anyhow::Result<PrivateDir> {
+        use rand::Rng;
+        let name = format!(
+            "equitr-home-{}-{:016x}",
+            std::process::id(),
+            rand::thread_rng().gen::<u64>()
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir(&path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        Ok(PrivateDir(path))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Toolbox {
@@ -116,15 +156,26 @@ impl Toolbox {
     /// warning is logged now, once).
     pub fn new(root: &Path, opts: ToolboxOptions) -> anyhow::Result<Toolbox> {
         let ws = Workspace::new(root)?;
-        let sandbox = match (opts.access, opts.sandbox) {
-            (_, SandboxMode::None) => SandboxStatus::Disabled,
-            (Access::ReadOnly, SandboxMode::Bubblewrap) => SandboxStatus::Available,
-            (Access::ReadWrite, SandboxMode::Bubblewrap) => sandbox::probe(&opts.bwrap_path),
+        let sandbox = match opts.sandbox {
+            SandboxMode::None => SandboxStatus::Disabled,
+            SandboxMode::Bubblewrap => sandbox::probe(&opts.bwrap_path),
         };
-        if let Some(msg) = sandbox.message() {
-            tracing::warn!(workspace = %ws.root().display(), "{msg}");
+        // Warn only where commands are offered; a read-only toolbox never runs any.
+        if opts.access == Access::ReadWrite {
+            if let Some(msg) = sandbox.message() {
+                tracing::warn!(workspace = %ws.root().display(), "{msg}");
+            }
         }
-        Ok(Toolbox { ws, opts, sandbox })
+        let bare_home = match (opts.access, opts.sandbox) {
+            (Access::ReadWrite, SandboxMode::None) => Some(PrivateDir::create()?),
+            _ => None,
+        };
+        Ok(Toolbox {
+            ws,
+            opts,
+            sandbox,
+            bare_home,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -153,8 +204,13 @@ impl Toolbox {
 
     /// Runs one tool call. `arguments` is the model's raw JSON text.
     pub async fn call(&self, name: &str, arguments: &str) -> ToolOutcome {
-        let span = tracing::debug_span!("tool", name);
-        let _guard = span.enter();
+        use tracing::Instrument;
+        self.call_inner(name, arguments)
+            .instrument(tracing::debug_span!("tool", name))
+            .await
+    }
+
+    async fn call_inner(&self, name: &str, arguments: &str) -> ToolOutcome {
         if !self.handles(name) {
             let known = self.names().collect::<Vec<_>>().join(", ");
             let why = if WRITE_TOOLS.contains(&name) {
@@ -164,7 +220,6 @@ impl Toolbox {
             };
             return ToolOutcome::error(why);
         }
-        drop(_guard);
         let result = match name {
             "list_files" => {
                 self.blocking(arguments, |ws, a, o| {
@@ -198,6 +253,8 @@ impl Toolbox {
         match result {
             Ok(content) => ToolOutcome::ok(content),
             Err(ToolError(msg)) => {
+                // Messages quote the model's own input (paths, patterns); keep them one line.
+                let msg = msg.replace('\r', "\\r").replace('\n', "\\n");
                 tracing::debug!(tool = name, error = %msg, "tool call refused or failed");
                 ToolOutcome::error(msg)
             }
@@ -250,6 +307,13 @@ impl Toolbox {
             bwrap,
             timeout: self.opts.command_timeout,
             max_output_bytes: self.opts.max_output_bytes,
+            bare_home: self
+                .bare_home
+                .as_ref()
+                .map_or(self.ws.root(), |d| d.0.as_path()),
+            extra_path: &self.opts.extra_path,
+            extra_env: &self.opts.extra_env,
+            extra_ro_paths: &self.opts.extra_ro_paths,
         })
         .await;
         ToolOutcome {
@@ -361,7 +425,7 @@ fn spec(name: &str, opts: &ToolboxOptions) -> Option<ToolSpec> {
                         PATH/HOME/LANG, the repository is writable but .git is read-only, /tmp is a fresh scratch space.",
                     SandboxMode::None => "No environment variables besides PATH/HOME/LANG are set.",
                 },
-                opts.command_timeout.as_secs()
+                sandbox::format_secs(opts.command_timeout)
             ),
             json!({
                 "type": "object",

@@ -26,6 +26,8 @@ const BASE_PATH: &[&str] = &[
     "/bin",
 ];
 const OPTIONAL_PATH: &[&str] = &["/usr/local/cargo/bin", "/usr/local/go/bin"];
+/// Hidden inside the sandbox behind an empty tmpfs.
+const MASKED_DIRS: &[&str] = &["/root", "/home", "/run"];
 
 /// Whether commands can run, as found by the probe at `Toolbox::new`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub(crate) fn probe(bwrap: &Path) -> SandboxStatus {
             "--tmpfs",
             "/tmp",
             "--unshare-all",
+            "--cap-drop",
+            "ALL",
             "--die-with-parent",
             "--new-session",
             "--clearenv",
@@ -81,7 +85,7 @@ pub(crate) fn probe(bwrap: &Path) -> SandboxStatus {
             "true",
         ])
         .env_clear()
-        .env("PATH", path_value())
+        .env("PATH", path_value(&[]))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -117,6 +121,12 @@ pub(crate) struct ExecRequest<'a> {
     pub bwrap: Option<&'a Path>,
     pub timeout: Duration,
     pub max_output_bytes: usize,
+    /// HOME for bare commands (inside bwrap it is the fresh `/tmp`).
+    pub bare_home: &'a Path,
+    /// Directories appended to PATH and variables set, both from explicit configuration.
+    pub extra_path: &'a [PathBuf],
+    pub extra_env: &'a [(String, String)],
+    pub extra_ro_paths: &'a [PathBuf],
 }
 
 pub(crate) struct ExecResult {
@@ -124,9 +134,15 @@ pub(crate) struct ExecResult {
     pub is_error: bool,
 }
 
-fn path_value() -> String {
-    let mut dirs: Vec<&str> = BASE_PATH.to_vec();
-    dirs.extend(OPTIONAL_PATH.iter().filter(|d| Path::new(d).is_dir()));
+fn path_value(extra: &[PathBuf]) -> String {
+    let mut dirs: Vec<String> = BASE_PATH.iter().map(|d| (*d).to_owned()).collect();
+    dirs.extend(
+        OPTIONAL_PATH
+            .iter()
+            .filter(|d| Path::new(d).is_dir())
+            .map(|d| (*d).to_owned()),
+    );
+    dirs.extend(extra.iter().map(|d| d.to_string_lossy().into_owned()));
     dirs.join(":")
 }
 
@@ -140,26 +156,52 @@ fn shell() -> &'static str {
 
 fn build_command(req: &ExecRequest<'_>) -> Command {
     let ws = req.workspace.as_os_str();
-    let path = path_value();
+    let path = path_value(req.extra_path);
     let mut cmd = match req.bwrap {
         Some(bwrap) => {
             let mut c = Command::new(bwrap);
             c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
             c.args(["--tmpfs", "/tmp"]);
+            // The read-only root still lets a command *read* and *connect*: hide the users'
+            // homes (dotfiles, credentials, the service's own config) and /run (docker,
+            // postgres and dbus sockets, which --unshare-net does not cover).
+            for masked in MASKED_DIRS {
+                if Path::new(masked).is_dir() {
+                    c.args(["--tmpfs", masked]);
+                }
+            }
+            // Explicitly configured read-only paths (toolchains under a masked home) come back
+            // after the masks.
+            for p in req.extra_ro_paths {
+                if p.exists() {
+                    c.arg("--ro-bind").arg(p).arg(p);
+                }
+            }
+            // After the masks, so a workspace under /tmp or a home is visible again.
             c.arg("--bind").arg(ws).arg(ws);
             let git = req.workspace.join(".git");
-            // After the writable bind, so it wins. A worktree's `.git` is a file pointing at
-            // a git dir outside the workspace, which the read-only root already covers.
+            // After the writable bind, so it wins.
             if git.exists() {
                 c.arg("--ro-bind").arg(&git).arg(&git);
             }
+            // A worktree's `.git` is a file naming a git dir elsewhere (and that one names the
+            // common dir); they may sit under a hidden home, so bring them back read-only.
+            for dir in linked_git_dirs(&git) {
+                c.arg("--ro-bind").arg(&dir).arg(&dir);
+            }
             c.args(["--unshare-all", "--die-with-parent", "--new-session"]);
+            // Run as root, bwrap keeps every capability by default, and CAP_SYS_ADMIN inside
+            // the mount namespace is enough to remount `.git` read-write or unmount it.
+            c.args(["--cap-drop", "ALL"]);
             c.arg("--chdir").arg(ws);
             c.arg("--clearenv");
             c.args(["--setenv", "PATH", &path]);
             c.args(["--setenv", "HOME", "/tmp"]);
             c.args(["--setenv", "LANG", "C.UTF-8"]);
             c.args(["--setenv", "TMPDIR", "/tmp"]);
+            for (k, v) in req.extra_env {
+                c.arg("--setenv").arg(k).arg(v);
+            }
             c.arg("--").arg(shell()).arg("-c").arg(req.command);
             c
         }
@@ -175,8 +217,12 @@ fn build_command(req: &ExecRequest<'_>) -> Command {
     cmd.env("PATH", &path);
     cmd.env("LANG", "C.UTF-8");
     if req.bwrap.is_none() {
-        // Bare commands get a throwaway-ish HOME inside the workspace rather than ours.
-        cmd.env("HOME", req.workspace);
+        // A private HOME, not ours: no dotfiles with credentials, and caches do not litter
+        // the checkout.
+        cmd.env("HOME", req.bare_home);
+        for (k, v) in req.extra_env {
+            cmd.env(k, v);
+        }
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -197,6 +243,41 @@ async fn capture<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> HeadTail {
         }
     }
     c.finish()
+}
+
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
+/// For a worktree or submodule checkout: the git dir its `.git` file points to, and that git
+/// dir's common dir.
+fn linked_git_dirs(dot_git: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if !dot_git.is_file() {
+        return out;
+    }
+    let Ok(text) = std::fs::read_to_string(dot_git) else {
+        return out;
+    };
+    let Some(gitdir) = text.lines().find_map(|l| l.strip_prefix("gitdir:")) else {
+        return out;
+    };
+    let base = dot_git.parent().unwrap_or(Path::new("/"));
+    let Ok(gitdir) = std::fs::canonicalize(base.join(gitdir.trim())) else {
+        return out;
+    };
+    if let Ok(common) = std::fs::read_to_string(gitdir.join("commondir")) {
+        if let Ok(common) = std::fs::canonicalize(gitdir.join(common.trim())) {
+            out.push(common);
+        }
+    }
+    // After the common dir, in case the git dir lies inside it (`.git/worktrees/<name>`).
+    out.push(gitdir);
+    out
 }
 
 fn kill_group(pgid: Option<u32>) {
@@ -221,6 +302,9 @@ pub(crate) async fn run(req: ExecRequest<'_>) -> ExecResult {
         }
     };
     let pgid = child.id();
+    // Also when this future is dropped mid-way (the job was cancelled): kill_on_drop only
+    // reaches the direct child.
+    let _group = GroupGuard(pgid);
     let cap = req.max_output_bytes;
     let stdout = child.stdout.take().map(|s| tokio::spawn(capture(s, cap)));
     let stderr = child.stderr.take().map(|s| tokio::spawn(capture(s, cap)));
@@ -236,7 +320,7 @@ pub(crate) async fn run(req: ExecRequest<'_>) -> ExecResult {
             let _ = child.kill().await;
             Err(format!(
                 "timed out after {} s; the command and everything it started were killed",
-                req.timeout.as_secs()
+                format_secs(req.timeout)
             ))
         }
     };
@@ -323,4 +407,13 @@ fn format_output(header: &str, out: &HeadTail, err: &HeadTail, cap: usize) -> St
 /// The bubblewrap binary to use by default (found on `PATH` by the OS at spawn time).
 pub(crate) fn default_bwrap() -> PathBuf {
     PathBuf::from("bwrap")
+}
+
+/// `120` for whole seconds, `0.5` otherwise.
+pub(crate) fn format_secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{:.1}", d.as_secs_f64())
+    }
 }
