@@ -147,9 +147,47 @@ pub struct OrchestratorBuilder {
     prices: PriceTable,
     allow_unsandboxed: bool,
     clients: Vec<(AgentRole, Arc<dyn Provider>)>,
+    toolchain: Toolchain,
+}
+
+/// What `run_command` may see of toolchains installed under a hidden home directory.
+#[derive(Debug, Clone, Default)]
+pub struct Toolchain {
+    /// Made visible read-only inside the sandbox.
+    pub ro_paths: Vec<std::path::PathBuf>,
+    /// Appended to the commands' PATH.
+    pub path: Vec<std::path::PathBuf>,
+    /// Set for commands. Never secrets: commands run model-written code.
+    pub env: Vec<(String, String)>,
+}
+
+impl Toolchain {
+    /// Rust's rustup toolchain under `home`, if there is one: `~/.rustup` and
+    /// `~/.cargo/bin` read-only, with a scratch CARGO_HOME (the real one may hold registry
+    /// credentials).
+    pub fn detect_rust(home: &Path) -> Toolchain {
+        let mut t = Toolchain::default();
+        let rustup = home.join(".rustup");
+        let cargo_bin = home.join(".cargo").join("bin");
+        if rustup.is_dir() && cargo_bin.is_dir() {
+            t.ro_paths = vec![rustup.clone(), cargo_bin.clone()];
+            t.path = vec![cargo_bin];
+            t.env = vec![
+                ("RUSTUP_HOME".into(), rustup.display().to_string()),
+                ("CARGO_HOME".into(), "/tmp/cargo-home".into()),
+            ];
+        }
+        t
+    }
 }
 
 impl OrchestratorBuilder {
+    /// Let sandboxed commands use these toolchain directories.
+    pub fn toolchain(mut self, toolchain: Toolchain) -> Self {
+        self.toolchain = toolchain;
+        self
+    }
+
     /// Use this provider for a role instead of the one its configuration names (a custom
     /// provider, or an in-process model for benchmarks). The role's model id and price still
     /// come from the configuration.
@@ -244,6 +282,9 @@ impl OrchestratorBuilder {
             access,
             sandbox,
             command_timeout: Duration::from_secs(cfg.orchestrator.command_timeout_secs.max(1)),
+            extra_ro_paths: self.toolchain.ro_paths.clone(),
+            extra_path: self.toolchain.path.clone(),
+            extra_env: self.toolchain.env.clone(),
             ..ToolboxOptions::default()
         };
         let repo = self.repo;
@@ -308,6 +349,7 @@ impl Orchestrator {
             prices: PriceTable::builtin(),
             allow_unsandboxed: false,
             clients: Vec::new(),
+            toolchain: Toolchain::default(),
         }
     }
 

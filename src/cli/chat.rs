@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{fail, load_config, render, ChatArgs, RunFlags, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
-use crate::agent::Orchestrator;
+use crate::agent::{Orchestrator, Toolchain};
 
 /// Build the orchestrator a local run uses, or the exit code of why not.
 pub(crate) async fn build(
@@ -29,6 +29,11 @@ pub(crate) async fn build(
         }))
         // The local user's own config may say `sandbox: none`.
         .allow_unsandboxed(true)
+        .toolchain(
+            env.get("HOME")
+                .map(|h| Toolchain::detect_rust(Path::new(h)))
+                .unwrap_or_default(),
+        )
         .build()
         .await
         .map_err(|e| fail(EXIT_USAGE, format!("{e:#}")))
@@ -57,6 +62,9 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>, arg
             String::new()
         }
     );
+    if let Some(m) = orch.toolbox().sandbox_status().message() {
+        eprintln!("warning: {m}");
+    }
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
