@@ -4,7 +4,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::llm_server::{Reply, ScriptedLlm};
-use support::repo::{run, TestRepo};
+use support::repo::{run, Output, TestRepo};
 
 const SUPERVISOR: &str = "gpt-4o";
 const WORKER: &str = "gpt-4o-mini";
@@ -26,6 +26,18 @@ fn repo() -> TestRepo {
         ),
         (".gitignore", "target/\n"),
     ])
+}
+
+/// `chat` with the test key, the config and any flags.
+async fn chat(repo: &TestRepo, cfg: &std::path::Path, flags: &[&str], task: &str) -> Output {
+    let mut cmd = repo.command();
+    cmd.env("OPENAI_API_KEY", SECRET)
+        .arg("chat")
+        .args(flags)
+        .arg("--config")
+        .arg(cfg)
+        .arg(task);
+    run(cmd).await
 }
 
 /// Every tool result the worker model was sent, in order.
@@ -100,12 +112,7 @@ async fn multi_agent_chat_does_the_whole_job() {
         )),
     );
 
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "-M", "--config"])
-        .arg(&cfg)
-        .arg("Add a sub function next to add");
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &["-M"], "Add a sub function next to add").await;
     assert_eq!(
         out.code, 0,
         "stdout:\n{}\nstderr:\n{}",
@@ -247,12 +254,13 @@ async fn security_task_gets_a_plan_and_a_review() {
             json!({"approved": true, "reasons": "looks right"}),
         ),
     );
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "-M", "--config"])
-        .arg(&cfg)
-        .arg("Fix the password check in src/auth.rs");
-    let out = run(cmd).await;
+    let out = chat(
+        &repo,
+        &cfg,
+        &["-M"],
+        "Fix the password check in src/auth.rs",
+    )
+    .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let sup = llm.requests_for(SUPERVISOR);
     assert_eq!(sup.len(), 2, "one plan, one review");
@@ -292,12 +300,7 @@ async fn routine_task_never_reaches_the_supervisor() {
         ),
     );
     llm.push(WORKER, Reply::text("Fixed the typo."));
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "-M", "--config"])
-        .arg(&cfg)
-        .arg("Fix the typo in the README heading");
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &["-M"], "Fix the typo in the README heading").await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(repo.read("README.md"), "# Demo\n");
     assert_eq!(llm.requests_for(SUPERVISOR).len(), 0);
@@ -328,12 +331,7 @@ async fn rejected_twice_then_stopped_with_the_reasons() {
             ),
         );
     }
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "-M", "--config"])
-        .arg(&cfg)
-        .arg("Rename the crate to demo");
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &["-M"], "Rename the crate to demo").await;
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stdout
@@ -372,12 +370,7 @@ async fn the_call_that_could_cross_the_budget_is_never_made() {
     // A worker call reserves its prompt + 4096 output tokens: at $0.60/Mtok out, about
     // $0.0026. A $0.004 budget admits the first call; it really costs 1000 × $0.15 +
     // 4000 × $0.60 per Mtok = $0.00255, so a second reservation would cross the cap.
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "--budget", "0.004", "--config"])
-        .arg(&cfg)
-        .arg("Write notes.txt");
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &["--budget", "0.004"], "Write notes.txt").await;
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("budget reached"), "{}", out.stdout);
     assert_eq!(
@@ -419,12 +412,7 @@ async fn path_escapes_are_refused_and_the_run_goes_on() {
         Reply::tool("read_file", json!({"path": "/proc/self/environ"})),
     );
     llm.push(WORKER, Reply::text("gave up"));
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "--config"])
-        .arg(&cfg)
-        .arg("Read some files");
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &[], "Read some files").await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let results = tool_results(&llm, WORKER);
     assert_eq!(results.len(), 5);
@@ -455,12 +443,7 @@ async fn config_errors_name_file_and_line_and_exit_2() {
         "llm:\n  model: mystery-model-9\n  api_base: {}/v1\n  budget: 1.0\n",
         llm.base_url()
     ));
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "--config"])
-        .arg(&cfg)
-        .arg("anything");
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &[], "anything").await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr
@@ -602,12 +585,7 @@ async fn a_hanging_model_hits_the_wall_clock_and_exits_1() {
     let repo = repo();
     let cfg = repo.write_config(&config(&llm, "  max_wall_clock_secs: 1\n"));
     llm.push(WORKER, Reply::hang());
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "--config"])
-        .arg(&cfg)
-        .arg("Fix the typo in README");
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &[], "Fix the typo in README").await;
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains("wall-clock limit of 1 s"),
@@ -627,13 +605,8 @@ async fn a_rate_limited_call_is_retried_after_the_servers_wait() {
             .retry_after(1),
     );
     llm.push(WORKER, Reply::text("done after waiting"));
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "--config"])
-        .arg(&cfg)
-        .arg("Fix the typo in README");
     let started = std::time::Instant::now();
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &[], "Fix the typo in README").await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(started.elapsed() >= std::time::Duration::from_secs(1));
     assert_eq!(llm.requests_for(WORKER).len(), 2);
@@ -652,12 +625,7 @@ async fn a_bad_key_fails_in_one_line_without_leaking_it() {
             json!({"error": {"message": format!("Incorrect API key provided: {SECRET}"), "type": "invalid_request_error", "code": "invalid_api_key"}}),
         ),
     );
-    let mut cmd = repo.command();
-    cmd.env("OPENAI_API_KEY", SECRET)
-        .args(["chat", "--config"])
-        .arg(&cfg)
-        .arg("Fix the typo in README");
-    let out = run(cmd).await;
+    let out = chat(&repo, &cfg, &[], "Fix the typo in README").await;
     assert_eq!(out.code, 1);
     assert_eq!(llm.requests_for(WORKER).len(), 1, "401 is not retried");
     assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET));

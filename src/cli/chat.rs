@@ -48,20 +48,7 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>, arg
         Ok(o) => o,
         Err(code) => return code,
     };
-    eprintln!(
-        "equitr-coder: {} mode, worker {}{}",
-        if orch.is_multi_agent() {
-            "multi-agent"
-        } else {
-            "single-agent"
-        },
-        orch.worker_model(),
-        if orch.is_multi_agent() {
-            format!(", supervisor {}", orch.supervisor_model())
-        } else {
-            String::new()
-        }
-    );
+    eprintln!("equitr-coder: {}", render::mode(&orch));
     if let Some(m) = orch.toolbox().sandbox_status().message() {
         eprintln!("warning: {m}");
     }

@@ -64,18 +64,8 @@ pub async fn run(
         }
     });
     eprintln!(
-        "equitr-coder interactive — {} mode, worker {}{}. /help for commands.",
-        if orch.is_multi_agent() {
-            "multi-agent"
-        } else {
-            "single-agent"
-        },
-        orch.worker_model(),
-        if orch.is_multi_agent() {
-            format!(", supervisor {}", orch.supervisor_model())
-        } else {
-            String::new()
-        }
+        "equitr-coder interactive — {}. /help for commands.",
+        render::mode(&orch)
     );
     loop {
         if ask_tx.send(()).is_err() {

@@ -87,6 +87,19 @@ impl crate::agent::EventSink for Progress {
     }
 }
 
+/// "multi-agent mode, worker M, supervisor S".
+pub fn mode(orch: &crate::agent::Orchestrator) -> String {
+    if orch.is_multi_agent() {
+        format!(
+            "multi-agent mode, worker {}, supervisor {}",
+            orch.worker_model(),
+            orch.supervisor_model()
+        )
+    } else {
+        format!("single-agent mode, worker {}", orch.worker_model())
+    }
+}
+
 /// The result block: outcome, files changed, cost table, escalation.
 pub fn result(r: &RunResult) -> String {
     let mut out = String::new();
