@@ -455,6 +455,19 @@ async fn config_errors_name_file_and_line_and_exit_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_provider_without_a_key_is_refused_before_any_call() {
+    let repo = repo();
+    let mut cmd = repo.command();
+    cmd.args(["chat", "--model", "gpt-4o", "hello"]);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: no API key for the worker model (openai at https://api.openai.com/v1): set OPENAI_API_KEY or llm.api_key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_cmd_shows_sources_and_hides_secrets() {
     let repo = repo();
     let cfg = repo.write_config("llm:\n  model: gpt-4o\n  api_key: sk-in-file-secret\norchestrator:\n  use_multi_agent: true\n");
