@@ -128,7 +128,7 @@ pub fn newly_added(
     let mut added = Vec::new();
     for c in parse(body, prefix, app_slug) {
         if let Some(i) = before.iter().position(|b| *b == c) {
-            before.remove(i);
+            let _already_there = before.remove(i);
         } else {
             added.push(c);
         }
