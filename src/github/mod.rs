@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+pub mod client;
 pub mod command;
 pub mod webhook;
 

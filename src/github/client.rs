@@ -1,0 +1,392 @@
+//! GitHub App authentication and a REST client for the operations the jobs need.
+//!
+//! Written on reqwest rather than octocrab: we call about fifteen documented operations, and
+//! octocrab's typed models fail on GitHub's real permission values and it edits comments with
+//! an undocumented POST (docs/PITFALLS.md); its retry layer also does not honour secondary
+//! rate limits. Here every request is a documented method and path, rate limits are honoured,
+//! 5xx is retried with jitter, 422 is not, and mutations are serialised per installation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::{InstallationId, RepoName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitHubError {
+    #[error("the GitHub App private key is not a valid RSA PEM key: {0}")]
+    Key(String),
+    #[error("GitHub answered {status} to {method} {path}: {message}")]
+    Status {
+        status: u16,
+        method: String,
+        path: String,
+        message: String,
+    },
+    #[error("GitHub's rate limit holds {method} {path} for {wait:?}, longer than we wait")]
+    RateLimited {
+        method: String,
+        path: String,
+        wait: Duration,
+    },
+    #[error("could not reach GitHub at {path}: {reason}")]
+    Transport { path: String, reason: String },
+    #[error("GitHub's answer to {path} could not be understood: {reason}")]
+    Decode { path: String, reason: String },
+}
+
+impl GitHubError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GitHubError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What GitHub's clock-skew rules allow: `iat` a minute in the past, `exp` under ten minutes.
+#[derive(Serialize)]
+struct Claims {
+    iat: u64,
+    exp: u64,
+    iss: String,
+}
+
+/// An installation token with its expiry (unix seconds).
+#[derive(Clone)]
+struct CachedToken {
+    token: String,
+    expires_at: u64,
+}
+
+/// Refresh tokens this long before they expire, so a job never starts with a dying one.
+const TOKEN_MARGIN_SECS: u64 = 5 * 60;
+/// The longest rate-limit wait we sit through before giving the job back.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
+const MAX_RETRIES: u32 = 4;
+
+pub struct AppAuth {
+    app_id: u64,
+    key: jsonwebtoken::EncodingKey,
+}
+
+impl AppAuth {
+    pub fn new(app_id: u64, private_key_pem: &[u8]) -> Result<AppAuth, GitHubError> {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem)
+            .map_err(|e| GitHubError::Key(e.to_string()))?;
+        Ok(AppAuth { app_id, key })
+    }
+
+    /// The app's JWT at `now` (unix seconds).
+    pub fn jwt(&self, now: u64) -> Result<String, GitHubError> {
+        let claims = Claims {
+            iat: now.saturating_sub(60),
+            exp: now + 9 * 60,
+            iss: self.app_id.to_string(),
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &self.key,
+        )
+        .map_err(|e| GitHubError::Key(e.to_string()))
+    }
+}
+
+/// A clock, injectable for tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> u64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// The GitHub REST client of one app.
+pub struct GitHub {
+    http: reqwest::Client,
+    api_url: String,
+    auth: AppAuth,
+    clock: Arc<dyn Clock>,
+    tokens: Mutex<HashMap<(u64, String), CachedToken>>,
+    /// One mutation at a time per installation: GitHub's secondary limits punish bursts.
+    mutation_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+}
+
+/// Who a request is made as.
+#[derive(Clone, Copy)]
+pub enum As<'a> {
+    App,
+    Installation(InstallationId, &'a RepoName),
+}
+
+impl GitHub {
+    pub fn new(
+        http: reqwest::Client,
+        api_url: &str,
+        auth: AppAuth,
+        clock: Arc<dyn Clock>,
+    ) -> GitHub {
+        GitHub {
+            http,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            auth,
+            clock,
+            tokens: Mutex::new(HashMap::new()),
+            mutation_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// An installation token scoped to one repository, cached until five minutes before
+    /// it expires.
+    pub async fn installation_token(
+        &self,
+        installation: InstallationId,
+        repo: &RepoName,
+    ) -> Result<String, GitHubError> {
+        let key = (installation.0, repo.to_string());
+        let now = self.clock.now();
+        if let Some(t) = self.tokens.lock().await.get(&key) {
+            if t.expires_at > now + TOKEN_MARGIN_SECS {
+                return Ok(t.token.clone());
+            }
+        }
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            token: String,
+            expires_at: String,
+        }
+        let path = format!("/app/installations/{}/access_tokens", installation.0);
+        let body = serde_json::json!({ "repositories": [repo.name] });
+        let resp: TokenResponse = self
+            .send_json(Method::POST, &path, As::App, Some(&body))
+            .await?;
+        let expires_at = parse_rfc3339(&resp.expires_at).unwrap_or(now + 3600);
+        self.tokens.lock().await.insert(
+            key,
+            CachedToken {
+                token: resp.token.clone(),
+                expires_at,
+            },
+        );
+        Ok(resp.token)
+    }
+
+    async fn authorization(&self, who: As<'_>) -> Result<String, GitHubError> {
+        Ok(match who {
+            As::App => format!("Bearer {}", self.auth.jwt(self.clock.now())?),
+            // Boxed: minting a token is itself a request (made as the app).
+            As::Installation(id, repo) => {
+                format!(
+                    "token {}",
+                    Box::pin(self.installation_token(id, repo)).await?
+                )
+            }
+        })
+    }
+
+    /// Send a request and decode its JSON answer.
+    pub async fn send_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        who: As<'_>,
+        body: Option<&Value>,
+    ) -> Result<T, GitHubError> {
+        let text = self.send(method, path, who, body, None).await?;
+        serde_json::from_str(&text).map_err(|e| GitHubError::Decode {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Send a request with rate-limit and 5xx handling; returns the body text. `accept`
+    /// overrides the JSON media type (e.g. `application/vnd.github.diff`).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        who: As<'_>,
+        body: Option<&Value>,
+        accept: Option<&str>,
+    ) -> Result<String, GitHubError> {
+        let mutation = method != Method::GET && method != Method::HEAD;
+        let lock = match (mutation, who) {
+            (true, As::Installation(id, _)) => {
+                let mut locks = self.mutation_locks.lock().await;
+                Some(locks.entry(id.0).or_default().clone())
+            }
+            _ => None,
+        };
+        let _guard = match &lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let url = format!("{}{}", self.api_url, path);
+        let mut attempt = 0;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header("Authorization", self.authorization(who).await?)
+                .header("Accept", accept.unwrap_or("application/vnd.github+json"))
+                .header("X-GitHub-Api-Version", "2022-11-28")
+                .header(
+                    "User-Agent",
+                    concat!("equitr-coder/", env!("CARGO_PKG_VERSION")),
+                );
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if attempt < MAX_RETRIES => {
+                    tracing::warn!(path, error = %e, "GitHub unreachable; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(GitHubError::Transport {
+                        path: path.to_string(),
+                        // reqwest's error names the URL, never our headers.
+                        reason: e.without_url().to_string(),
+                    });
+                }
+            };
+            let status = resp.status();
+            let wait = rate_limit_wait(&resp, self.clock.now());
+            let text = resp.text().await.unwrap_or_default();
+            if status.is_success() {
+                return Ok(text);
+            }
+            let retry_after = match status {
+                StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => wait,
+                s if s.is_server_error() => Some(backoff(attempt + 1)),
+                _ => None,
+            };
+            match retry_after {
+                Some(w) if w > MAX_RATE_LIMIT_WAIT => {
+                    return Err(GitHubError::RateLimited {
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        wait: w,
+                    })
+                }
+                Some(w) if attempt < MAX_RETRIES => {
+                    tracing::warn!(path, status = status.as_u16(), wait = ?w, "GitHub asked us to wait");
+                    attempt += 1;
+                    tokio::time::sleep(w).await;
+                }
+                _ => {
+                    return Err(GitHubError::Status {
+                        status: status.as_u16(),
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        message: error_message(&text),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// How long GitHub asks us to wait: `Retry-After`, or the primary limit's reset when
+/// `x-ratelimit-remaining` is 0. `None` for a 403 that is a real permission refusal.
+fn rate_limit_wait(resp: &reqwest::Response, now: u64) -> Option<Duration> {
+    let h = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    if let Some(secs) = h("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    if h("x-ratelimit-remaining").as_deref() == Some("0") {
+        let reset = h("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok())?;
+        return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
+    }
+    None
+}
+
+/// Full-jitter exponential backoff: up to 0.5 s, 1 s, 2 s, 4 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = 500u64 << attempt.min(6).saturating_sub(1);
+    Duration::from_millis(rand::thread_rng().gen_range(0..=cap_ms))
+}
+
+fn error_message(text: &str) -> String {
+    let msg = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    msg.replace(['\n', '\r'], " ")
+}
+
+/// `2016-07-11T22:14:10Z` (the UTC form GitHub sends) → unix seconds.
+fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, mo) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe;
+    let days_since_epoch = days.checked_sub(719_468)?;
+    Some(days_since_epoch * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2016-07-11T22:14:10Z"), Some(1_468_275_250));
+        assert_eq!(parse_rfc3339("2016-07-11 22:14:10"), None);
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        for a in 1..10 {
+            assert!(backoff(a) <= Duration::from_millis(16_000));
+        }
+    }
+}
