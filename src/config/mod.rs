@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::llm::AgentRole;
 
 mod file;
+pub mod repo;
 
 pub use file::{key_lines, FilePricing};
 use file::{FileConfig, FileModel};

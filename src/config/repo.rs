@@ -1,0 +1,237 @@
+//! The per-repository file `.github/equitr.yml`, always read from the default branch.
+//! A broken file is answered on the thread with its line and error, so the parse error
+//! carries both.
+
+use serde::Deserialize;
+
+use super::DEFAULT_SENSITIVE_PATHS;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepoConfig {
+    pub triggers: Triggers,
+    pub budget: Budget,
+    pub review: Review,
+    pub implement: Implement,
+    pub schedules: Vec<Schedule>,
+}
+
+impl Default for RepoConfig {
+    fn default() -> Self {
+        RepoConfig {
+            triggers: Triggers::default(),
+            budget: Budget::default(),
+            review: Review::default(),
+            implement: Implement::default(),
+            schedules: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Triggers {
+    /// The comment command, `/equitr` by default.
+    pub command: String,
+    /// The issue label that starts an implementation.
+    pub label: String,
+    /// Review pull requests when they are opened, pushed to or marked ready.
+    pub auto_review: bool,
+    /// Users allowed to trigger without write access (explicit exceptions).
+    pub allowed_users: Vec<String>,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers {
+            command: "/equitr".into(),
+            label: "equitr".into(),
+            auto_review: false,
+            allowed_users: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    pub per_run_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Review {
+    pub sensitive_paths: Vec<String>,
+    /// Findings at or above this severity make the review REQUEST_CHANGES.
+    pub request_changes_on: Severity,
+    /// Same as `triggers.auto_review` (DESIGN names both).
+    pub auto: Option<bool>,
+}
+
+impl Default for Review {
+    fn default() -> Self {
+        Review {
+            sensitive_paths: DEFAULT_SENSITIVE_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            request_changes_on: Severity::High,
+            auto: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Implement {
+    pub require_plan_approval: bool,
+    pub test_command: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: String,
+    /// Five fields, UTC.
+    pub cron: String,
+    pub task: String,
+    pub budget_usd: Option<f64>,
+}
+
+/// `.github/equitr.yml:LINE: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(".github/equitr.yml:{line}: {message}")]
+pub struct RepoConfigError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl RepoConfig {
+    pub const PATH: &'static str = ".github/equitr.yml";
+
+    pub fn parse(text: &str) -> Result<RepoConfig, RepoConfigError> {
+        if text.trim().is_empty() {
+            return Ok(RepoConfig::default());
+        }
+        let cfg: RepoConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line()).unwrap_or(1);
+            let full = e.to_string();
+            let message = match full.rsplit_once(" at line ") {
+                Some((head, _)) => head.to_string(),
+                None => full,
+            };
+            RepoConfigError { line, message }
+        })?;
+        let lines = super::key_lines(text);
+        let at = |key: &str| lines.get(key).copied().unwrap_or(1);
+        let bad = |key: &str, message: String| RepoConfigError {
+            line: at(key),
+            message: format!("{key}: {message}"),
+        };
+        for (key, v) in [
+            ("budget.per_run_usd", cfg.budget.per_run_usd),
+            ("budget.monthly_usd", cfg.budget.monthly_usd),
+        ] {
+            if let Some(v) = v {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(bad(key, format!("must be a USD amount ≥ 0, got {v}")));
+                }
+            }
+        }
+        if !cfg.triggers.command.starts_with('/')
+            || cfg.triggers.command.contains(char::is_whitespace)
+        {
+            return Err(bad(
+                "triggers.command",
+                format!(
+                    "must be one word starting with `/`, got `{}`",
+                    cfg.triggers.command
+                ),
+            ));
+        }
+        for p in &cfg.review.sensitive_paths {
+            globset::Glob::new(p).map_err(|e| {
+                bad(
+                    "review.sensitive_paths",
+                    format!("`{p}` is not a glob: {e}"),
+                )
+            })?;
+        }
+        for (i, s) in cfg.schedules.iter().enumerate() {
+            let key = format!("schedules.{i}.cron");
+            if s.cron.split_whitespace().count() != 5 {
+                return Err(bad(
+                    &key,
+                    format!("`{}` is not a 5-field cron expression (minute hour day month weekday, UTC)", s.cron),
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn auto_review(&self) -> bool {
+        self.review.auto.unwrap_or(self.triggers.auto_review)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESIGN_EXAMPLE: &str = r#"triggers: { command: /equitr, label: equitr, auto_review: true }
+budget:   { per_run_usd: 2.00, monthly_usd: 50.00 }
+review:   { sensitive_paths: ["**/auth/**", ".github/workflows/**"], request_changes_on: high }
+implement: { require_plan_approval: false, test_command: "cargo test" }
+schedules:
+  - { name: weekly-cleanup, cron: "0 3 * * 1", task: "Remove dead code in src/", budget_usd: 1.0 }
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = RepoConfig::parse(DESIGN_EXAMPLE).unwrap();
+        assert!(c.auto_review());
+        assert_eq!(c.budget.monthly_usd, Some(50.0));
+        assert_eq!(c.review.request_changes_on, Severity::High);
+        assert_eq!(c.implement.test_command.as_deref(), Some("cargo test"));
+        assert_eq!(c.schedules[0].name, "weekly-cleanup");
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = RepoConfig::parse("").unwrap();
+        assert_eq!(c, RepoConfig::default());
+        assert_eq!(c.triggers.command, "/equitr");
+        assert!(!c.auto_review());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = RepoConfig::parse("triggers:\n  label: x\n  lable: y\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(
+            e.to_string()
+                .starts_with(".github/equitr.yml:3: triggers: unknown field `lable`"),
+            "{e}"
+        );
+        let e = RepoConfig::parse("budget:\n  monthly_usd: -5\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            ".github/equitr.yml:2: budget.monthly_usd: must be a USD amount ≥ 0, got -5"
+        );
+        let e = RepoConfig::parse("schedules:\n  - name: a\n    cron: \"* *\"\n    task: t\n")
+            .unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = RepoConfig::parse("review:\n  request_changes_on: urgent\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+}
