@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::DEFAULT_SENSITIVE_PATHS;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepoConfig {
     pub triggers: Triggers,
@@ -14,18 +14,6 @@ pub struct RepoConfig {
     pub review: Review,
     pub implement: Implement,
     pub schedules: Vec<Schedule>,
-}
-
-impl Default for RepoConfig {
-    fn default() -> Self {
-        RepoConfig {
-            triggers: Triggers::default(),
-            budget: Budget::default(),
-            review: Review::default(),
-            implement: Implement::default(),
-            schedules: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
