@@ -5,6 +5,7 @@ use std::fmt;
 
 pub mod client;
 pub mod command;
+pub mod sanitize;
 pub mod webhook;
 
 /// `owner/name`.
