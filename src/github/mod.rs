@@ -6,6 +6,7 @@ use std::fmt;
 pub mod client;
 pub mod command;
 pub mod sanitize;
+pub mod scrub;
 pub mod webhook;
 
 /// `owner/name`.
