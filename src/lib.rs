@@ -8,5 +8,6 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod github;
+pub mod jobs;
 pub mod llm;
 pub mod tools;
