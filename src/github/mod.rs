@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+pub mod api;
 pub mod client;
 pub mod command;
 pub mod sanitize;

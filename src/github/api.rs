@@ -1,0 +1,384 @@
+//! The GitHub operations the jobs use, each a documented REST operation, answered with our
+//! own small types (never octocrab's models; see docs/PITFALLS.md on permissions).
+
+use base64::Engine as _;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::client::{As, GitHub, GitHubError};
+use super::{InstallationId, RepoName};
+
+/// A repository as one installation sees it.
+pub struct Repo<'a> {
+    pub gh: &'a GitHub,
+    pub installation: InstallationId,
+    pub name: &'a RepoName,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Admin,
+    Write,
+    Read,
+    None,
+}
+
+impl Permission {
+    pub fn can_write(self) -> bool {
+        matches!(self, Permission::Admin | Permission::Write)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Issue {
+    pub number: u64,
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Comment {
+    pub id: u64,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRef {
+    #[serde(rename = "ref")]
+    pub name: String,
+    pub sha: String,
+    pub repo: Option<RepoRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RepoRef {
+    pub full_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pull {
+    pub number: u64,
+    pub html_url: String,
+    pub head: PullRef,
+    pub base: PullRef,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// One inline comment of a review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReviewComment {
+    pub path: String,
+    pub line: u64,
+    pub side: &'static str,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewEvent {
+    Comment,
+    RequestChanges,
+    Approve,
+}
+
+impl ReviewEvent {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReviewEvent::Comment => "COMMENT",
+            ReviewEvent::RequestChanges => "REQUEST_CHANGES",
+            ReviewEvent::Approve => "APPROVE",
+        }
+    }
+}
+
+impl Repo<'_> {
+    fn who(&self) -> As<'_> {
+        As::Installation(self.installation, self.name)
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/repos/{}/{}{}", self.name.owner, self.name.name, rest)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, rest: &str) -> Result<T, GitHubError> {
+        self.gh
+            .send_json(Method::GET, &self.path(rest), self.who(), None)
+            .await
+    }
+
+    async fn write<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        rest: &str,
+        body: Value,
+    ) -> Result<T, GitHubError> {
+        self.gh
+            .send_json(method, &self.path(rest), self.who(), Some(&body))
+            .await
+    }
+
+    pub async fn default_branch(&self) -> Result<String, GitHubError> {
+        #[derive(Deserialize)]
+        struct R {
+            default_branch: String,
+        }
+        Ok(self.get::<R>("").await?.default_branch)
+    }
+
+    /// A file's text on `git_ref`, or `None` when it does not exist.
+    pub async fn file(&self, path: &str, git_ref: &str) -> Result<Option<String>, GitHubError> {
+        #[derive(Deserialize)]
+        struct R {
+            content: String,
+        }
+        let rest = format!("/contents/{path}?ref={}", urlencode(git_ref));
+        match self.get::<R>(&rest).await {
+            Ok(r) => {
+                let raw: String = r.content.split_whitespace().collect();
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(raw)
+                    .map_err(|e| GitHubError::Decode {
+                        path: path.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The collaborator permission of `user`. Read untyped: GitHub answers
+    /// admin | write | read | none (docs/PITFALLS.md). Any error denies.
+    pub async fn permission(&self, user: &str) -> Permission {
+        let rest = format!("/collaborators/{}/permission", urlencode(user));
+        match self.get::<Value>(&rest).await {
+            Ok(v) => match v.get("permission").and_then(Value::as_str) {
+                Some("admin") => Permission::Admin,
+                Some("write") => Permission::Write,
+                Some("read") => Permission::Read,
+                _ => Permission::None,
+            },
+            Err(e) => {
+                tracing::warn!(user, error = %e, "permission check failed; denying");
+                Permission::None
+            }
+        }
+    }
+
+    pub async fn issue(&self, number: u64) -> Result<Issue, GitHubError> {
+        self.get(&format!("/issues/{number}")).await
+    }
+
+    pub async fn react_to_comment(
+        &self,
+        comment_id: u64,
+        content: &str,
+    ) -> Result<(), GitHubError> {
+        self.write::<Value>(
+            Method::POST,
+            &format!("/issues/comments/{comment_id}/reactions"),
+            json!({ "content": content }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn react_to_issue(&self, number: u64, content: &str) -> Result<(), GitHubError> {
+        self.write::<Value>(
+            Method::POST,
+            &format!("/issues/{number}/reactions"),
+            json!({ "content": content }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn comments(&self, number: u64) -> Result<Vec<Comment>, GitHubError> {
+        self.get(&format!("/issues/{number}/comments?per_page=100"))
+            .await
+    }
+
+    pub async fn create_comment(&self, number: u64, body: &str) -> Result<Comment, GitHubError> {
+        self.write(
+            Method::POST,
+            &format!("/issues/{number}/comments"),
+            json!({ "body": super::scrub::scrub(body) }),
+        )
+        .await
+    }
+
+    /// Edit with PATCH, the documented method (octocrab uses POST).
+    pub async fn update_comment(
+        &self,
+        comment_id: u64,
+        body: &str,
+    ) -> Result<Comment, GitHubError> {
+        self.write(
+            Method::PATCH,
+            &format!("/issues/comments/{comment_id}"),
+            json!({ "body": super::scrub::scrub(body) }),
+        )
+        .await
+    }
+
+    /// Create the comment carrying `marker`, or update the one that already does — so a
+    /// retried job edits its comment instead of posting a second.
+    pub async fn upsert_marked_comment(
+        &self,
+        number: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<Comment, GitHubError> {
+        let full = format!("{body}\n\n{marker}");
+        let existing = self
+            .comments(number)
+            .await?
+            .into_iter()
+            .find(|c| c.body.as_deref().is_some_and(|b| b.contains(marker)));
+        match existing {
+            Some(c) => self.update_comment(c.id, &full).await,
+            None => self.create_comment(number, &full).await,
+        }
+    }
+
+    pub async fn pull(&self, number: u64) -> Result<Pull, GitHubError> {
+        self.get(&format!("/pulls/{number}")).await
+    }
+
+    /// The PR's unified diff.
+    pub async fn pull_diff(&self, number: u64) -> Result<String, GitHubError> {
+        self.gh
+            .send(
+                Method::GET,
+                &self.path(&format!("/pulls/{number}")),
+                self.who(),
+                None,
+                Some("application/vnd.github.diff"),
+            )
+            .await
+    }
+
+    /// The open PR whose head is `branch` in this repository.
+    pub async fn open_pull_for(&self, branch: &str) -> Result<Option<Pull>, GitHubError> {
+        let head = format!("{}:{}", self.name.owner, branch);
+        let pulls: Vec<Pull> = self
+            .get(&format!("/pulls?state=open&head={}", urlencode(&head)))
+            .await?;
+        Ok(pulls.into_iter().next())
+    }
+
+    pub async fn create_pull(
+        &self,
+        title: &str,
+        head: &str,
+        base: &str,
+        body: &str,
+    ) -> Result<Pull, GitHubError> {
+        self.write(
+            Method::POST,
+            "/pulls",
+            json!({ "title": super::scrub::scrub(title), "head": head, "base": base, "body": super::scrub::scrub(body) }),
+        )
+        .await
+    }
+
+    pub async fn update_pull(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+    ) -> Result<Pull, GitHubError> {
+        self.write(
+            Method::PATCH,
+            &format!("/pulls/{number}"),
+            json!({ "title": super::scrub::scrub(title), "body": super::scrub::scrub(body) }),
+        )
+        .await
+    }
+
+    pub async fn create_review(
+        &self,
+        number: u64,
+        commit_id: &str,
+        event: ReviewEvent,
+        body: &str,
+        comments: &[ReviewComment],
+    ) -> Result<u64, GitHubError> {
+        #[derive(Deserialize)]
+        struct R {
+            id: u64,
+        }
+        let comments: Vec<ReviewComment> = comments
+            .iter()
+            .map(|c| ReviewComment {
+                body: super::scrub::scrub(&c.body),
+                ..c.clone()
+            })
+            .collect();
+        let r: R = self
+            .write(
+                Method::POST,
+                &format!("/pulls/{number}/reviews"),
+                json!({
+                    "commit_id": commit_id,
+                    "event": event.as_str(),
+                    "body": super::scrub::scrub(body),
+                    "comments": comments,
+                }),
+            )
+            .await?;
+        Ok(r.id)
+    }
+
+    /// Create a check run, or update it when `id` is given.
+    pub async fn check_run(
+        &self,
+        id: Option<u64>,
+        name: &str,
+        head_sha: &str,
+        status: &str,
+        conclusion: Option<&str>,
+        summary: &str,
+    ) -> Result<u64, GitHubError> {
+        #[derive(Deserialize)]
+        struct R {
+            id: u64,
+        }
+        let mut body = json!({
+            "name": name,
+            "head_sha": head_sha,
+            "status": status,
+            "output": { "title": name, "summary": super::scrub::scrub(summary) },
+        });
+        if let Some(c) = conclusion {
+            body["conclusion"] = json!(c);
+        }
+        let r: R = match id {
+            Some(id) => {
+                self.write(Method::PATCH, &format!("/check-runs/{id}"), body)
+                    .await?
+            }
+            None => self.write(Method::POST, "/check-runs", body).await?,
+        };
+        Ok(r.id)
+    }
+}
+
+/// Percent-encode a path or query component (RFC 3986 unreserved characters kept).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
