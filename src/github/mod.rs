@@ -6,6 +6,7 @@ use std::fmt;
 pub mod api;
 pub mod client;
 pub mod command;
+pub mod git;
 pub mod sanitize;
 pub mod scrub;
 pub mod webhook;

@@ -1,0 +1,182 @@
+//! Git over HTTPS with an installation token. The token travels in an `http.extraHeader`
+//! given through git's environment config (`GIT_CONFIG_*`): never in a URL, on a command
+//! line other users can read, in `.git/config`, or in an error message.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use base64::Engine as _;
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+#[error("git {action} failed: {message}")]
+pub struct GitError {
+    pub action: String,
+    pub message: String,
+}
+
+/// A checkout the bot works in.
+pub struct Checkout {
+    pub dir: PathBuf,
+    remote: String,
+    auth_header: String,
+}
+
+/// Who commits: the app's bot account.
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+impl Author {
+    /// GitHub's noreply address for an app's bot user.
+    pub fn app_bot(app_slug: &str, bot_user_id: u64) -> Author {
+        Author {
+            name: format!("{app_slug}[bot]"),
+            email: format!("{bot_user_id}+{app_slug}[bot]@users.noreply.github.com"),
+        }
+    }
+}
+
+fn basic(token: &str) -> String {
+    let raw = format!("x-access-token:{token}");
+    format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+impl Checkout {
+    fn git(&self) -> Command {
+        let mut c = Command::new("git");
+        c.current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_VALUE_0", &self.auth_header)
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn run(&self, action: &str, args: &[&str]) -> Result<String, GitError> {
+        let out = self.git().args(args).output().await.map_err(|e| GitError {
+            action: action.into(),
+            message: e.to_string(),
+        })?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr);
+            return Err(GitError {
+                action: action.into(),
+                message: super::scrub::scrub(text.trim()).replace('\n', " "),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A shallow clone of `branch` from `remote` (an https URL without credentials).
+    pub async fn clone(
+        remote: &str,
+        token: &str,
+        branch: &str,
+        dest: &Path,
+    ) -> Result<Checkout, GitError> {
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        let co = Checkout {
+            dir: parent.to_path_buf(),
+            remote: remote.to_string(),
+            auth_header: basic(token),
+        };
+        let dest_s = dest.display().to_string();
+        co.run(
+            "clone",
+            &[
+                "clone", "--quiet", "--depth", "1", "--branch", branch, "--", remote, &dest_s,
+            ],
+        )
+        .await?;
+        Ok(Checkout {
+            dir: dest.to_path_buf(),
+            ..co
+        })
+    }
+
+    /// Fetch `branch` (if it exists on the remote) and check it out, else create it here.
+    pub async fn switch_to(&self, branch: &str) -> Result<(), GitError> {
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        let exists = self
+            .run(
+                "fetch",
+                &["fetch", "--quiet", "--depth", "50", "origin", &refspec],
+            )
+            .await
+            .is_ok();
+        if exists {
+            let start = format!("origin/{branch}");
+            self.run("checkout", &["checkout", "--quiet", "-B", branch, &start])
+                .await?;
+        } else {
+            self.run("checkout", &["checkout", "--quiet", "-b", branch])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Commit everything (honouring .gitignore); `false` when there was nothing to commit.
+    pub async fn commit_all(&self, message: &str, author: &Author) -> Result<bool, GitError> {
+        self.run("add", &["add", "-A"]).await?;
+        let status = self.run("status", &["status", "--porcelain"]).await?;
+        if status.trim().is_empty() {
+            return Ok(false);
+        }
+        let who = format!("{} <{}>", author.name, author.email);
+        let message = super::scrub::scrub(message);
+        self.run(
+            "commit",
+            &[
+                "-c",
+                &format!("user.name={}", author.name),
+                "-c",
+                &format!("user.email={}", author.email),
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "--author",
+                &who,
+                "-m",
+                &message,
+            ],
+        )
+        .await?;
+        Ok(true)
+    }
+
+    pub async fn head(&self) -> Result<String, GitError> {
+        Ok(self
+            .run("rev-parse", &["rev-parse", "HEAD"])
+            .await?
+            .trim()
+            .to_string())
+    }
+
+    pub async fn push(&self, branch: &str) -> Result<(), GitError> {
+        let refspec = format!("HEAD:refs/heads/{branch}");
+        self.run("push", &["push", "--quiet", &self.remote, &refspec])
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_is_basic_auth() {
+        assert_eq!(
+            basic("ghs_abc"),
+            "Authorization: Basic eC1hY2Nlc3MtdG9rZW46Z2hzX2FiYw=="
+        );
+    }
+}
