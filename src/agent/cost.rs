@@ -127,6 +127,48 @@ impl CostReport {
         out
     }
 
+    /// The cost summary posted on GitHub: a markdown table per role, the total, the
+    /// supervisor-only counterfactual, why the task was (not) escalated, and the month's
+    /// spend against the repository's cap when one is known.
+    pub fn render_markdown(&self, escalation: &str, month: Option<(Usd, Option<Usd>)>) -> String {
+        let money = |c: Option<Usd>| c.map(|u| u.to_string()).unwrap_or_else(|| "n/a".into());
+        let mut out = String::from(
+            "| role | model | calls | input | cached | output | USD |\n|---|---|--:|--:|--:|--:|--:|\n",
+        );
+        for r in &self.roles {
+            out.push_str(&format!(
+                "| {} | `{}` | {} | {} | {} | {} | {} |\n",
+                r.role,
+                r.model,
+                r.calls,
+                r.usage.input_tokens,
+                r.usage.cached_input_tokens,
+                r.usage.output_tokens,
+                money(r.cost)
+            ));
+        }
+        let u = self.total_usage();
+        out.push_str(&format!(
+            "| **total** | | {} | {} | {} | {} | **{}** |\n\n",
+            self.roles.iter().map(|r| r.calls).sum::<u32>(),
+            u.input_tokens,
+            u.cached_input_tokens,
+            u.output_tokens,
+            money(self.total())
+        ));
+        out.push_str(&format!("{}  \n", self.counterfactual_line()));
+        out.push_str(&format!("Escalation: {escalation}"));
+        if let Some((spent, cap)) = month {
+            match cap {
+                Some(cap) => out.push_str(&format!(
+                    "  \nThis month: {spent} of the {cap} repository cap"
+                )),
+                None => out.push_str(&format!("  \nThis month: {spent} (no repository cap)")),
+            }
+        }
+        out
+    }
+
     pub fn counterfactual_line(&self) -> String {
         match (self.supervisor_only, self.savings_factor()) {
             (Some(cf), Some(f)) => format!(
@@ -197,5 +239,39 @@ impl CostTracker {
             supervisor_model: self.supervisor_model.clone(),
             supervisor_only: self.supervisor_only,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::pricing::PriceTable;
+
+    #[test]
+    fn markdown_summary() {
+        let table = PriceTable::builtin();
+        let sup = table.lookup("gpt-4o");
+        let mut t = CostTracker::new("gpt-4o".into(), sup);
+        let usage = |i, c, o| Usage {
+            input_tokens: i,
+            cached_input_tokens: c,
+            cache_write_tokens: 0,
+            output_tokens: o,
+        };
+        let mini = table.lookup("gpt-4o-mini").unwrap();
+        for _ in 0..3 {
+            let u = usage(2000, 1000, 100);
+            t.record(AgentRole::Worker, "gpt-4o-mini", u, Some(mini.cost(&u)));
+        }
+        let u = usage(3000, 0, 500);
+        t.record(AgentRole::Supervisor, "gpt-4o", u, sup.map(|p| p.cost(&u)));
+        let md = t.report().render_markdown(
+            "security — the task names the sensitive path `src/auth.rs`",
+            Some((
+                Usd::from_picos(1_234_500_000_000),
+                Some(Usd::from_picos(50_000_000_000_000)),
+            )),
+        );
+        insta::assert_snapshot!(md);
     }
 }
