@@ -16,6 +16,12 @@ pub struct Repo<'a> {
     pub name: &'a RepoName,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+pub struct RepoInfo {
+    pub default_branch: String,
+    pub clone_url: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
     Admin,
@@ -122,12 +128,9 @@ impl Repo<'_> {
             .await
     }
 
-    pub async fn default_branch(&self) -> Result<String, GitHubError> {
-        #[derive(Deserialize)]
-        struct R {
-            default_branch: String,
-        }
-        Ok(self.get::<R>("").await?.default_branch)
+    /// The default branch and the https clone URL (GitHub Enterprise has its own host).
+    pub async fn info(&self) -> Result<RepoInfo, GitHubError> {
+        self.get("").await
     }
 
     /// A file's text on `git_ref`, or `None` when it does not exist.
