@@ -41,12 +41,12 @@ impl Provider for InstantModel {
                 name: call.0.into(),
                 arguments: call.1,
             }],
-            usage: Usage {
+            usage: Some(Usage {
                 input_tokens: 1000,
                 cached_input_tokens: 0,
                 cache_write_tokens: 0,
                 output_tokens: 50,
-            },
+            }),
             stop_reason: StopReason::ToolCalls,
         })
     }

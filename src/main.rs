@@ -8,10 +8,22 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = match equitr_coder::cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // clap prints help and version to stdout with success, usage errors with code 2.
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // A usage error is one line: clap's message up to its usage block.
+            let text = e.render().to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            eprintln!("{} (see --help)", line.join(" "));
+            return ExitCode::from(2);
         }
     };
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();

@@ -648,3 +648,73 @@ async fn a_bad_key_fails_in_one_line_without_leaking_it() {
         out.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_without_usage_is_charged_at_its_reservation() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&config(&llm, ""));
+    let body = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": WORKER,
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_a", "type": "function", "function": {
+                "name": "write_file", "arguments": "{\"path\":\"n.txt\",\"content\":\"k\\n\"}"}}]}}]
+    });
+    llm.push(WORKER, Reply::raw(200, body.to_string()));
+    llm.push(
+        WORKER,
+        Reply::tool("finish", json!({"summary": "never served"})),
+    );
+    let out = chat(&repo, &cfg, &["--budget", "0.004"], "Write n.txt").await;
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("budget reached"), "{}", out.stdout);
+    assert_eq!(llm.requests_for(WORKER).len(), 1);
+    let worker = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("worker"))
+        .unwrap()
+        .to_string();
+    let usd = worker.split_whitespace().last().unwrap();
+    // Charged at the reservation (prompt + 4096 output tokens at $0.60/Mtok ≈ $0.0026), not $0.
+    assert!(usd.starts_with("$0.002"), "{worker}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_attempt_is_charged_and_retried_under_its_own_reservation() {
+    let llm = ScriptedLlm::start().await;
+    let repo = repo();
+    let cfg = repo.write_config(&format!(
+        "llm:\n  model: {SUPERVISOR}\n  api_base: {}/v1\n  timeout_secs: 1\n  models:\n    worker:\n      model: {WORKER}\n",
+        llm.base_url()
+    ));
+    llm.push(WORKER, Reply::hang());
+    llm.push(
+        WORKER,
+        Reply::text("answered on the retry").usage(1000, 0, 100),
+    );
+    let out = chat(&repo, &cfg, &[], "Fix the typo in README").await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(llm.requests_for(WORKER).len(), 2);
+    assert!(
+        out.stderr
+            .contains("charged for attempts that got no answer"),
+        "{}",
+        out.stderr
+    );
+    let worker: Vec<String> = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("worker"))
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    // Two calls: the timed-out one (charged at its reservation) and the answered one.
+    assert_eq!(worker[2], "2");
+    assert_ne!(
+        worker[6], "$0.0002",
+        "the timed-out attempt must cost more than nothing"
+    );
+}

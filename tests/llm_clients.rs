@@ -125,7 +125,7 @@ async fn openai_parses_recorded_single_tool_call() {
         }]
     );
     assert_eq!(
-        r.usage,
+        r.usage.unwrap(),
         Usage {
             input_tokens: 76,
             cached_input_tokens: 0,
@@ -164,8 +164,8 @@ async fn openai_parses_recorded_parallel_tool_calls() {
         r.tool_calls[1].arguments,
         r#"{"ticker": "AAPL", "exchange": "NASDAQ"}"#
     );
-    assert_eq!(r.usage.input_tokens, 149);
-    assert_eq!(r.usage.output_tokens, 60);
+    assert_eq!(r.usage.unwrap().input_tokens, 149);
+    assert_eq!(r.usage.unwrap().output_tokens, 60);
 }
 
 #[tokio::test]
@@ -207,7 +207,7 @@ async fn anthropic_parses_recorded_tool_use() {
     let args: Value = serde_json::from_str(&r.tool_calls[0].arguments).unwrap();
     assert_eq!(args, json!({"location": "SF", "units": "c"}));
     assert_eq!(
-        r.usage,
+        r.usage.unwrap(),
         Usage {
             input_tokens: 597,
             cached_input_tokens: 0,
@@ -235,8 +235,8 @@ async fn anthropic_parses_recorded_text_and_tool_use() {
         .starts_with("# The Wonderful World of Companion Animals"));
     assert_eq!(r.tool_calls.len(), 1);
     assert_eq!(r.tool_calls[0].name, "submit_analysis");
-    assert_eq!(r.usage.input_tokens, 617);
-    assert_eq!(r.usage.output_tokens, 995);
+    assert_eq!(r.usage.unwrap().input_tokens, 617);
+    assert_eq!(r.usage.unwrap().output_tokens, 995);
 }
 
 /// Replays the recorded tool round trip: the second request we build from the first answer
@@ -853,8 +853,8 @@ async fn scripted_usage_and_tool_ids_render_in_both_dialects() {
     s.push("c", Reply::tool("a", json!({"x": 1})).usage(1000, 800, 50));
     let o = openai(&s).chat(&req("o")).await.unwrap();
     let c = anthropic(&s).chat(&req("c")).await.unwrap();
-    assert_eq!(o.usage, usage);
-    assert_eq!(c.usage, usage);
+    assert_eq!(o.usage, Some(usage));
+    assert_eq!(c.usage, Some(usage));
     assert_eq!(
         o.tool_calls
             .iter()

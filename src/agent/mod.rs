@@ -18,7 +18,7 @@ use crate::config::{Config, SandboxSetting};
 use crate::llm::ledger::{Ledger, MemoryLedger};
 use crate::llm::pricing::{PriceTable, Usd};
 use crate::llm::retry::RetryPolicy;
-use crate::llm::{AgentRole, Message, Provider, ToolCall, ToolSpec};
+use crate::llm::{AgentRole, Message, Provider, ToolCall, ToolSpec, Usage};
 use crate::tools::{truncate_head_tail, Access, SandboxMode, Toolbox, ToolboxOptions};
 
 pub mod cost;
@@ -124,7 +124,16 @@ impl From<CallError> for Stop {
 }
 
 /// The state of one run.
+/// Where a run's budget is kept.
+enum LedgerSource {
+    /// The front door's ledger (the service's database), shared by every run.
+    Shared(Arc<dyn Ledger>),
+    /// A fresh in-memory ledger per run with this cap (`llm.budget`).
+    PerRun(Option<Usd>),
+}
+
 struct Run {
+    ledger: Arc<dyn Ledger>,
     task: String,
     costs: CostTracker,
     events: Vec<JobEvent>,
@@ -234,13 +243,11 @@ impl OrchestratorBuilder {
                 .context("building the HTTP client")?,
         };
         let (ledger, enforced) = match self.ledger {
-            Some(l) => l,
+            Some((l, enforced)) => (LedgerSource::Shared(l), enforced),
             None => {
+                // `llm.budget` is the cap of one run: each task of a session gets its own.
                 let cap = cfg.llm.budget.and_then(Usd::from_dollars_f64);
-                (
-                    Arc::new(MemoryLedger::new(cap)) as Arc<dyn Ledger>,
-                    cap.is_some(),
-                )
+                (LedgerSource::PerRun(cap), cap.is_some())
             }
         };
         let mut prices = self.prices;
@@ -270,10 +277,10 @@ impl OrchestratorBuilder {
                             .unwrap_or("the provider's key variable")
                     );
                 }
-                None => model::build_client(&settings, http.clone(), self.retry)
+                None => model::build_client(&settings, http.clone())
                     .with_context(|| format!("the {r} model's client"))?,
             };
-            let m = RoleModel::new(settings, &prices, client)
+            let m = RoleModel::new(settings, &prices, client, self.retry)
                 .with_context(|| format!("llm.models.{r}.pricing"))?;
             if enforced && m.price.is_none() {
                 anyhow::bail!(
@@ -339,7 +346,7 @@ pub struct Orchestrator {
     multi: bool,
     toolbox: Toolbox,
     readonly: Toolbox,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerSource,
     sensitive: GlobSet,
     watcher: TreeWatcher,
     sink: Arc<dyn EventSink>,
@@ -406,7 +413,12 @@ impl Orchestrator {
         cancel: CancellationToken,
     ) -> anyhow::Result<RunResult> {
         let wall = Duration::from_secs(self.cfg.orchestrator.max_wall_clock_secs.max(1));
+        let ledger = match &self.ledger {
+            LedgerSource::Shared(l) => l.clone(),
+            LedgerSource::PerRun(cap) => Arc::new(MemoryLedger::new(*cap)) as Arc<dyn Ledger>,
+        };
         let mut run = Run {
+            ledger,
             task: task.to_string(),
             costs: CostTracker::new(self.supervisor.model().to_string(), self.supervisor.price),
             events: Vec::new(),
@@ -558,35 +570,61 @@ impl Orchestrator {
             },
         );
         let span = tracing::debug_span!("llm_call", role = %role, model = %m.model());
-        let (resp, cost) = self
+        let slot = model::CallSlot::default();
+        let outcome = self
             .bounded(
                 run,
-                m.call(self.ledger.as_ref(), &req).instrument(span.clone()),
+                m.call(run.ledger.as_ref(), &req, &slot)
+                    .instrument(span.clone()),
             )
-            .await??;
+            .await;
+        // Attempts that got no answer (timeouts, or this call abandoned by cancellation or
+        // the wall clock) were charged at their reservation: show them in the costs too.
+        let unanswered = match &outcome {
+            Err(_) => slot.abandon(run.ledger.as_ref()).await,
+            Ok(_) => slot.unanswered(),
+        };
+        if unanswered > Usd::ZERO {
+            self.record(run, role, m.model(), Usage::default(), Some(unanswered));
+            self.emit(
+                run,
+                JobEvent::Note {
+                    message: format!(
+                        "{role} model {}: {unanswered} charged for attempts that got no answer",
+                        m.model()
+                    ),
+                },
+            );
+        }
+        let (resp, cost) = outcome??;
+        let usage = resp.usage.unwrap_or_default();
         span.in_scope(|| {
             tracing::debug!(
-                input = resp.usage.input_tokens,
-                cached = resp.usage.cached_input_tokens,
-                output = resp.usage.output_tokens,
+                input = usage.input_tokens,
+                cached = usage.cached_input_tokens,
+                output = usage.output_tokens,
                 cost = %cost.map(|c| c.to_string()).unwrap_or_else(|| "n/a".into()),
                 "model call priced"
             )
         });
-        run.costs.record(role, m.model(), resp.usage, cost);
-        if let Ok(mut s) = self.session_costs.lock() {
-            s.record(role, m.model(), resp.usage, cost);
-        }
+        self.record(run, role, m.model(), usage, cost);
         self.emit(
             run,
             JobEvent::ModelCall {
                 role,
                 model: m.model().to_string(),
-                usage: resp.usage,
+                usage,
                 cost,
             },
         );
         Ok(resp)
+    }
+
+    fn record(&self, run: &mut Run, role: AgentRole, model: &str, usage: Usage, cost: Option<Usd>) {
+        run.costs.record(role, model, usage, cost);
+        if let Ok(mut s) = self.session_costs.lock() {
+            s.record(role, model, usage, cost);
+        }
     }
 
     async fn classify(&self, run: &mut Run) -> Result<Classification, Stop> {
@@ -694,12 +732,11 @@ impl Orchestrator {
     async fn work(&mut self, run: &mut Run) -> Result<String, Stop> {
         let tools = self.worker_tools();
         let max = self.cfg.orchestrator.max_iterations;
-        let mut turns = 0;
         loop {
-            if turns >= max {
+            // The cap is per run: revisions after a supervisor rejection share it.
+            if run.iterations >= max {
                 return Err(Stop::Outcome(Outcome::IterationLimit(max)));
             }
-            turns += 1;
             run.iterations += 1;
             let resp = self
                 .call(run, AgentRole::Worker, self.history.clone(), tools.clone())
@@ -866,16 +903,18 @@ impl Orchestrator {
         let extra_name = extra.as_ref().map(|t| t.name.clone());
         tools.extend(extra);
         for turn in 1..=SUPERVISOR_TURNS {
-            // The last turn offers only the answering tool, so the supervisor must conclude.
-            let offered = if turn == SUPERVISOR_TURNS {
-                tools
-                    .iter()
-                    .filter(|t| Some(&t.name) == extra_name.as_ref())
-                    .cloned()
-                    .collect()
-            } else {
-                tools.clone()
-            };
+            // On the last turn the supervisor is told to conclude. The tools stay offered:
+            // Anthropic refuses a conversation holding tool blocks without tool definitions.
+            if turn == SUPERVISOR_TURNS && turn > 1 {
+                messages.push(Message::user(match &extra_name {
+                    Some(name) => format!("You have used your tool turns. Call `{name}` now."),
+                    None => {
+                        "You have used your tool turns. Answer now, in text, without calling tools."
+                            .to_string()
+                    }
+                }));
+            }
+            let offered = tools.clone();
             let resp = self
                 .call(run, AgentRole::Supervisor, messages.clone(), offered)
                 .await?;

@@ -1,17 +1,17 @@
 //! One role's model: its client, its price, and the discipline every call goes through —
 //! reserve the call's maximum cost, call, settle to the real cost.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{PriceOverride, ProviderKind, ResolvedModel};
 use crate::llm::anthropic::AnthropicClient;
 use crate::llm::http::ClientBuildError;
-use crate::llm::ledger::{BudgetError, Ledger, ReservationRequest};
+use crate::llm::ledger::{BudgetError, Ledger, Reservation, ReservationRequest};
 use crate::llm::openai::{MaxTokensField, OpenAiClient};
 use crate::llm::pricing::{InvalidPrice, ModelPrice, PriceTable, Usd};
-use crate::llm::retry::{RetryPolicy, Retrying};
-use crate::llm::{tokens, AgentRole, ChatRequest, ChatResponse, Provider, ProviderError};
+use crate::llm::retry::RetryPolicy;
+use crate::llm::{tokens, AgentRole, ChatRequest, ChatResponse, Provider, ProviderError, Usage};
 
 /// Why a model call was not made or failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,7 @@ pub struct RoleModel {
     pub settings: ResolvedModel,
     pub price: Option<ModelPrice>,
     client: Arc<dyn Provider>,
+    retry: RetryPolicy,
     tokens: tokens::TokenCache,
 }
 
@@ -48,10 +49,11 @@ pub fn price_from_override(p: PriceOverride) -> Result<ModelPrice, InvalidPrice>
 }
 
 /// Build the provider client a resolved role asks for.
+/// The client makes one attempt per call: retries happen in [`RoleModel::call`], each under
+/// its own reservation.
 pub fn build_client(
     s: &ResolvedModel,
     http: reqwest::Client,
-    retry: RetryPolicy,
 ) -> Result<Arc<dyn Provider>, ClientBuildError> {
     let timeout = Duration::from_secs(s.timeout_secs.max(1));
     let mut headers: Vec<(String, String)> = s
@@ -88,7 +90,7 @@ pub fn build_client(
             Arc::new(client)
         }
     };
-    Ok(Arc::new(Retrying::new(inner, retry)))
+    Ok(inner)
 }
 
 fn is_reasoning_model(model: &str) -> bool {
@@ -103,6 +105,7 @@ impl RoleModel {
         settings: ResolvedModel,
         table: &PriceTable,
         client: Arc<dyn Provider>,
+        retry: RetryPolicy,
     ) -> Result<Self, InvalidPrice> {
         let price = match settings.pricing {
             Some(p) => Some(price_from_override(p)?),
@@ -113,6 +116,7 @@ impl RoleModel {
             price,
             settings,
             client,
+            retry,
             tokens: tokens::TokenCache::new(),
         })
     }
@@ -135,49 +139,131 @@ impl RoleModel {
         }
     }
 
-    /// Reserve, call, settle. Returns the response and its cost (`None` when the model has
-    /// no price, which the orchestrator allows only when no budget is in force).
+    /// Reserve, call, settle — once per attempt, so a retry is never made under another
+    /// attempt's reservation. Returns the response and its cost (`None` when the model has
+    /// no price, which the orchestrator allows only when no budget is in force). `slot`
+    /// holds the in-flight reservation so that a caller that abandons this future
+    /// (cancellation, wall clock) can still charge it: [`CallSlot::abandon`].
     pub async fn call(
         &self,
         ledger: &dyn Ledger,
         req: &ChatRequest,
+        slot: &CallSlot,
     ) -> Result<(ChatResponse, Option<Usd>), CallError> {
-        let reservation = match self.price {
-            Some(price) => {
+        let mut retry = 0;
+        loop {
+            if let Some(price) = self.price {
                 let prompt = self.tokens.count_prompt_tokens(&req.model, req);
                 let amount = price.max_cost(prompt, u64::from(req.max_tokens));
-                Some(
-                    ledger
-                        .reserve(ReservationRequest {
-                            role: self.role,
-                            model: req.model.clone(),
-                            amount,
-                        })
-                        .await?,
-                )
+                let r = ledger
+                    .reserve(ReservationRequest {
+                        role: self.role,
+                        model: req.model.clone(),
+                        amount,
+                    })
+                    .await?;
+                slot.put(r);
             }
-            None => None,
-        };
-        let result = self.client.chat(req).await;
-        match (result, reservation) {
-            (Ok(resp), Some(r)) => {
-                // Priced by the model we asked for: a provider's dated alias is the same model.
-                let cost = self.price.map(|p| p.cost(&resp.usage)).unwrap_or(Usd::ZERO);
-                ledger.settle(r, cost, resp.usage).await?;
-                Ok((resp, Some(cost)))
-            }
-            (Ok(resp), None) => Ok((resp, None)),
-            (Err(e), r) => {
-                if let Some(r) = r {
-                    // The provider answered with an error or not at all: nothing was billed.
-                    ledger.release(r).await?;
+            let result = self.client.chat(req).await;
+            let reservation = slot.take();
+            match result {
+                Ok(resp) => {
+                    let cost = match (reservation, self.price) {
+                        (Some(r), Some(price)) => {
+                            let (cost, usage) = match resp.usage {
+                                Some(u) => (price.cost(&u), u),
+                                None => {
+                                    // Without reported usage the call is charged at what it
+                                    // could have cost, never at zero.
+                                    tracing::warn!(model = %req.model, "the provider reported no usage; charging the reservation");
+                                    (r.amount, Usage::default())
+                                }
+                            };
+                            ledger.settle(r, cost, usage).await?;
+                            Some(cost)
+                        }
+                        _ => None,
+                    };
+                    return Ok((resp, cost));
                 }
-                Err(CallError::Provider {
-                    role: self.role,
-                    model: self.settings.model.clone(),
-                    source: e,
-                })
+                Err(e) => {
+                    if let Some(r) = reservation {
+                        if may_have_billed(&e) {
+                            // The request went out and may be generating (and billing) still.
+                            let amount = r.amount;
+                            ledger.settle(r, amount, Usage::default()).await?;
+                            slot.charge_unanswered(amount);
+                        } else {
+                            // The provider answered with an error: nothing was billed.
+                            ledger.release(r).await?;
+                        }
+                    }
+                    match self.retry.delay_for(retry, &e) {
+                        Some(wait) => {
+                            tracing::warn!(role = %self.role, model = %req.model, error = %e, ?wait, "model call failed; retrying");
+                            tokio::time::sleep(wait).await;
+                            retry += 1;
+                        }
+                        None => {
+                            return Err(CallError::Provider {
+                                role: self.role,
+                                model: self.settings.model.clone(),
+                                source: e,
+                            })
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// Errors after which the provider may have billed the request anyway.
+fn may_have_billed(e: &ProviderError) -> bool {
+    matches!(e, ProviderError::Timeout(_) | ProviderError::Connection(_))
+}
+
+/// The charges of one logical call that have no answer to show for them.
+#[derive(Default)]
+pub struct CallSlot {
+    inflight: Mutex<Option<Reservation>>,
+    unanswered: Mutex<Usd>,
+}
+
+impl CallSlot {
+    fn put(&self, r: Reservation) {
+        *lock(&self.inflight) = Some(r);
+    }
+
+    fn take(&self) -> Option<Reservation> {
+        lock(&self.inflight).take()
+    }
+
+    fn charge_unanswered(&self, amount: Usd) {
+        *lock(&self.unanswered) += amount;
+    }
+
+    /// After the call's future was dropped mid-flight: charge the in-flight attempt at its
+    /// reservation (it may still be billed). Returns everything this call was charged
+    /// without an answer, for the cost report.
+    pub async fn abandon(&self, ledger: &dyn Ledger) -> Usd {
+        if let Some(r) = self.take() {
+            let amount = r.amount;
+            if let Err(e) = ledger.settle(r, amount, Usage::default()).await {
+                tracing::warn!(error = %e, "could not settle an abandoned reservation");
+            }
+            self.charge_unanswered(amount);
+        }
+        self.unanswered()
+    }
+
+    /// Charged without an answer so far (timeouts, dropped connections).
+    pub fn unanswered(&self) -> Usd {
+        *lock(&self.unanswered)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section is one assignment; a poisoned lock still holds a valid value.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

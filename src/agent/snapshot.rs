@@ -35,37 +35,47 @@ impl TreeWatcher {
         let probe = Command::new("git")
             .arg("-C")
             .arg(work_tree)
-            .args(["rev-parse", "--absolute-git-dir", "--show-toplevel"])
+            .args([
+                "rev-parse",
+                "--absolute-git-dir",
+                "--show-toplevel",
+                "--show-prefix",
+            ])
             .stdin(Stdio::null())
             .output()
             .await
             .context("running git (is it installed?)")?;
         let text = String::from_utf8_lossy(&probe.stdout).to_string();
         let mut lines = text.lines();
-        let (git_dir, top, seed_index) = match (probe.status.success(), lines.next(), lines.next())
-        {
-            (true, Some(dir), Some(top)) => {
-                let dir = PathBuf::from(dir);
-                let index = dir.join("index");
-                (dir, PathBuf::from(top), index.exists().then_some(index))
-            }
-            _ => {
-                let dir = scratch.path().join("git");
-                let init = Command::new("git")
-                    .args(["init", "-q", "--bare"])
-                    .arg(&dir)
-                    .stdin(Stdio::null())
-                    .output()
-                    .await?;
-                if !init.status.success() {
-                    bail!(
-                        "git init failed: {}",
-                        String::from_utf8_lossy(&init.stderr).trim()
-                    );
+        let (dir, top, prefix) = (lines.next(), lines.next(), lines.next().unwrap_or(""));
+        // Only a repository's top level uses its object store. A subdirectory (or a
+        // directory inside someone else's repository, perhaps ignored there) gets a private
+        // store, so paths stay relative to what the run works on and the parent's
+        // .gitignore cannot hide its files.
+        let (git_dir, top, seed_index) =
+            match (probe.status.success() && prefix.is_empty(), dir, top) {
+                (true, Some(dir), Some(top)) => {
+                    let dir = PathBuf::from(dir);
+                    let index = dir.join("index");
+                    (dir, PathBuf::from(top), index.exists().then_some(index))
                 }
-                (dir, work_tree.to_path_buf(), None)
-            }
-        };
+                _ => {
+                    let dir = scratch.path().join("git");
+                    let init = Command::new("git")
+                        .args(["init", "-q", "--bare"])
+                        .arg(&dir)
+                        .stdin(Stdio::null())
+                        .output()
+                        .await?;
+                    if !init.status.success() {
+                        bail!(
+                            "git init failed: {}",
+                            String::from_utf8_lossy(&init.stderr).trim()
+                        );
+                    }
+                    (dir, work_tree.to_path_buf(), None)
+                }
+            };
         Ok(TreeWatcher {
             work_tree: top,
             git_dir,
@@ -129,6 +139,7 @@ impl TreeWatcher {
         let out = self
             .run(&[
                 "diff-tree",
+                "-z",
                 "-r",
                 "--no-renames",
                 "--name-status",
@@ -136,16 +147,16 @@ impl TreeWatcher {
                 &to.0,
             ])
             .await?;
-        Ok(out
-            .lines()
-            .filter_map(|l| {
-                let (status, path) = l.split_once('\t')?;
-                Some(ChangedFile {
-                    path: path.to_string(),
-                    status: status.chars().next().unwrap_or('M'),
-                })
-            })
-            .collect())
+        // With -z git neither quotes nor escapes paths: `STATUS\0PATH\0` pairs.
+        let mut fields = out.split('\0').filter(|f| !f.is_empty());
+        let mut changed = Vec::new();
+        while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
+            changed.push(ChangedFile {
+                path: path.to_string(),
+                status: status.chars().next().unwrap_or('M'),
+            });
+        }
+        Ok(changed)
     }
 
     /// A unified diff between two snapshots.
@@ -161,5 +172,84 @@ impl TreeWatcher {
             &to.0,
         ])
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@e")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@e")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    async fn changes(dir: &Path, edit: impl FnOnce()) -> Vec<ChangedFile> {
+        let w = TreeWatcher::new(dir).await.unwrap();
+        let a = w.snapshot().await.unwrap();
+        edit();
+        let b = w.snapshot().await.unwrap();
+        w.changed(&a, &b).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn paths_are_relative_to_a_subdirectory() {
+        let top = tempfile::tempdir().unwrap();
+        git(top.path(), &["init", "-q"]);
+        let svc = top.path().join("svc");
+        std::fs::create_dir_all(&svc).unwrap();
+        std::fs::write(svc.join("README.md"), "x").unwrap();
+        git(top.path(), &["add", "-A"]);
+        git(top.path(), &["commit", "-qm", "i"]);
+        let c = changes(&svc, || {
+            std::fs::create_dir_all(svc.join(".github/workflows")).unwrap();
+            std::fs::write(svc.join(".github/workflows/ci.yml"), "on: push").unwrap();
+        })
+        .await;
+        assert_eq!(
+            c,
+            vec![ChangedFile {
+                path: ".github/workflows/ci.yml".into(),
+                status: 'A'
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_parent_that_ignores_everything_hides_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        git(home.path(), &["init", "-q"]);
+        std::fs::write(home.path().join(".gitignore"), "*\n").unwrap();
+        let proj = home.path().join("proj");
+        std::fs::create_dir_all(&proj).unwrap();
+        let c = changes(&proj, || {
+            std::fs::write(proj.join("a.rs"), "fn a() {}").unwrap()
+        })
+        .await;
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].path, "a.rs");
+    }
+
+    #[tokio::test]
+    async fn non_ascii_names_are_not_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        let d = dir.path().to_path_buf();
+        let c = changes(&d, || {
+            std::fs::create_dir_all(d.join(".github/workflows")).unwrap();
+            std::fs::write(d.join(".github/workflows/déploy.yml"), "x").unwrap();
+        })
+        .await;
+        assert_eq!(c[0].path, ".github/workflows/déploy.yml");
     }
 }

@@ -41,6 +41,9 @@ pub(crate) async fn build(
 
 pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>, args: ChatArgs) -> u8 {
     let task = args.task.join(" ");
+    if args.task.is_empty() {
+        return super::interactive::run(config_flag, env, args.flags).await;
+    }
     if task.trim().is_empty() {
         return fail(EXIT_USAGE, "the task is empty");
     }

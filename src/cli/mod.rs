@@ -73,8 +73,9 @@ pub struct RunFlags {
 pub struct ChatArgs {
     #[command(flatten)]
     pub flags: RunFlags,
-    /// What to do.
-    #[arg(value_name = "TASK", required = true, num_args = 1..)]
+    /// What to do. Without a task, `chat` starts an interactive session with these flags
+    /// (as the guide's `equitr-coder chat --multi-agent` does).
+    #[arg(value_name = "TASK", num_args = 0..)]
     pub task: Vec<String>,
 }
 

@@ -7,8 +7,8 @@ use super::{fail, load_config, ModelsArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::agent::model::build_client;
 use crate::config::Overrides;
 use crate::llm::pricing::PriceTable;
-use crate::llm::retry::RetryPolicy;
-use crate::llm::AgentRole;
+use crate::llm::retry::{RetryPolicy, Retrying};
+use crate::llm::{AgentRole, Provider};
 
 pub async fn run(
     config_flag: Option<&Path>,
@@ -42,8 +42,8 @@ pub async fn run(
         settings.api_base = base;
     }
     let http = reqwest::Client::new();
-    let client = match build_client(&settings, http, RetryPolicy::default()) {
-        Ok(c) => c,
+    let client = match build_client(&settings, http) {
+        Ok(c) => Retrying::new(c, RetryPolicy::default()),
         Err(e) => return fail(EXIT_USAGE, e),
     };
     let ids = match client.list_models().await {

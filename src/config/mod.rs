@@ -583,8 +583,18 @@ impl Config {
     fn apply_flags(&mut self, f: &Overrides) {
         let s = &mut self.sources;
         if let Some(m) = &f.model {
+            // The flag names the model for this run: it wins over the file's per-role
+            // models too (the worker's own flag, applied next, wins over it).
             self.llm.model = Some(m.clone());
-            s.insert("llm.model".into(), Source::Flag("--model".into()));
+            self.llm.supervisor.model = Some(m.clone());
+            self.llm.worker.model = Some(m.clone());
+            for key in [
+                "llm.model",
+                "llm.models.supervisor.model",
+                "llm.models.worker.model",
+            ] {
+                s.insert(key.into(), Source::Flag("--model".into()));
+            }
         }
         if let Some(m) = &f.supervisor_model {
             self.llm.supervisor.model = Some(m.clone());
@@ -641,6 +651,14 @@ impl Config {
         if self.llm.max_tokens == 0 {
             return Err(bad("llm.max_tokens", "must be at least 1".into()));
         }
+        if let Some(t) = self.llm.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(bad(
+                    "llm.temperature",
+                    format!("must be between 0 and 2, got {t}"),
+                ));
+            }
+        }
         if self.orchestrator.max_iterations == 0 {
             return Err(bad(
                 "orchestrator.max_iterations",
@@ -656,6 +674,10 @@ impl Config {
                     let key = format!("{prefix}.temperature");
                     return Err(bad(&key, format!("must be between 0 and 2, got {t}")));
                 }
+            }
+            if role.max_tokens == Some(0) {
+                let key = format!("{prefix}.max_tokens");
+                return Err(bad(&key, "must be at least 1".into()));
             }
             if let Some(p) = role.pricing {
                 check_price(&p).map_err(|m| bad(&format!("{prefix}.pricing"), m))?;
@@ -697,20 +719,23 @@ impl Config {
                 origin: Source::Default,
             }
         })?;
-        // A role's own base wins; `llm.api_base` applies when the role keeps the top-level
-        // provider (it is that provider's address); else the environment, else the default.
-        let api_base = r
-            .api_base
-            .clone()
-            .or_else(|| {
-                (r.provider.is_none() || r.provider == Some(self.llm.provider))
-                    .then(|| self.llm.api_base.clone())
-                    .flatten()
-            })
+        // Later layers win: a `--api-base` flag, then the provider's environment variable
+        // (`OPENAI_BASE_URL`, …), then the file (the role's own base, else `llm.api_base`
+        // when the role keeps the top-level provider), then the provider's default.
+        let from_flag = matches!(self.source("llm.api_base"), Source::Flag(_))
+            .then(|| self.llm.api_base.clone())
+            .flatten();
+        let api_base = from_flag
             .or_else(|| {
                 provider
                     .base_env()
                     .and_then(|v| self.env_bases.get(v).cloned())
+            })
+            .or_else(|| r.api_base.clone())
+            .or_else(|| {
+                (r.provider.is_none() || r.provider == Some(self.llm.provider))
+                    .then(|| self.llm.api_base.clone())
+                    .flatten()
             })
             .or_else(|| provider.default_base().map(str::to_string))
             .ok_or_else(|| ConfigError::Value {
@@ -718,20 +743,22 @@ impl Config {
                 message: format!("provider {provider} needs api_base (its endpoint URL)"),
                 origin: Source::Default,
             })?;
+        // Keys: the variable the config names, then the provider's own variable, then a key
+        // written in the file.
         let key_env = r
             .api_key_env
             .clone()
             .or_else(|| self.llm.api_key_env.clone());
-        let api_key = r
-            .api_key
-            .clone()
-            .or_else(|| self.llm.api_key.clone())
-            .or_else(|| key_env.as_ref().and_then(|n| self.env_keys.get(n).cloned()))
+        let api_key = key_env
+            .as_ref()
+            .and_then(|n| self.env_keys.get(n).cloned())
             .or_else(|| {
                 provider
                     .key_env()
                     .and_then(|n| self.env_keys.get(n).cloned())
             })
+            .or_else(|| r.api_key.clone())
+            .or_else(|| self.llm.api_key.clone())
             // A LiteLLM proxy commonly takes the OpenAI key the client already has.
             .or_else(|| {
                 (provider == ProviderKind::Litellm)
@@ -852,6 +879,13 @@ impl Config {
                 SandboxSetting::None => "none".into(),
             },
         );
+        for (name, value) in &self.env_bases {
+            rows.push((
+                format!("env {name}"),
+                value.clone(),
+                Source::Env(name.clone()),
+            ));
+        }
         for name in self.env_keys.keys() {
             rows.push((
                 format!("env {name}"),

@@ -175,3 +175,70 @@ fn env_base_url_applies_to_openai() {
         "http://127.0.0.1:9/v1"
     );
 }
+
+#[test]
+fn environment_beats_the_file_and_flags_beat_both() {
+    let c = load_text(
+        "llm:\n  model: gpt-4o\n  api_base: http://file/v1\n  api_key: sk-file\n",
+        &[
+            ("OPENAI_BASE_URL", "http://env/v1"),
+            ("OPENAI_API_KEY", "sk-env"),
+        ],
+        &Overrides::default(),
+    )
+    .unwrap();
+    let w = c.resolve(AgentRole::Worker).unwrap();
+    assert_eq!(w.api_base, "http://env/v1");
+    assert_eq!(w.api_key.unwrap().expose(), "sk-env");
+    let c = load_text(
+        "llm:\n  model: gpt-4o\n  api_base: http://file/v1\n",
+        &[("OPENAI_BASE_URL", "http://env/v1")],
+        &Overrides {
+            api_base: Some("http://flag/v1".into()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        c.resolve(AgentRole::Worker).unwrap().api_base,
+        "http://flag/v1"
+    );
+}
+
+#[test]
+fn model_flag_overrides_the_files_role_models() {
+    let flags = Overrides {
+        model: Some("gpt-4o-mini".into()),
+        ..Overrides::default()
+    };
+    let c = load_text(GUIDE, &[], &flags).unwrap();
+    assert_eq!(c.resolve(AgentRole::Worker).unwrap().model, "gpt-4o-mini");
+    assert_eq!(
+        c.resolve(AgentRole::Supervisor).unwrap().model,
+        "gpt-4o-mini"
+    );
+    let flags = Overrides {
+        model: Some("gpt-4o".into()),
+        worker_model: Some("gpt-4o-mini".into()),
+        ..Overrides::default()
+    };
+    let c = load_text(GUIDE, &[], &flags).unwrap();
+    assert_eq!(c.resolve(AgentRole::Worker).unwrap().model, "gpt-4o-mini");
+    assert_eq!(c.resolve(AgentRole::Supervisor).unwrap().model, "gpt-4o");
+}
+
+#[test]
+fn out_of_range_values_are_refused() {
+    for (text, key) in [
+        ("llm:\n  temperature: 9\n", "llm.temperature"),
+        (
+            "llm:\n  models:\n    worker:\n      max_tokens: 0\n",
+            "llm.models.worker.max_tokens",
+        ),
+    ] {
+        let err = load_text(text, &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("{key}:")), "{err}");
+    }
+}

@@ -241,19 +241,16 @@ pub fn parse_response(body: &str, fallback_model: &str) -> Result<ChatResponse, 
         Some("refusal") => StopReason::Refusal,
         _ => StopReason::Other,
     };
-    let usage = parsed
-        .usage
-        .map(|u| {
-            let read = u.cache_read_input_tokens.unwrap_or(0);
-            let write = u.cache_creation_input_tokens.unwrap_or(0);
-            Usage {
-                input_tokens: u.input_tokens + read + write,
-                cached_input_tokens: read,
-                cache_write_tokens: write,
-                output_tokens: u.output_tokens,
-            }
-        })
-        .unwrap_or_default();
+    let usage = parsed.usage.map(|u| {
+        let read = u.cache_read_input_tokens.unwrap_or(0);
+        let write = u.cache_creation_input_tokens.unwrap_or(0);
+        Usage {
+            input_tokens: u.input_tokens + read + write,
+            cached_input_tokens: read,
+            cache_write_tokens: write,
+            output_tokens: u.output_tokens,
+        }
+    });
     Ok(ChatResponse {
         model: parsed.model.unwrap_or_else(|| fallback_model.to_string()),
         content,
@@ -286,8 +283,8 @@ impl Provider for AnthropicClient {
             Ok(r) => tracing::debug!(
                 provider = %"anthropic",
                 model = %r.model,
-                input_tokens = r.usage.input_tokens,
-                output_tokens = r.usage.output_tokens,
+                input_tokens = r.usage.map(|u| u.input_tokens),
+                output_tokens = r.usage.map(|u| u.output_tokens),
                 "model call answered"
             ),
             Err(e) => {

@@ -141,7 +141,9 @@ pub struct ChatResponse {
     pub model: String,
     pub content: Option<String>,
     pub tool_calls: Vec<ToolCall>,
-    pub usage: Usage,
+    /// `None` when the provider reported no usage: the call is then charged at its
+    /// reservation, never at zero.
+    pub usage: Option<Usage>,
     pub stop_reason: StopReason,
 }
 

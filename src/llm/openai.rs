@@ -260,18 +260,15 @@ pub fn parse_response(body: &str, fallback_model: &str) -> Result<ChatResponse, 
     let content = content_text(&message.content)
         .filter(|c| !c.is_empty())
         .or(if refused { message.refusal } else { None });
-    let usage = parsed
-        .usage
-        .map(|u| Usage {
-            input_tokens: u.prompt_tokens,
-            cached_input_tokens: u
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            cache_write_tokens: 0,
-            output_tokens: u.completion_tokens,
-        })
-        .unwrap_or_default();
+    let usage = parsed.usage.map(|u| Usage {
+        input_tokens: u.prompt_tokens,
+        cached_input_tokens: u
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
+        cache_write_tokens: 0,
+        output_tokens: u.completion_tokens,
+    });
     Ok(ChatResponse {
         model: parsed.model.unwrap_or_else(|| fallback_model.to_string()),
         content,
@@ -304,8 +301,8 @@ impl Provider for OpenAiClient {
             Ok(r) => tracing::debug!(
                 provider = %self.name,
                 model = %r.model,
-                input_tokens = r.usage.input_tokens,
-                output_tokens = r.usage.output_tokens,
+                input_tokens = r.usage.map(|u| u.input_tokens),
+                output_tokens = r.usage.map(|u| u.output_tokens),
                 "model call answered"
             ),
             Err(e) => {
