@@ -88,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
             calls: AtomicU64::new(0),
         });
         let mut orch = Orchestrator::builder(config, dir.path())
-            .client(AgentRole::Worker, model)
+            .client(AgentRole::Worker, model.clone())
+            .client(AgentRole::Supervisor, model)
             .build()
             .await?;
         let start = Instant::now();
