@@ -22,10 +22,12 @@ use crate::llm::{AgentRole, Message, Provider, ToolCall, ToolSpec, Usage};
 use crate::tools::{truncate_head_tail, Access, SandboxMode, Toolbox, ToolboxOptions};
 
 pub mod cost;
+pub mod diff;
 pub mod escalation;
 pub mod events;
 pub mod model;
 mod prompts;
+pub mod review;
 pub mod snapshot;
 
 pub use cost::{CostReport, CostTracker, RoleCost};
@@ -412,22 +414,7 @@ impl Orchestrator {
         task: &str,
         cancel: CancellationToken,
     ) -> anyhow::Result<RunResult> {
-        let wall = Duration::from_secs(self.cfg.orchestrator.max_wall_clock_secs.max(1));
-        let ledger = match &self.ledger {
-            LedgerSource::Shared(l) => l.clone(),
-            LedgerSource::PerRun(cap) => Arc::new(MemoryLedger::new(*cap)) as Arc<dyn Ledger>,
-        };
-        let mut run = Run {
-            ledger,
-            task: task.to_string(),
-            costs: CostTracker::new(self.supervisor.model().to_string(), self.supervisor.price),
-            events: Vec::new(),
-            deadline: Instant::now() + wall,
-            wall,
-            cancel,
-            supervisor_calls: 0,
-            iterations: 0,
-        };
+        let mut run = self.start_run(task, cancel);
         let baseline = self.watcher.snapshot().await?;
         let mut classification = Classification {
             class: TaskClass::Routine,
@@ -478,6 +465,25 @@ impl Orchestrator {
         })
     }
 
+    fn start_run(&self, task: &str, cancel: CancellationToken) -> Run {
+        let wall = Duration::from_secs(self.cfg.orchestrator.max_wall_clock_secs.max(1));
+        let ledger = match &self.ledger {
+            LedgerSource::Shared(l) => l.clone(),
+            LedgerSource::PerRun(cap) => Arc::new(MemoryLedger::new(*cap)) as Arc<dyn Ledger>,
+        };
+        Run {
+            ledger,
+            task: task.to_string(),
+            costs: CostTracker::new(self.supervisor.model().to_string(), self.supervisor.price),
+            events: Vec::new(),
+            deadline: Instant::now() + wall,
+            wall,
+            cancel,
+            supervisor_calls: 0,
+            iterations: 0,
+        }
+    }
+
     async fn drive(
         &mut self,
         run: &mut Run,
@@ -512,7 +518,7 @@ impl Orchestrator {
                 return Ok(());
             };
             let round = rejections + 1;
-            let verdict = self.review(run, &why, &diff).await?;
+            let verdict = self.gate_review(run, &why, &diff).await?;
             self.emit(
                 run,
                 JobEvent::GateReview {
@@ -977,7 +983,7 @@ impl Orchestrator {
         )))
     }
 
-    async fn review(&self, run: &mut Run, why: &str, diff: &str) -> Result<GateVerdict, Stop> {
+    async fn gate_review(&self, run: &mut Run, why: &str, diff: &str) -> Result<GateVerdict, Stop> {
         let tool = ToolSpec {
             name: "submit_review".into(),
             description: "Accept or reject the change.".into(),

@@ -1,0 +1,298 @@
+//! Reviewing a diff: the worker triages every changed file with read-only tools and reports
+//! findings; files that are security-relevant (sensitive paths, or a security-classified
+//! change) go to the supervisor as well. A diff larger than one prompt is reviewed in chunks
+//! of whole files, and what the budget did not cover is listed as skipped.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::diff::{self, FileDiff};
+use super::{CostReport, JobEvent, Orchestrator, Outcome, Run, Stop, TaskClass};
+use crate::llm::{tokens, AgentRole, Message, ToolSpec};
+
+/// The most diff text one review prompt carries.
+const MAX_CHUNK_TOKENS: u64 = 24_000;
+/// Tool turns per chunk and role.
+const REVIEW_TURNS: u32 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub path: String,
+    pub line: u64,
+    pub severity: Severity,
+    pub title: String,
+    pub body: String,
+    /// Replacement text for the line, when the fix is concrete.
+    #[serde(default)]
+    pub suggestion: Option<String>,
+    #[serde(skip_deserializing)]
+    pub by: Option<AgentRole>,
+}
+
+/// What to review. `context` is the PR's title and description, already sanitised and
+/// fenced by the caller.
+pub struct ReviewRequest {
+    pub context: String,
+    pub diff: String,
+}
+
+pub struct ReviewResult {
+    pub outcome: Outcome,
+    /// Findings on lines the diff shows (posted inline).
+    pub inline: Vec<Finding>,
+    /// Findings whose line is not in the diff (posted in the review body).
+    pub general: Vec<Finding>,
+    pub covered: Vec<String>,
+    pub skipped: Vec<String>,
+    pub summary: String,
+    pub cost: CostReport,
+    pub events: Vec<JobEvent>,
+}
+
+fn report_tool() -> ToolSpec {
+    ToolSpec {
+        name: "report_finding".into(),
+        description: "Report one problem on a line of the diff's new side. Use `suggestion` for the exact replacement line(s) when the fix is concrete.".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string"},
+                "line": {"type": "integer", "description": "line number in the new version of the file"},
+                "severity": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
+                "title": {"type": "string"},
+                "body": {"type": "string"},
+                "suggestion": {"type": "string"}
+            },
+            "required": ["path", "line", "severity", "title", "body"]
+        }),
+    }
+}
+
+fn finish_tool() -> ToolSpec {
+    ToolSpec {
+        name: "finish".into(),
+        description: "End the review with a short overall summary.".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {"summary": {"type": "string"}},
+            "required": ["summary"]
+        }),
+    }
+}
+
+/// Group whole files into chunks of at most `MAX_CHUNK_TOKENS` (a file larger than that is
+/// a chunk of its own, cut by the prompt's own truncation).
+fn chunks(files: &[FileDiff], model: &str) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut size = 0;
+    for (i, f) in files.iter().enumerate() {
+        let t = tokens::count_text_tokens(model, &f.text);
+        if out.is_empty() || size + t > MAX_CHUNK_TOKENS {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += t;
+        if let Some(last) = out.last_mut() {
+            last.push(i);
+        }
+    }
+    out
+}
+
+impl Orchestrator {
+    /// Review a diff. Read-only: nothing is written or run.
+    pub async fn review(&mut self, req: ReviewRequest) -> anyhow::Result<ReviewResult> {
+        let files = diff::parse(&req.diff);
+        let mut run = self.start_run("review", CancellationToken::new());
+        let sensitive: Vec<usize> = (0..files.len())
+            .filter(|&i| self.sensitive.is_match(&files[i].path))
+            .collect();
+        let class = if sensitive.is_empty() {
+            TaskClass::Routine
+        } else {
+            TaskClass::Security
+        };
+        let reason = if sensitive.is_empty() {
+            "no sensitive path in the diff".to_string()
+        } else {
+            format!(
+                "the diff touches sensitive paths: {}",
+                sensitive
+                    .iter()
+                    .map(|&i| files[i].path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        self.emit(
+            &mut run,
+            JobEvent::Classified {
+                class,
+                reason: reason.clone(),
+                by_model: false,
+            },
+        );
+        let mut findings = Vec::new();
+        let mut summaries = Vec::new();
+        let mut covered = Vec::new();
+        let mut skipped = Vec::new();
+        let mut outcome = Outcome::Done;
+        let plan = chunks(&files, self.worker.model());
+        for (n, chunk) in plan.iter().enumerate() {
+            let text: String = chunk.iter().map(|&i| files[i].text.as_str()).collect();
+            let prompt = format!(
+                "Review this change (part {} of {}). Read the surrounding code with the tools where it helps. \
+                 Report each real problem with `report_finding` on a line of the new side of the diff — bugs, \
+                 security issues, missing error handling, risky design; not style. Then call `finish` with a \
+                 one-paragraph summary.\n\n{}\n\n<diff>\n{text}\n</diff>",
+                n + 1,
+                plan.len(),
+                req.context
+            );
+            match self.review_loop(&mut run, AgentRole::Worker, prompt).await {
+                Ok((mut f, summary)) => {
+                    findings.append(&mut f);
+                    summaries.push(summary);
+                    covered.extend(chunk.iter().map(|&i| files[i].path.clone()));
+                }
+                Err(Stop::Outcome(o)) => {
+                    outcome = o;
+                    skipped.extend(plan[n..].iter().flatten().map(|&i| files[i].path.clone()));
+                    break;
+                }
+            }
+        }
+        // Security-relevant files also go to the supervisor.
+        let reviewed_sensitive: Vec<usize> = sensitive
+            .iter()
+            .copied()
+            .filter(|&i| covered.contains(&files[i].path))
+            .collect();
+        if self.multi && outcome == Outcome::Done && !reviewed_sensitive.is_empty() {
+            let text: String = reviewed_sensitive
+                .iter()
+                .map(|&i| files[i].text.as_str())
+                .collect();
+            let prompt = format!(
+                "These files of a pull request are security-relevant ({reason}). Review them for security problems: \
+                 injection, auth bypass, secrets, unsafe input handling, dangerous CI or dependency changes. \
+                 Report each with `report_finding`, then `finish`.\n\n{}\n\n<diff>\n{text}\n</diff>",
+                req.context
+            );
+            match self
+                .review_loop(&mut run, AgentRole::Supervisor, prompt)
+                .await
+            {
+                Ok((mut f, summary)) => {
+                    findings.append(&mut f);
+                    summaries.push(format!("Supervisor: {summary}"));
+                }
+                Err(Stop::Outcome(o)) => outcome = o,
+            }
+        }
+        // Inline only where GitHub accepts a comment: a right-side line inside a hunk.
+        let (inline, general): (Vec<Finding>, Vec<Finding>) = findings.into_iter().partition(|f| {
+            files
+                .iter()
+                .any(|d| d.path == f.path && d.commentable.contains(&f.line))
+        });
+        let summary = summaries
+            .into_iter()
+            .filter(|s| !s.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        self.emit(
+            &mut run,
+            JobEvent::Finished {
+                outcome: outcome.describe(),
+                summary: summary.clone(),
+            },
+        );
+        Ok(ReviewResult {
+            outcome,
+            inline,
+            general,
+            covered,
+            skipped,
+            summary,
+            cost: run.costs.report(),
+            events: run.events,
+        })
+    }
+
+    /// One role's review conversation: read-only tools, `report_finding`, `finish`.
+    async fn review_loop(
+        &self,
+        run: &mut Run,
+        role: AgentRole,
+        prompt: String,
+    ) -> Result<(Vec<Finding>, String), Stop> {
+        let root = self.toolbox.root().display().to_string();
+        let system = match role {
+            AgentRole::Worker => format!(
+                "You are the reviewing agent of equitr-coder, reading a pull request against the repository at {root}."
+            ),
+            AgentRole::Supervisor => super::prompts::supervisor_system(&root),
+        };
+        let mut messages = vec![Message::system(system), Message::user(prompt)];
+        let mut tools = self.readonly.specs();
+        tools.push(report_tool());
+        tools.push(finish_tool());
+        let mut findings = Vec::new();
+        for turn in 1..=REVIEW_TURNS {
+            if turn == REVIEW_TURNS {
+                messages.push(Message::user(
+                    "You have used your tool turns: report what remains and call `finish` now.",
+                ));
+            }
+            let resp = self
+                .call(run, role, messages.clone(), tools.clone())
+                .await?;
+            messages.push(Message::Assistant {
+                content: resp.content.clone(),
+                tool_calls: resp.tool_calls.clone(),
+            });
+            if resp.tool_calls.is_empty() {
+                return Ok((findings, resp.content.unwrap_or_default()));
+            }
+            let mut finished = None;
+            for call in &resp.tool_calls {
+                let (content, is_error) = match call.name.as_str() {
+                    "report_finding" => match serde_json::from_str::<Finding>(&call.arguments) {
+                        Ok(mut f) => {
+                            f.by = Some(role);
+                            findings.push(f);
+                            ("recorded".to_string(), false)
+                        }
+                        Err(e) => (format!("report_finding: {e}"), true),
+                    },
+                    "finish" => {
+                        finished =
+                            Some(super::arg_str(&call.arguments, "summary").unwrap_or_default());
+                        ("ok".to_string(), false)
+                    }
+                    _ => self.tool(run, role, &self.readonly, call).await?,
+                };
+                messages.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    content,
+                    is_error,
+                });
+            }
+            if let Some(summary) = finished {
+                return Ok((findings, summary));
+            }
+        }
+        Ok((findings, String::new()))
+    }
+}
