@@ -817,15 +817,22 @@ async fn requests_github_would_not_serve_are_violations() {
         v[3].contains("a token in the URL") && !v[3].contains(&token),
         "{v:?}"
     );
-    let resp = reqwest::Client::new()
-        .post(format!("{}/repos/{REPO}/issues/1/comments", gh.api_url()))
-        .header("user-agent", "t")
-        .header("authorization", format!("token {token}"))
-        .json(&json!({"body": "z"}))
-        .send()
+    // reqwest always sends `Accept: */*`; a mutation without Accept needs a raw request.
+    let body = r#"{"body":"z"}"#;
+    let raw = format!(
+        "POST /repos/{REPO}/issues/1/comments HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\nAuthorization: token {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let addr = gh.api_url().trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, raw.as_bytes())
         .await
-        .expect("sent");
-    assert_eq!(resp.status(), StatusCode::CREATED);
+        .expect("write");
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     assert!(gh.violations()[4].contains("without an Accept header"));
     assert_eq!(gh.violations().len(), 5);
 

@@ -30,7 +30,6 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::Value;
 
-
 /// One request as the fake saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedRequest {

@@ -138,6 +138,15 @@ fn parse_query(q: Option<&str>) -> Query {
         .collect()
 }
 
+/// Every `Accept` value, joined: clients may send several.
+fn accept(h: &HeaderMap) -> String {
+    h.get_all("accept")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -1254,7 +1263,7 @@ fn repo_route(
         ("POST", ["pulls"]) => need("pull_requests", "write").unwrap_or_else(|| create_pull(server, &key, body, &bot)),
         ("GET", ["pulls", n]) => need("pull_requests", "read").unwrap_or_else(|| {
             let Some(n) = num(n) else { return not_found() };
-            let accept = header(h, "accept").unwrap_or_default();
+            let accept = accept(h);
             if accept.contains("diff") || accept.contains("patch") {
                 return match pr_diff(server, &key, n, None) {
                     Some((diff, _)) => Reply::raw(200, "application/vnd.github.diff; charset=utf-8", diff.into_bytes()),
@@ -1462,7 +1471,7 @@ fn contents(server: &Server, key: &str, path: &[&str], q: &Query, h: &HeaderMap)
     match git::entry(&bare, &commit, &path) {
         None => not_found(),
         Some(git::Entry::File { sha, content }) => {
-            let accept = header(h, "accept").unwrap_or_default();
+            let accept = accept(h);
             if accept.contains("application/vnd.github.raw")
                 || accept.contains("application/vnd.github.v3.raw")
             {
