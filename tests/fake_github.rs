@@ -922,3 +922,103 @@ async fn concurrent_mutations_for_one_installation_are_flagged() {
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].contains("concurrent mutations"), "{v:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refs_contents_writes_and_compare() {
+    let gh = setup().await;
+    let api = Api::new(&gh, format!("Bearer {}", token(&gh).await));
+    let (status, v) = api.send("GET", "/installation/repositories", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["repositories"][0]["full_name"], REPO);
+
+    let put = |content: &str, sha: Option<&str>| {
+        let mut b = json!({"message": "Configure equitr", "content": base64::engine::general_purpose::STANDARD.encode(content), "branch": "main"});
+        if let Some(sha) = sha {
+            b["sha"] = json!(sha);
+        }
+        b
+    };
+    let path = format!("/repos/{REPO}/contents/.github/equitr.yml");
+    let (status, v) = api.send("PUT", &path, Some(put("a: 1\n", None))).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let blob = v["content"]["sha"].as_str().expect("sha").to_string();
+    let (status, _) = api.send("PUT", &path, Some(put("a: 2\n", None))).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "updating needs the blob sha"
+    );
+    let (status, _) = api
+        .send("PUT", &path, Some(put("a: 2\n", Some("0123"))))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a stale sha");
+    let (status, v) = api
+        .send("PUT", &path, Some(put("a: 2\n", Some(&blob))))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        gh.branch_files(REPO, "main")[".github/equitr.yml"],
+        "a: 2\n"
+    );
+
+    let main = gh.branch_sha(REPO, "main").expect("main");
+    let (status, _) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/git/refs"),
+            Some(json!({"ref": "refs/heads/copy", "sha": main})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/git/refs"),
+            Some(json!({"ref": "refs/heads/copy", "sha": main})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "the ref exists");
+    let ahead = gh
+        .repo(REPO)
+        .push_branch("ahead", "main", &[("x.txt", Some("x\n"))], "Add x");
+    let (status, v) = api
+        .send("GET", &format!("/repos/{REPO}/compare/main...ahead"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (v["status"].as_str(), v["ahead_by"].as_u64()),
+        (Some("ahead"), Some(1))
+    );
+    assert_eq!(v["files"][0]["filename"], "x.txt");
+    let (status, _) = api
+        .send(
+            "PATCH",
+            &format!("/repos/{REPO}/git/refs/heads/ahead"),
+            Some(json!({"sha": main})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not a fast forward"
+    );
+    let (status, _) = api
+        .send(
+            "PATCH",
+            &format!("/repos/{REPO}/git/refs/heads/copy"),
+            Some(json!({"sha": ahead})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(gh.branch_sha(REPO, "copy"), Some(ahead));
+    let (status, _) = api
+        .send(
+            "DELETE",
+            &format!("/repos/{REPO}/git/refs/heads/copy"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(gh.branch_sha(REPO, "copy"), None);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}

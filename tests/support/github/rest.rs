@@ -495,7 +495,7 @@ pub async fn serve(
         error(401, msg)
     } else if is_mutation(&method) {
         // Mutations take a while on GitHub; concurrent ones per installation are a violation.
-        let (latency, overlap) = {
+        let latency = {
             let mut inner = server.lock();
             let overlap = installation.is_some_and(|i| {
                 let c = inner.inflight.entry(i).or_default();
@@ -508,9 +508,8 @@ pub async fn serve(
                     installation.unwrap_or_default()
                 ));
             }
-            (inner.mutation_latency, overlap)
+            inner.mutation_latency
         };
-        let _ = overlap;
         tokio::time::sleep(latency).await;
         let q = parse_query(uri.query());
         let reply = route(&server, &caller, &m, &segs, &q, &headers, &body);
@@ -744,13 +743,12 @@ fn label_json(api: &str, r: &RepoState, name: &str) -> Value {
     })
 }
 
-fn reactions_rollup(api: &str, r: &RepoState, target: &ReactionTarget, url: &str) -> Value {
+fn reactions_rollup(r: &RepoState, target: &ReactionTarget, url: &str) -> Value {
     let mine: Vec<&Reaction> = r.reactions.iter().filter(|x| &x.target == target).collect();
     let mut v = json!({"url": format!("{url}/reactions"), "total_count": mine.len()});
     for c in REACTIONS {
         v[*c] = json!(mine.iter().filter(|x| x.content == *c).count());
     }
-    let _ = api;
     v
 }
 
@@ -787,7 +785,7 @@ fn issue_json(api: &str, r: &RepoState, i: &IssueState) -> Value {
         "closed_at": if i.state == "closed" { json!(iso8601(i.updated)) } else { Value::Null },
         "created_at": iso8601(i.created), "updated_at": iso8601(i.updated),
         "author_association": author_association(r, &i.author),
-        "reactions": reactions_rollup(api, r, &ReactionTarget::Issue(i.number), &u),
+        "reactions": reactions_rollup(r, &ReactionTarget::Issue(i.number), &u),
     });
     if r.pulls.contains_key(&i.number) {
         v["pull_request"] = json!({
@@ -817,7 +815,7 @@ fn comment_json(
         "created_at": iso8601(created), "updated_at": iso8601(updated),
         "author_association": author_association(r, &c.user),
         "performed_via_github_app": null,
-        "reactions": reactions_rollup(api, r, &ReactionTarget::IssueComment(c.id), &u),
+        "reactions": reactions_rollup(r, &ReactionTarget::IssueComment(c.id), &u),
     })
 }
 
@@ -882,6 +880,35 @@ fn route(
                 .and_then(|repo| installation_json(server, &inner, repo.installation))
                 .map_or_else(not_found, |v| Reply::json(200, v))
         }),
+        ("GET", ["app", "installations"]) => app_only(caller).unwrap_or_else(|| {
+            let inner = server.lock();
+            let all: Vec<Value> = inner
+                .installations
+                .keys()
+                .filter_map(|id| installation_json(server, &inner, *id))
+                .collect();
+            paginate(all, q, &format!("{}/app/installations", server.app.api_url))
+        }),
+        ("GET", ["installation", "repositories"]) => match caller {
+            Caller::Installation(t) => {
+                let inner = server.lock();
+                let repos: Vec<Value> = inner
+                    .repos
+                    .iter()
+                    .filter(|(k, r)| {
+                        r.installation == t.installation
+                            && t.repos.as_ref().map_or(true, |s| s.contains(*k))
+                    })
+                    .map(|(_, r)| repo_json(&server.app.api_url, r))
+                    .collect();
+                Reply::json(
+                    200,
+                    json!({"total_count": repos.len(), "repository_selection": "selected", "repositories": repos}),
+                )
+            }
+            Caller::Refused(m) => error(401, m),
+            _ => error(401, "Requires authentication"),
+        },
         (_, ["repos", o, r, rest @ ..]) => repo_route(server, caller, m, o, r, rest, q, h, body),
         _ => not_found(),
     }
@@ -939,7 +966,7 @@ fn create_token(server: &Server, id: &str, body: &Value) -> Reply {
             if inst.permissions.get(k).map_or(0, |g| level(g)) < level(v) || level(v) == 0 {
                 return error(
                     422,
-                    &format!("The permissions requested are not granted to this installation."),
+                    "The permissions requested are not granted to this installation.",
                 );
             }
             permissions.insert(k.clone(), v.to_string());
@@ -1251,6 +1278,55 @@ fn repo_route(
                 .collect();
             Reply::json(200, json!(all))
         }),
+        ("POST", ["git", "refs"]) => need("contents", "write").unwrap_or_else(|| {
+            let (Some(name), Some(sha)) = (body["ref"].as_str(), body["sha"].as_str()) else {
+                return validation(json!([{"resource": "Reference", "field": "ref", "code": "missing_field"}]));
+            };
+            if !name.starts_with("refs/") || name.matches('/').count() < 2 {
+                return error(422, "Reference name must start with 'refs/' and have at least two slashes.");
+            }
+            let bare = server.lock().repos[&key].bare.clone();
+            if git::rev_parse(&bare, sha).as_deref() != Some(sha) {
+                return error(422, "Object does not exist");
+            }
+            if git::rev_parse(&bare, name).is_some() {
+                return error(422, "Reference already exists");
+            }
+            git::run(&bare, &["update-ref", name, sha]);
+            Reply::json(201, ref_json(&api, &key, name, sha))
+        }),
+        ("PATCH", ["git", "refs", r @ ..]) => need("contents", "write").unwrap_or_else(|| {
+            let name = format!("refs/{}", r.join("/"));
+            let Some(sha) = body["sha"].as_str() else {
+                return validation(json!([{"resource": "Reference", "field": "sha", "code": "missing_field"}]));
+            };
+            let bare = server.lock().repos[&key].bare.clone();
+            let Some(old) = git::rev_parse(&bare, &name) else {
+                return error(422, "Reference does not exist");
+            };
+            if git::rev_parse(&bare, sha).as_deref() != Some(sha) {
+                return error(422, "Object does not exist");
+            }
+            let forced = body["force"].as_bool().unwrap_or(false);
+            if !forced && git::commits_between(&bare, sha, &old) > 0 {
+                return error(422, "Update is not a fast forward");
+            }
+            git::run(&bare, &["update-ref", &name, sha]);
+            Reply::json(200, ref_json(&api, &key, &name, sha))
+        }),
+        ("DELETE", ["git", "refs", r @ ..]) => need("contents", "write").unwrap_or_else(|| {
+            let name = format!("refs/{}", r.join("/"));
+            let bare = server.lock().repos[&key].bare.clone();
+            if git::rev_parse(&bare, &name).is_none() {
+                return error(422, "Reference does not exist");
+            }
+            git::run(&bare, &["update-ref", "-d", &name]);
+            Reply::empty(204)
+        }),
+        ("PUT", ["contents", path @ ..]) => {
+            need("contents", "write").unwrap_or_else(|| put_contents(server, &key, &path.join("/"), body, &bot))
+        }
+        ("GET", ["compare", spec @ ..]) => need("contents", "read").unwrap_or_else(|| compare(server, &key, &spec.join("/"))),
         ("GET", ["branches", b @ ..]) => need("contents", "read").unwrap_or_else(|| {
             let refname = format!("refs/heads/{}", b.join("/"));
             let found = git_refs(server, &key).into_iter().find(|(n, _)| *n == refname);
@@ -2058,4 +2134,112 @@ fn check_run(server: &Server, key: &str, id: Option<u64>, body: &Value) -> Reply
     let c = c.clone();
     let r = &inner.repos[key];
     Reply::json(status, check_run_json(server, r, &c))
+}
+
+/// `PUT /repos/{o}/{r}/contents/{path}`: one commit on `branch` (default branch by default).
+/// Updating an existing file needs its blob `sha`, as on GitHub (else 422; a stale one is 409).
+fn put_contents(server: &Server, key: &str, path: &str, body: &Value, bot: &str) -> Reply {
+    let (bare, default) = {
+        let inner = server.lock();
+        let r = &inner.repos[key];
+        (r.bare.clone(), r.default_branch.clone())
+    };
+    let Some(message) = body["message"].as_str() else {
+        return validation(
+            json!([{"resource": "Commit", "field": "message", "code": "missing_field"}]),
+        );
+    };
+    let Some(content) = body["content"].as_str() else {
+        return validation(
+            json!([{"resource": "Commit", "field": "content", "code": "missing_field"}]),
+        );
+    };
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(content.replace('\n', ""))
+    else {
+        return error(422, "content is not valid Base64");
+    };
+    let branch = body["branch"].as_str().unwrap_or(&default).to_string();
+    let Some(head) = git::rev_parse(&bare, &format!("refs/heads/{branch}")) else {
+        return error(404, &format!("Branch {branch} not found"));
+    };
+    let existing = match git::entry(&bare, &head, path) {
+        Some(git::Entry::File { sha, .. }) => Some(sha),
+        Some(git::Entry::Dir(_)) => return error(422, "path is a directory"),
+        None => None,
+    };
+    match (&existing, body["sha"].as_str()) {
+        (Some(_), None) => return error(422, "Invalid request.\n\n\"sha\" wasn't supplied."),
+        (Some(old), Some(given)) if old != given => {
+            return error(409, &format!("{path} does not match {given}"))
+        }
+        _ => {}
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let sha = git::commit(&bare, &branch, Some(&head), &[(path, Some(&text))], message);
+    let blob = match git::entry(&bare, &sha, path) {
+        Some(git::Entry::File { sha, .. }) => sha,
+        _ => String::new(),
+    };
+    let api = &server.app.api_url;
+    let status = if existing.is_some() { 200 } else { 201 };
+    Reply::json(
+        status,
+        json!({
+            "content": {"name": path.rsplit('/').next().unwrap_or(path), "path": path, "sha": blob, "size": bytes.len(), "type": "file",
+                "url": format!("{api}/repos/{key}/contents/{path}?ref={branch}")},
+            "commit": {"sha": sha, "message": message, "author": {"name": bot}, "committer": {"name": bot},
+                "url": format!("{api}/repos/{key}/git/commits/{sha}")},
+        }),
+    )
+}
+
+/// `GET /repos/{o}/{r}/compare/{base}...{head}` (two dots also accepted, as on GitHub).
+fn compare(server: &Server, key: &str, spec: &str) -> Reply {
+    let Some((base, head)) = spec.split_once("...").or_else(|| spec.split_once("..")) else {
+        return not_found();
+    };
+    let bare = server.lock().repos[key].bare.clone();
+    let (Some(b), Some(h)) = (git::rev_parse(&bare, base), git::rev_parse(&bare, head)) else {
+        return not_found();
+    };
+    let Some(text) = git::pr_diff(&bare, &b, &h) else {
+        return not_found();
+    };
+    let files = diff::parse(&text);
+    let ahead = git::commits_between(&bare, &b, &h);
+    let behind = git::commits_between(&bare, &h, &b);
+    let status = match (ahead, behind) {
+        (0, 0) => "identical",
+        (_, 0) => "ahead",
+        (0, _) => "behind",
+        _ => "diverged",
+    };
+    let api = &server.app.api_url;
+    let log = git::run(
+        &bare,
+        &[
+            "log",
+            "--reverse",
+            "--format=%H%x00%s",
+            &format!("{b}..{h}"),
+        ],
+    );
+    let commits: Vec<Value> = log
+        .lines()
+        .filter_map(|l| l.split_once('\0'))
+        .map(|(sha, msg)| json!({"sha": sha, "commit": {"message": msg}, "url": format!("{api}/repos/{key}/commits/{sha}")}))
+        .collect();
+    Reply::json(
+        200,
+        json!({
+            "url": format!("{api}/repos/{key}/compare/{spec}"), "status": status,
+            "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
+            "base_commit": {"sha": b}, "merge_base_commit": {"sha": git::run(&bare, &["merge-base", &b, &h]).trim()},
+            "commits": commits,
+            "files": files.iter().map(|f| json!({
+                "filename": f.path, "status": f.status, "additions": f.additions, "deletions": f.deletions,
+                "changes": f.additions + f.deletions, "patch": f.patch,
+            })).collect::<Vec<_>>(),
+        }),
+    )
 }
