@@ -297,8 +297,10 @@ pub async fn http_backend(
             builder = builder.header(name, v);
         }
     }
-    // The child lives in the stream's state so it is reaped (or killed) with it.
-    let stream = futures::stream::unfold((out, child), |(mut out, mut child)| async move {
+    // The child lives in the stream's state so it is reaped (or killed) with it; a read error
+    // ends the stream after being reported once.
+    let stream = futures::stream::unfold(Some((out, child)), |state| async move {
+        let (mut out, mut child) = state?;
         let mut buf = vec![0u8; 64 * 1024];
         match out.read(&mut buf).await {
             Ok(0) => {
@@ -307,9 +309,12 @@ pub async fn http_backend(
             }
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), (out, child)))
+                Some((
+                    Ok::<_, std::io::Error>(Bytes::from(buf)),
+                    Some((out, child)),
+                ))
             }
-            Err(e) => Some((Err(e), (out, child))),
+            Err(e) => Some((Err(e), None)),
         }
     });
     builder
