@@ -1020,5 +1020,46 @@ async fn refs_contents_writes_and_compare() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(gh.branch_sha(REPO, "copy"), None);
+    // A commit through the Git Data API: blob → tree on main's → commit → move main.
+    let (status, blob) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/git/blobs"),
+            Some(json!({"content": "api\n", "encoding": "utf-8"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{blob}");
+    let main = gh.branch_sha(REPO, "main").expect("main");
+    let tree_body = json!({"base_tree": main, "tree": [
+        {"path": "API.md", "mode": "100644", "type": "blob", "sha": blob["sha"]},
+        {"path": "README.md", "mode": "100644", "type": "blob", "sha": null},
+    ]});
+    let (status, tree) = api
+        .send("POST", &format!("/repos/{REPO}/git/trees"), Some(tree_body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{tree}");
+    let (status, commit) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/git/commits"),
+            Some(json!({"message": "Via the API", "tree": tree["sha"], "parents": [main]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{commit}");
+    let (status, _) = api
+        .send(
+            "PATCH",
+            &format!("/repos/{REPO}/git/refs/heads/main"),
+            Some(json!({"sha": commit["sha"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let files = gh.branch_files(REPO, "main");
+    assert_eq!(files.get("API.md").map(String::as_str), Some("api\n"));
+    assert!(!files.contains_key("README.md"));
+    assert_eq!(
+        gh.git(REPO, &["log", "-1", "--format=%an", "main"]).trim(),
+        gh.bot_login()
+    );
     assert_eq!(gh.violations(), Vec::<String>::new());
 }

@@ -32,6 +32,28 @@ fn cmd(dir: &Path) -> Command {
     c
 }
 
+/// Removes `path` from the index in `GIT_INDEX_FILE`: `update-index --force-remove` needs a
+/// work tree, `--index-info` with mode 0 does not.
+fn remove_from_index(bare: &Path, index: &Path, path: &str) -> bool {
+    use std::io::Write;
+    let Ok(mut child) = cmd(bare)
+        .env("GIT_INDEX_FILE", index)
+        .args(["update-index", "--index-info"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let line = format!("0 0000000000000000000000000000000000000000\t{path}\n");
+    let wrote = child
+        .stdin
+        .take()
+        .is_some_and(|mut s| s.write_all(line.as_bytes()).is_ok());
+    child.wait().is_ok_and(|st| st.success()) && wrote
+}
+
 /// Runs git and returns stdout; panics with git's stderr (test setup must not fail quietly).
 pub fn run(dir: &Path, args: &[&str]) -> String {
     let out = cmd(dir).args(args).output().expect("git runs");
@@ -103,9 +125,7 @@ pub fn commit(
                     &format!("100644,{sha},{path}"),
                 ]);
             }
-            None => {
-                with_index(&["update-index", "--force-remove", path]);
-            }
+            None => assert!(remove_from_index(bare, index.path(), path), "remove {path}"),
         }
     }
     let tree = with_index(&["write-tree"]);
@@ -330,4 +350,78 @@ pub fn plain(status: StatusCode, text: &str) -> Response {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// Writes a blob; returns its sha (the Git Data API's `POST …/git/blobs`).
+pub fn write_blob(bare: &Path, bytes: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().expect("temp blob");
+    std::fs::write(file.path(), bytes).expect("write blob");
+    let path = file.path().to_str().expect("utf-8 temp path");
+    run(bare, &["hash-object", "-w", path]).trim().to_string()
+}
+
+/// A tree: `base` (a tree or commit) with `entries` (path, mode, blob sha; `None` removes)
+/// applied, as `POST …/git/trees` does. `None` when base or a sha does not exist.
+pub fn write_tree(
+    bare: &Path,
+    base: Option<&str>,
+    entries: &[(String, String, Option<String>)],
+) -> Option<String> {
+    let index = tempfile::NamedTempFile::new().expect("temp index");
+    let git = |args: &[&str]| {
+        let out = cmd(bare)
+            .env("GIT_INDEX_FILE", index.path())
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    match base {
+        Some(b) => git(&["read-tree", b])?,
+        None => git(&["read-tree", "--empty"])?,
+    };
+    for (path, mode, sha) in entries {
+        match sha {
+            Some(sha) => git(&[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("{mode},{sha},{path}"),
+            ])?,
+            None => remove_from_index(bare, index.path(), path).then(String::new)?,
+        };
+    }
+    git(&["write-tree"])
+}
+
+/// A commit of `tree` with `parents`; `author` is (name, email) and also commits.
+pub fn commit_tree(
+    bare: &Path,
+    tree: &str,
+    parents: &[String],
+    message: &str,
+    author: (&str, &str),
+) -> Option<String> {
+    let mut args = vec!["commit-tree", tree, "-m", message];
+    for p in parents {
+        args.extend(["-p", p.as_str()]);
+    }
+    let out = cmd(bare)
+        .env("GIT_AUTHOR_NAME", author.0)
+        .env("GIT_AUTHOR_EMAIL", author.1)
+        .env("GIT_COMMITTER_NAME", author.0)
+        .env("GIT_COMMITTER_EMAIL", author.1)
+        .args(&args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The type of an object (`blob`, `tree`, `commit`), `None` when it does not exist.
+pub fn object_type(bare: &Path, sha: &str) -> Option<String> {
+    try_run(bare, &["cat-file", "-t", sha]).map(|o| String::from_utf8_lossy(&o).trim().to_string())
 }

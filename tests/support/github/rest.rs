@@ -1278,6 +1278,82 @@ fn repo_route(
                 .collect();
             Reply::json(200, json!(all))
         }),
+        ("POST", ["git", "blobs"]) => need("contents", "write").unwrap_or_else(|| {
+            let Some(content) = body["content"].as_str() else {
+                return validation(json!([{"resource": "Blob", "field": "content", "code": "missing_field"}]));
+            };
+            let bytes = match body["encoding"].as_str().unwrap_or("utf-8") {
+                "utf-8" => content.as_bytes().to_vec(),
+                "base64" => match base64::engine::general_purpose::STANDARD.decode(content.replace('\n', "")) {
+                    Ok(b) => b,
+                    Err(_) => return error(422, "content is not valid Base64"),
+                },
+                _ => return validation(json!([{"resource": "Blob", "field": "encoding", "code": "invalid"}])),
+            };
+            let bare = server.lock().repos[&key].bare.clone();
+            let sha = git::write_blob(&bare, &bytes);
+            Reply::json(201, json!({"sha": sha, "url": format!("{api}/repos/{key}/git/blobs/{sha}")}))
+        }),
+        ("POST", ["git", "trees"]) => need("contents", "write").unwrap_or_else(|| {
+            let bare = server.lock().repos[&key].bare.clone();
+            let Some(items) = body["tree"].as_array() else {
+                return validation(json!([{"resource": "Tree", "field": "tree", "code": "missing_field"}]));
+            };
+            let mut entries = Vec::new();
+            for t in items {
+                let (Some(path), Some(mode)) = (t["path"].as_str(), t["mode"].as_str()) else {
+                    return validation(json!([{"resource": "Tree", "field": "tree", "code": "invalid"}]));
+                };
+                let sha = match (t["sha"].as_str(), t["content"].as_str(), t["sha"].is_null() && t.get("sha").is_some()) {
+                    (Some(sha), _, _) => match git::object_type(&bare, sha) {
+                        Some(_) => Some(sha.to_string()),
+                        None => return error(422, &format!("tree.sha {sha} is not a valid blob")),
+                    },
+                    (None, Some(c), _) => Some(git::write_blob(&bare, c.as_bytes())),
+                    (None, None, true) => None,
+                    (None, None, false) => {
+                        return validation(json!([{"resource": "Tree", "field": "tree", "code": "invalid"}]))
+                    }
+                };
+                entries.push((path.to_string(), mode.to_string(), sha));
+            }
+            match git::write_tree(&bare, body["base_tree"].as_str(), &entries) {
+                Some(sha) => Reply::json(201, json!({"sha": sha, "url": format!("{api}/repos/{key}/git/trees/{sha}"), "tree": [], "truncated": false})),
+                None => error(422, "Invalid tree info"),
+            }
+        }),
+        ("POST", ["git", "commits"]) => need("contents", "write").unwrap_or_else(|| {
+            let bare = server.lock().repos[&key].bare.clone();
+            let (Some(message), Some(tree)) = (body["message"].as_str(), body["tree"].as_str()) else {
+                return validation(json!([{"resource": "Commit", "field": "tree", "code": "missing_field"}]));
+            };
+            if git::object_type(&bare, tree).as_deref() != Some("tree") {
+                return error(422, "Tree SHA does not exist");
+            }
+            let parents: Vec<String> = body["parents"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            if parents.iter().any(|p| git::object_type(&bare, p).as_deref() != Some("commit")) {
+                return error(422, "Parent SHA does not exist or is not a commit object");
+            }
+            // Without an author GitHub uses the authenticated identity: the app's bot.
+            let bot_email = format!("{}+{bot}@users.noreply.github.com", user_id(&bot));
+            let name = body["author"]["name"].as_str().unwrap_or(&bot);
+            let email = body["author"]["email"].as_str().unwrap_or(&bot_email);
+            match git::commit_tree(&bare, tree, &parents, message, (name, email)) {
+                Some(sha) => Reply::json(201, json!({
+                    "sha": sha, "node_id": format!("C_fake{}", &sha[..8]), "url": format!("{api}/repos/{key}/git/commits/{sha}"),
+                    "html_url": format!("{api}/{key}/commit/{sha}"), "message": message,
+                    "author": {"name": name, "email": email, "date": iso8601(SystemTime::now())},
+                    "committer": {"name": name, "email": email, "date": iso8601(SystemTime::now())},
+                    "tree": {"sha": tree, "url": format!("{api}/repos/{key}/git/trees/{tree}")},
+                    "parents": parents.iter().map(|p| json!({"sha": p, "url": format!("{api}/repos/{key}/git/commits/{p}")})).collect::<Vec<_>>(),
+                    "verification": {"verified": false, "reason": "unsigned", "signature": null, "payload": null, "verified_at": null},
+                })),
+                None => error(422, "Could not create the commit"),
+            }
+        }),
         ("POST", ["git", "refs"]) => need("contents", "write").unwrap_or_else(|| {
             let (Some(name), Some(sha)) = (body["ref"].as_str(), body["sha"].as_str()) else {
                 return validation(json!([{"resource": "Reference", "field": "ref", "code": "missing_field"}]));
