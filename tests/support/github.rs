@@ -10,6 +10,20 @@
 //! - Every request is recorded; [`FakeGitHub::violations`] lists those that are not an
 //!   operation of GitHub's REST description or break a rule GitHub documents or enforces.
 //! - [`FakeGitHub::fail_next`] injects errors (5xx, secondary rate limits) to test retries.
+//!
+//! ```ignore
+//! let gh = FakeGitHub::start().await;
+//! gh.add_installation(7001, "acme");
+//! let repo = gh.add_repo(7001, "acme/widgets", &[("src/lib.rs", "pub fn one() {}\n")]);
+//! gh.set_permission("acme/widgets", "alice", "write");
+//! gh.add_issue("acme/widgets", 1, "Add two()", "Please.", "alice");
+//! repo.push_branch("feature", "main", &[("src/lib.rs", Some("pub fn two() {}\n"))], "Two");
+//! gh.add_pr("acme/widgets", 2, "feature", "main", "bob", true);
+//! // serve with GITHUB_API_URL=gh.api_url(), GITHUB_APP_ID=gh.app_id(),
+//! // GITHUB_PRIVATE_KEY=gh.private_key_pem(); deliver a webhook; then:
+//! assert_eq!(gh.violations(), Vec::<String>::new());
+//! let comments = gh.comments("acme/widgets", 1);
+//! ```
 #![allow(dead_code)] // Each test binary uses a different part of the support code.
 
 mod diff;
