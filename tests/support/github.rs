@@ -1,0 +1,817 @@
+//! A fake GitHub for tests: a stateful model of the parts of GitHub the App uses, behind a
+//! real HTTP server on a loopback port, so production clients (reqwest, octocrab, git) talk to
+//! it exactly as they would to `api.github.com`.
+//!
+//! - App authentication is checked like GitHub does it: an RS256 JWT signed with the app's
+//!   key, exchanged for short-lived `ghs_…` installation tokens scoped to repositories and
+//!   permissions; every REST call and git operation must carry a valid token.
+//! - Repositories are real bare git repositories in a temp dir, served over git's smart HTTP
+//!   protocol at `{api_url}/git/{owner}/{repo}.git` (also the `clone_url` the API reports).
+//! - Every request is recorded; [`FakeGitHub::violations`] lists those that are not an
+//!   operation of GitHub's REST description or break a rule GitHub documents or enforces.
+//! - [`FakeGitHub::fail_next`] injects errors (5xx, secondary rate limits) to test retries.
+//!
+//! ```ignore
+//! let gh = FakeGitHub::start().await;
+//! gh.add_installation(7001, "acme");
+//! let repo = gh.add_repo(7001, "acme/widgets", &[("src/lib.rs", "pub fn one() {}\n")]);
+//! gh.set_permission("acme/widgets", "alice", "write");
+//! gh.add_issue("acme/widgets", 1, "Add two()", "Please.", "alice");
+//! repo.push_branch("feature", "main", &[("src/lib.rs", Some("pub fn two() {}\n"))], "Two");
+//! gh.add_pr("acme/widgets", 2, "feature", "main", "bob", true);
+//! // serve with GITHUB_API_URL=gh.api_url(), GITHUB_APP_ID=gh.app_id(),
+//! // GITHUB_PRIVATE_KEY=gh.private_key_pem(); deliver a webhook; then:
+//! assert_eq!(gh.violations(), Vec::<String>::new());
+//! let comments = gh.comments("acme/widgets", 1);
+//! ```
+#![allow(dead_code)] // Each test binary uses a different part of the support code.
+
+mod diff;
+mod git;
+mod openapi;
+mod rest;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::Router;
+use serde_json::Value;
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Raw (percent-encoded) path.
+    pub path: String,
+    pub query: Option<String>,
+    /// Lower-case names; `authorization` is reduced to its scheme (`Bearer`, `token`, `Basic`).
+    pub headers: Vec<(String, String)>,
+    /// Parsed JSON body; `Null` when empty, a string when not JSON (git bodies are not kept).
+    pub body: Value,
+    /// The status the fake answered.
+    pub status: u16,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comment {
+    pub id: u64,
+    pub issue_number: u64,
+    pub body: String,
+    pub user: String,
+    /// How many times it was edited (the service updates its progress comment in place).
+    pub edits: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReactionTarget {
+    Issue(u64),
+    IssueComment(u64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reaction {
+    pub id: u64,
+    pub target: ReactionTarget,
+    pub content: String,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pr {
+    pub number: u64,
+    /// Branch name (in the fork for a fork PR).
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    /// open | closed
+    pub state: String,
+    pub author: String,
+    pub from_fork: bool,
+    pub draft: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewComment {
+    pub path: String,
+    pub line: Option<u64>,
+    pub start_line: Option<u64>,
+    pub side: String,
+    pub position: Option<u64>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Review {
+    pub id: u64,
+    pub pr: u64,
+    /// As sent: APPROVE | REQUEST_CHANGES | COMMENT | "" (pending).
+    pub event: String,
+    pub body: String,
+    pub user: String,
+    pub commit_id: String,
+    pub comments: Vec<ReviewComment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRun {
+    pub id: u64,
+    pub name: String,
+    pub head_sha: String,
+    pub status: String,
+    pub conclusion: Option<String>,
+    /// `{title, summary, text, annotations…}` as last sent.
+    pub output: Value,
+    pub details_url: Option<String>,
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Injected {
+    method: String,
+    path_prefix: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Installation {
+    id: u64,
+    account: String,
+    permissions: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Token {
+    installation: u64,
+    expires: SystemTime,
+    /// Lower-case full names; `None` = every repository of the installation.
+    repos: Option<BTreeSet<String>>,
+    permissions: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct IssueState {
+    number: u64,
+    title: String,
+    body: String,
+    author: String,
+    state: String,
+    labels: Vec<String>,
+    created: SystemTime,
+    updated: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PrState {
+    head: String,
+    base: String,
+    from_fork: bool,
+    draft: bool,
+    maintainer_can_modify: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RepoState {
+    id: u64,
+    installation: u64,
+    owner: String,
+    name: String,
+    full_name: String,
+    bare: PathBuf,
+    default_branch: String,
+    /// user (lower-case) → (permission, role_name)
+    permissions: HashMap<String, (String, String)>,
+    issues: BTreeMap<u64, IssueState>,
+    pulls: BTreeMap<u64, PrState>,
+    comments: Vec<(Comment, SystemTime, SystemTime)>,
+    reactions: Vec<Reaction>,
+    reviews: Vec<Review>,
+    check_runs: Vec<CheckRun>,
+    labels: BTreeSet<String>,
+}
+
+pub(crate) struct Inner {
+    next_id: u64,
+    installations: BTreeMap<u64, Installation>,
+    /// Keyed by lower-case full name (GitHub's names are case-insensitive).
+    repos: BTreeMap<String, RepoState>,
+    tokens: HashMap<String, Token>,
+    requests: Vec<RecordedRequest>,
+    violations: Vec<String>,
+    failures: Vec<Injected>,
+    /// After an injected rate limit: requests before this instant ignore `Retry-After`.
+    not_before: Option<(SystemTime, String)>,
+    /// Mutations in flight per installation: GitHub asks integrators to make them serially.
+    inflight: HashMap<u64, u32>,
+    mutation_latency: Duration,
+    rate_remaining: u64,
+}
+
+impl Inner {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn repo(&self, full_name: &str) -> &RepoState {
+        self.repos
+            .get(&full_name.to_ascii_lowercase())
+            .unwrap_or_else(|| panic!("no repository {full_name} in the fake"))
+    }
+
+    fn repo_mut(&mut self, full_name: &str) -> &mut RepoState {
+        self.repos
+            .get_mut(&full_name.to_ascii_lowercase())
+            .unwrap_or_else(|| panic!("no repository {full_name} in the fake"))
+    }
+}
+
+pub(crate) struct App {
+    id: u64,
+    slug: String,
+    private_pem: String,
+    public_pem: String,
+    root: tempfile::TempDir,
+    api_url: String,
+    ops: openapi::Operations,
+}
+
+#[derive(Clone)]
+pub(crate) struct Server {
+    inner: Arc<Mutex<Inner>>,
+    app: Arc<App>,
+}
+
+impl Server {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test thread must not hide the recording from the others.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Handle on a running fake; clones share it.
+#[derive(Clone)]
+pub struct FakeGitHub {
+    server: Server,
+    addr: SocketAddr,
+}
+
+/// A repository in the fake, with helpers to change it as a user would by pushing.
+#[derive(Clone)]
+pub struct RepoHandle {
+    gh: FakeGitHub,
+    pub full_name: String,
+}
+
+/// A fresh 2048-bit RSA key in PKCS#1 PEM (the format GitHub hands out for apps) and its
+/// public half. Uses the `openssl` command: one process-wide key keeps tests fast.
+pub fn rsa_key_pair() -> (String, String) {
+    let private = run_openssl(&["genrsa", "-traditional", "2048"], None);
+    let public = run_openssl(&["rsa", "-pubout"], Some(&private));
+    (private, public)
+}
+
+fn app_key() -> &'static (String, String) {
+    static KEY: OnceLock<(String, String)> = OnceLock::new();
+    KEY.get_or_init(rsa_key_pair)
+}
+
+fn run_openssl(args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(input.unwrap_or_default().as_bytes())
+        .expect("write to openssl");
+    drop(stdin);
+    let out = child.wait_with_output().expect("openssl finishes");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("PEM is ASCII")
+}
+
+pub const APP_ID: u64 = 424242;
+pub const APP_SLUG: &str = "equitr-test";
+
+impl FakeGitHub {
+    /// Binds `127.0.0.1:0` and serves until the test's runtime ends.
+    pub async fn start() -> FakeGitHub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (private_pem, public_pem) = app_key().clone();
+        let app = Arc::new(App {
+            id: APP_ID,
+            slug: APP_SLUG.to_string(),
+            private_pem,
+            public_pem,
+            root: tempfile::tempdir().expect("tempdir for bare repos"),
+            api_url: format!("http://{addr}"),
+            ops: openapi::Operations::load(),
+        });
+        let inner = Arc::new(Mutex::new(Inner {
+            next_id: 1_000_000,
+            installations: BTreeMap::new(),
+            repos: BTreeMap::new(),
+            tokens: HashMap::new(),
+            requests: Vec::new(),
+            violations: Vec::new(),
+            failures: Vec::new(),
+            not_before: None,
+            inflight: HashMap::new(),
+            mutation_latency: Duration::from_millis(10),
+            rate_remaining: 5000,
+        }));
+        let server = Server { inner, app };
+        let router = Router::new().fallback(handle).with_state(server.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        FakeGitHub { server, addr }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.server.lock()
+    }
+
+    /// `http://127.0.0.1:PORT`: what `GITHUB_API_URL` is set to.
+    pub fn api_url(&self) -> String {
+        self.server.app.api_url.clone()
+    }
+
+    pub fn app_id(&self) -> u64 {
+        self.server.app.id
+    }
+
+    pub fn app_slug(&self) -> String {
+        self.server.app.slug.clone()
+    }
+
+    /// The login the app's comments, PRs and reviews carry: `{slug}[bot]`.
+    pub fn bot_login(&self) -> String {
+        format!("{}[bot]", self.server.app.slug)
+    }
+
+    /// PKCS#1 PEM, as GitHub's "Generate a private key" downloads it.
+    pub fn private_key_pem(&self) -> String {
+        self.server.app.private_pem.clone()
+    }
+
+    /// An installation with GitHub's usual App permissions for this product: contents, issues,
+    /// pull requests and checks write; metadata read.
+    pub fn add_installation(&self, id: u64, account: &str) {
+        let permissions = [
+            ("checks", "write"),
+            ("contents", "write"),
+            ("issues", "write"),
+            ("metadata", "read"),
+            ("pull_requests", "write"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        self.lock().installations.insert(
+            id,
+            Installation {
+                id,
+                account: account.to_string(),
+                permissions,
+            },
+        );
+    }
+
+    /// Narrows (or widens) what the installation was granted, e.g. `("contents", "read")`.
+    pub fn set_installation_permission(&self, id: u64, permission: &str, level: &str) {
+        let mut inner = self.lock();
+        let inst = inner
+            .installations
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no installation {id}"));
+        inst.permissions
+            .insert(permission.to_string(), level.to_string());
+    }
+
+    /// A repository owned by the installation, backed by a real bare repo whose default branch
+    /// `main` holds `files` in one commit.
+    pub fn add_repo(
+        &self,
+        installation: u64,
+        full_name: &str,
+        files: &[(&str, &str)],
+    ) -> RepoHandle {
+        let (owner, name) = full_name
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{full_name} is not owner/name"));
+        assert!(
+            self.lock().installations.contains_key(&installation),
+            "add_installation({installation}) first"
+        );
+        let bare = git::create_bare(self.server.app.root.path(), full_name, files);
+        let mut inner = self.lock();
+        let id = inner.id();
+        inner.repos.insert(
+            full_name.to_ascii_lowercase(),
+            RepoState {
+                id,
+                installation,
+                owner: owner.to_string(),
+                name: name.to_string(),
+                full_name: full_name.to_string(),
+                bare,
+                default_branch: "main".to_string(),
+                permissions: HashMap::new(),
+                issues: BTreeMap::new(),
+                pulls: BTreeMap::new(),
+                comments: Vec::new(),
+                reactions: Vec::new(),
+                reviews: Vec::new(),
+                check_runs: Vec::new(),
+                labels: BTreeSet::new(),
+            },
+        );
+        RepoHandle {
+            gh: self.clone(),
+            full_name: full_name.to_string(),
+        }
+    }
+
+    pub fn repo(&self, full_name: &str) -> RepoHandle {
+        self.lock().repo(full_name);
+        RepoHandle {
+            gh: self.clone(),
+            full_name: full_name.to_string(),
+        }
+    }
+
+    /// `admin | maintain | write | triage | read | none`, answered by the collaborator
+    /// permission API as GitHub does (`maintain` → permission `write`, `triage` → `read`, with
+    /// the role in `role_name`). Users never set get `read` (anyone can read a public repo).
+    pub fn set_permission(&self, repo: &str, user: &str, permission: &str) {
+        let (perm, role) = match permission {
+            "admin" => ("admin", "admin"),
+            "maintain" => ("write", "maintain"),
+            "write" => ("write", "write"),
+            "triage" => ("read", "triage"),
+            "read" => ("read", "read"),
+            "none" => ("none", "none"),
+            other => panic!("unknown permission {other}"),
+        };
+        self.lock().repo_mut(repo).permissions.insert(
+            user.to_ascii_lowercase(),
+            (perm.to_string(), role.to_string()),
+        );
+    }
+
+    pub fn add_issue(&self, repo: &str, number: u64, title: &str, body: &str, author: &str) {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        let r = inner.repo_mut(repo);
+        assert!(!r.issues.contains_key(&number), "issue #{number} exists");
+        r.issues.insert(
+            number,
+            IssueState {
+                number,
+                title: title.to_string(),
+                body: body.to_string(),
+                author: author.to_string(),
+                state: "open".to_string(),
+                labels: Vec::new(),
+                created: now,
+                updated: now,
+            },
+        );
+    }
+
+    /// A pull request from `head_branch` (which must have been pushed, e.g. with
+    /// [`RepoHandle::push_branch`]) into `base`. Like GitHub, the head commit is also kept at
+    /// `refs/pull/{n}/head`; for a fork PR the branch is moved there, since it lives in the fork.
+    pub fn add_pr(
+        &self,
+        repo: &str,
+        number: u64,
+        head_branch: &str,
+        base: &str,
+        author: &str,
+        from_fork: bool,
+    ) {
+        let bare = self.lock().repo(repo).bare.clone();
+        let sha = git::rev_parse(&bare, &format!("refs/heads/{head_branch}"))
+            .unwrap_or_else(|| panic!("push branch {head_branch} before add_pr"));
+        git::run(
+            &bare,
+            &["update-ref", &format!("refs/pull/{number}/head"), &sha],
+        );
+        if from_fork {
+            git::run(
+                &bare,
+                &["update-ref", "-d", &format!("refs/heads/{head_branch}")],
+            );
+        }
+        self.add_issue(repo, number, &format!("PR #{number}"), "", author);
+        let mut inner = self.lock();
+        inner.repo_mut(repo).pulls.insert(
+            number,
+            PrState {
+                head: head_branch.to_string(),
+                base: base.to_string(),
+                from_fork,
+                draft: false,
+                maintainer_can_modify: false,
+            },
+        );
+    }
+
+    /// Sets a PR's (or issue's) title and body as the author would.
+    pub fn set_issue_text(&self, repo: &str, number: u64, title: &str, body: &str) {
+        let mut inner = self.lock();
+        let issue = inner
+            .repo_mut(repo)
+            .issues
+            .get_mut(&number)
+            .unwrap_or_else(|| panic!("no issue #{number}"));
+        issue.title = title.to_string();
+        issue.body = body.to_string();
+    }
+
+    /// Commits one file on the default branch (e.g. `.github/equitr.yml`).
+    pub fn set_file_on_default_branch(&self, repo: &str, path: &str, content: &str) {
+        let (bare, branch) = {
+            let inner = self.lock();
+            let r = inner.repo(repo);
+            (r.bare.clone(), r.default_branch.clone())
+        };
+        git::commit(
+            &bare,
+            &branch,
+            Some(&format!("refs/heads/{branch}")),
+            &[(path, Some(content))],
+            &format!("Update {path}"),
+        );
+    }
+
+    /// Forgets every pending injected failure.
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
+    }
+
+    /// The next request whose method matches and whose path starts with `path_prefix` is
+    /// answered `status` with `headers` and a GitHub-like error body, instead of being served.
+    /// A `retry-after` header (or `x-ratelimit-remaining: 0` with `x-ratelimit-reset`) also
+    /// makes any request before that time a violation, as GitHub documents.
+    pub fn fail_next(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        status: u16,
+        headers: Vec<(String, String)>,
+    ) {
+        self.lock().failures.push(Injected {
+            method: method.to_ascii_uppercase(),
+            path_prefix: path_prefix.to_string(),
+            status,
+            headers,
+        });
+    }
+
+    /// Extra latency on every mutation (default 10 ms), which also widens the window in which
+    /// concurrent mutations for one installation are detected.
+    pub fn set_mutation_latency(&self, latency: Duration) {
+        self.lock().mutation_latency = latency;
+    }
+
+    /// An installation token minted directly (no JWT), valid for `ttl`, for every repository
+    /// of the installation with its permissions.
+    pub fn mint_token(&self, installation: u64, ttl: Duration) -> String {
+        let mut inner = self.lock();
+        let permissions = inner
+            .installations
+            .get(&installation)
+            .unwrap_or_else(|| panic!("no installation {installation}"))
+            .permissions
+            .clone();
+        let token = rest::new_token();
+        inner.tokens.insert(
+            token.clone(),
+            Token {
+                installation,
+                expires: SystemTime::now() + ttl,
+                repos: None,
+                permissions,
+            },
+        );
+        token
+    }
+
+    /// Makes every installation token issued so far expired, as if an hour had passed.
+    pub fn expire_tokens(&self) {
+        let past = SystemTime::now() - Duration::from_secs(1);
+        for t in self.lock().tokens.values_mut() {
+            t.expires = past;
+        }
+    }
+
+    // ---- inspection ----
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Everything that is not a real GitHub operation or broke a documented rule.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    pub fn comments(&self, repo: &str, issue_number: u64) -> Vec<Comment> {
+        self.lock()
+            .repo(repo)
+            .comments
+            .iter()
+            .map(|(c, _, _)| c.clone())
+            .filter(|c| c.issue_number == issue_number)
+            .collect()
+    }
+
+    /// Reactions on the issue/PR itself and on its comments.
+    pub fn reactions(&self, repo: &str, issue_number: u64) -> Vec<Reaction> {
+        let inner = self.lock();
+        let r = inner.repo(repo);
+        let comment_ids: BTreeSet<u64> = r
+            .comments
+            .iter()
+            .filter(|(c, _, _)| c.issue_number == issue_number)
+            .map(|(c, _, _)| c.id)
+            .collect();
+        r.reactions
+            .iter()
+            .filter(|x| match x.target {
+                ReactionTarget::Issue(n) => n == issue_number,
+                ReactionTarget::IssueComment(id) => comment_ids.contains(&id),
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn labels(&self, repo: &str, issue_number: u64) -> Vec<String> {
+        self.lock()
+            .repo(repo)
+            .issues
+            .get(&issue_number)
+            .map(|i| i.labels.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn pulls(&self, repo: &str) -> Vec<Pr> {
+        let inner = self.lock();
+        let r = inner.repo(repo);
+        r.pulls
+            .iter()
+            .map(|(n, p)| {
+                let i = &r.issues[n];
+                Pr {
+                    number: *n,
+                    head: p.head.clone(),
+                    base: p.base.clone(),
+                    title: i.title.clone(),
+                    body: i.body.clone(),
+                    state: i.state.clone(),
+                    author: i.author.clone(),
+                    from_fork: p.from_fork,
+                    draft: p.draft,
+                }
+            })
+            .collect()
+    }
+
+    pub fn reviews(&self, repo: &str, pr: u64) -> Vec<Review> {
+        self.lock()
+            .repo(repo)
+            .reviews
+            .iter()
+            .filter(|r| r.pr == pr)
+            .cloned()
+            .collect()
+    }
+
+    pub fn check_runs(&self, repo: &str) -> Vec<CheckRun> {
+        self.lock().repo(repo).check_runs.clone()
+    }
+
+    /// The files of `branch` in the bare repository, read with git.
+    pub fn branch_files(&self, repo: &str, branch: &str) -> BTreeMap<String, String> {
+        let bare = self.lock().repo(repo).bare.clone();
+        git::files(&bare, &format!("refs/heads/{branch}"))
+    }
+
+    /// The branch's commit, `None` when it does not exist.
+    pub fn branch_sha(&self, repo: &str, branch: &str) -> Option<String> {
+        let bare = self.lock().repo(repo).bare.clone();
+        git::rev_parse(&bare, &format!("refs/heads/{branch}"))
+    }
+
+    /// Runs git in the bare repository (for assertions on commits, authors, messages).
+    pub fn git(&self, repo: &str, args: &[&str]) -> String {
+        let bare = self.lock().repo(repo).bare.clone();
+        git::run(&bare, args)
+    }
+}
+
+impl RepoHandle {
+    /// `{api_url}/git/{owner}/{repo}.git`, the URL to clone from (token in a header, never here).
+    pub fn clone_url(&self) -> String {
+        format!("{}/git/{}.git", self.gh.api_url(), self.full_name)
+    }
+
+    /// Commits `changes` (path → content, `None` deletes) on top of `from` and pushes them to
+    /// `branch` (created or moved), as a contributor would. Returns the commit sha.
+    pub fn push_branch(
+        &self,
+        branch: &str,
+        from: &str,
+        changes: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> String {
+        let bare = self.gh.lock().repo(&self.full_name).bare.clone();
+        git::commit(
+            &bare,
+            branch,
+            Some(&format!("refs/heads/{from}")),
+            changes,
+            message,
+        )
+    }
+
+    pub fn bare_path(&self) -> PathBuf {
+        self.gh.lock().repo(&self.full_name).bare.clone()
+    }
+}
+
+/// Every request enters here: git smart HTTP under `/git/`, the REST API elsewhere.
+async fn handle(
+    State(server): State<Server>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if uri.path().starts_with("/git/") {
+        return rest::git_http(server, method, uri, headers, body).await;
+    }
+    let bytes = match axum::body::to_bytes(body, 100 * 1024 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return git::plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    rest::serve(server, method, uri, headers, bytes).await
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `2026-11-28T13:31:18Z`, the timestamp format of GitHub's API.
+fn iso8601(t: SystemTime) -> String {
+    let secs = unix(t);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant), valid for any date after 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
