@@ -8,4 +8,5 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod llm;
+pub mod store;
 pub mod tools;
