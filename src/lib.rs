@@ -10,4 +10,5 @@ pub mod config;
 pub mod github;
 pub mod jobs;
 pub mod llm;
+pub mod store;
 pub mod tools;
