@@ -10,5 +10,6 @@ pub mod config;
 pub mod github;
 pub mod jobs;
 pub mod llm;
+pub mod server;
 pub mod store;
 pub mod tools;

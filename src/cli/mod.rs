@@ -12,6 +12,7 @@ mod config_cmd;
 mod interactive;
 mod models;
 mod render;
+mod serve;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
@@ -42,6 +43,8 @@ pub enum Command {
     ConfigCmd,
     /// List the models the provider offers, with their known prices.
     Models(ModelsArgs),
+    /// Run the GitHub App service (webhooks → jobs → pull requests and reviews).
+    Serve,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +128,7 @@ pub async fn main(cli: Cli, env: BTreeMap<String, String>) -> u8 {
         Command::Interactive(flags) => interactive::run(config_flag, &env, flags).await,
         Command::ConfigCmd => config_cmd::run(config_flag, &env),
         Command::Models(args) => models::run(config_flag, &env, args).await,
+        Command::Serve => serve::run(config_flag, &env).await,
     }
 }
 

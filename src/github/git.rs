@@ -30,10 +30,16 @@ pub struct Author {
 
 impl Author {
     /// GitHub's noreply address for an app's bot user.
+    /// Without the bot user's id (0) the address still names the bot, unlinked.
     pub fn app_bot(app_slug: &str, bot_user_id: u64) -> Author {
+        let email = if bot_user_id == 0 {
+            format!("{app_slug}[bot]@users.noreply.github.com")
+        } else {
+            format!("{bot_user_id}+{app_slug}[bot]@users.noreply.github.com")
+        };
         Author {
             name: format!("{app_slug}[bot]"),
-            email: format!("{bot_user_id}+{app_slug}[bot]@users.noreply.github.com"),
+            email,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! domain event, or `None` for what we do not handle. octocrab's models stop here.
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{Actor, InstallationId, RepoName};
@@ -63,7 +63,9 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// What a delivery means to us.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialised into the queued job, so the worker sees exactly what intake saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Ping,
     IssueLabeled {
@@ -112,7 +114,8 @@ pub enum Event {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PrAction {
     Opened,
     Synchronize,

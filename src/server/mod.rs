@@ -1,0 +1,219 @@
+//! `equitr-coder serve`: the GitHub App's webhook endpoint and its job workers.
+//!
+//! Intake verifies, filters and durably queues a delivery in one transaction and answers at
+//! once; it never waits on GitHub or a model. Workers claim jobs with leases, so a killed
+//! process loses nothing: its jobs are claimed again when their leases expire.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+
+use crate::github::client::GitHub;
+use crate::github::webhook::{self, Event};
+use crate::jobs;
+use crate::store::{DeliveryOutcome, NewJob, Store};
+
+pub mod config;
+pub mod worker;
+
+pub use config::ServeConfig;
+
+/// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
+pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+/// Counters for `/metrics`, kept by hand: a few labelled counters do not need a metrics
+/// framework, and the text format is simple.
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(String, String), f64>>,
+}
+
+impl Metrics {
+    pub fn add(&self, name: &str, labels: &[(&str, &str)], v: f64) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry((name.to_string(), labels)).or_default() += v;
+    }
+
+    pub fn render(&self) -> String {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let mut last = "";
+        for ((name, labels), v) in c.iter() {
+            if name != last {
+                out.push_str(&format!("# TYPE {name} counter\n"));
+                last = name;
+            }
+            out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+        }
+        out
+    }
+}
+
+/// What the handlers and workers share.
+pub struct App {
+    pub cfg: ServeConfig,
+    pub store: Store,
+    pub gh: Arc<GitHub>,
+    pub metrics: Metrics,
+    pub http: reqwest::Client,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/webhook", post(webhook))
+        .route("/api/github/webhooks", post(webhook))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let mut text = app.metrics.render();
+    if let Ok(counts) = app.store.jobs_by_state().await {
+        text.push_str("# TYPE equitr_jobs gauge\n");
+        for c in counts {
+            text.push_str(&format!(
+                "equitr_jobs{{kind=\"{}\",state=\"{}\"}} {}\n",
+                c.kind, c.state, c.count
+            ));
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        text,
+    )
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let event = header(&headers, "x-github-event").unwrap_or("").to_string();
+    let delivery = header(&headers, "x-github-delivery").unwrap_or("").to_string();
+    let span = tracing::info_span!("webhook", delivery = %delivery, event = %event);
+    let _enter = span.enter();
+    let outcome = |o: &str| app.metrics.add("equitr_deliveries_total", &[("event", &event), ("outcome", o)], 1.0);
+
+    if let Err(e) = webhook::verify_signature(
+        &app.cfg.webhook_secrets,
+        &body,
+        header(&headers, "x-hub-signature-256"),
+    ) {
+        tracing::warn!(error = %e, "webhook refused");
+        outcome("unauthorized");
+        return (StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    if event.is_empty() || delivery.is_empty() {
+        outcome("malformed");
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing X-GitHub-Event or X-GitHub-Delivery".to_string(),
+        );
+    }
+    let parsed = match webhook::parse(&event, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            outcome("malformed");
+            return (StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let Some(ev) = parsed.filter(jobs::intake) else {
+        outcome("ignored");
+        return (StatusCode::OK, "ignored".to_string());
+    };
+    let (repo, installation) = match &ev {
+        Event::IssueLabeled { repo, installation, .. }
+        | Event::Comment { repo, installation, .. }
+        | Event::ReviewComment { repo, installation, .. }
+        | Event::PullRequest { repo, installation, .. } => (repo.clone(), *installation),
+        Event::Ping => {
+            outcome("ignored");
+            return (StatusCode::OK, "pong".to_string());
+        }
+    };
+    let action = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_string));
+    let job = NewJob {
+        kind: "event".into(),
+        repo: repo.to_string(),
+        installation_id: installation.0 as i64,
+        payload: json!({ "event": ev }),
+        dedupe_key: None,
+    };
+    match app
+        .store
+        .record_delivery(
+            &delivery,
+            &event,
+            action.as_deref(),
+            Some(&repo.to_string()),
+            Some(installation.0 as i64),
+            vec![job],
+        )
+        .await
+    {
+        Ok(DeliveryOutcome::Duplicate) => {
+            outcome("duplicate");
+            (StatusCode::OK, "duplicate delivery".to_string())
+        }
+        Ok(DeliveryOutcome::New { job_ids, .. }) => {
+            outcome("queued");
+            // The 👀 goes out after the commit, without holding up the answer.
+            let app2 = app.clone();
+            tokio::spawn(async move { worker::acknowledge(&app2, &ev).await });
+            (StatusCode::ACCEPTED, format!("queued {job_ids:?}"))
+        }
+        Err(e) => {
+            // GitHub records the failure and the delivery can be redelivered.
+            tracing::error!(error = %e, "could not record the delivery");
+            outcome("unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable".to_string())
+        }
+    }
+}
+
+/// Give the worker its time: run until `shutdown` resolves, then stop claiming and let the
+/// running jobs finish or release them.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let workers = worker::spawn(app.clone(), stop.clone());
+    let stop2 = stop.clone();
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop2.cancel();
+        })
+        .await?;
+    stop.cancel();
+    let grace = Duration::from_secs(30);
+    let _ = tokio::time::timeout(grace, futures::future::join_all(workers)).await;
+    Ok(())
+}

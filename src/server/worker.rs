@@ -1,0 +1,313 @@
+//! Job workers: claim a job, keep its lease alive, run it, record how it ended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use crate::config::repo::RepoConfig;
+use crate::github::api::Repo;
+use crate::github::command::help_text;
+use crate::github::webhook::Event;
+use crate::github::{InstallationId, RepoName};
+use crate::jobs::run::{self, JobEnv, JobSpec};
+use crate::jobs::{self, JobKind, Request};
+use crate::llm::ledger::Ledger;
+use crate::llm::pricing::Usd;
+use crate::store::{ClaimedJob, LedgerScope, SqlLedger};
+
+/// Start `concurrency` workers; each stops claiming when `stop` is cancelled.
+pub fn spawn(app: Arc<App>, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..app.cfg.concurrency)
+        .map(|i| {
+            let app = app.clone();
+            let stop = stop.clone();
+            let id = format!("{}-{}-{i}", hostname(), std::process::id());
+            tokio::spawn(async move { work(app, stop, id).await })
+        })
+        .collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "equitr".into())
+}
+
+async fn work(app: Arc<App>, stop: CancellationToken, worker_id: String) {
+    while !stop.is_cancelled() {
+        report_exhausted(&app).await;
+        let claimed = match app.store.claim(&worker_id, app.cfg.lease).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim a job");
+                None
+            }
+        };
+        let Some(job) = claimed else {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+            }
+        };
+        let started = Instant::now();
+        let span = tracing::info_span!("job", id = job.id, repo = %job.repo, kind = %job.kind);
+        let _e = span.enter();
+        // The lease is renewed while the job runs; a crashed process stops renewing it.
+        let beat = {
+            let app = app.clone();
+            let worker_id = worker_id.clone();
+            let id = job.id;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(app.cfg.lease / 3).await;
+                    match app.store.heartbeat(id, &worker_id, app.cfg.lease).await {
+                        Ok(true) => {}
+                        _ => break,
+                    }
+                }
+            })
+        };
+        let result = run_job(&app, &job).await;
+        beat.abort();
+        let state = match result {
+            Ok(summary) => {
+                let _ = app
+                    .store
+                    .complete(job.id, &worker_id, serde_json::json!({ "summary": summary }))
+                    .await;
+                "succeeded"
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "job failed");
+                let _ = app.store.fail(job.id, &worker_id, &format!("{e:#}")).await;
+                "failed"
+            }
+        };
+        app.metrics
+            .add("equitr_jobs_finished_total", &[("kind", &job.kind), ("state", state)], 1.0);
+        app.metrics.add(
+            "equitr_job_duration_seconds_sum",
+            &[("kind", &job.kind)],
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+/// Jobs whose leases expired too often are failed by the store; say so on their thread.
+async fn report_exhausted(app: &App) {
+    let Ok(jobs) = app.store.take_exhausted().await else {
+        return;
+    };
+    for j in jobs {
+        let Ok(ev) = serde_json::from_value::<Event>(j.payload["event"].clone()) else {
+            continue;
+        };
+        if let Some((repo, inst, number)) = thread_of(&ev) {
+            let r = Repo { gh: &app.gh, installation: inst, name: &repo };
+            let _ = r
+                .upsert_marked_comment(
+                    number,
+                    &run::marker(j.id),
+                    &format!("❌ This job failed: {} — the service was interrupted while running it.", j.error),
+                )
+                .await;
+        }
+    }
+}
+
+fn thread_of(ev: &Event) -> Option<(RepoName, InstallationId, u64)> {
+    match ev {
+        Event::IssueLabeled { repo, installation, number, .. }
+        | Event::Comment { repo, installation, number, .. }
+        | Event::ReviewComment { repo, installation, number, .. }
+        | Event::PullRequest { repo, installation, number, .. } => Some((repo.clone(), *installation, *number)),
+        Event::Ping => None,
+    }
+}
+
+/// 👀 on the triggering comment or issue, right after the delivery is queued.
+pub async fn acknowledge(app: &App, ev: &Event) {
+    let result = match ev {
+        Event::Comment { repo, installation, comment_id, .. } => {
+            let r = Repo { gh: &app.gh, installation: *installation, name: repo };
+            r.react_to_comment(*comment_id, "eyes").await
+        }
+        Event::IssueLabeled { repo, installation, number, .. } => {
+            let r = Repo { gh: &app.gh, installation: *installation, name: repo };
+            r.react_to_issue(*number, "eyes").await
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not add the 👀 reaction");
+    }
+}
+
+/// When each denied user was last told so, to answer at most once an hour.
+fn denied_recently(user: &str) -> bool {
+    static SEEN: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    match seen.get(user) {
+        Some(t) if now.duration_since(*t) < Duration::from_secs(3600) => true,
+        _ => {
+            seen.insert(user.to_string(), now);
+            false
+        }
+    }
+}
+
+async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
+    let ev: Event = serde_json::from_value(job.payload["event"].clone())?;
+    let Some((repo_name, installation, number)) = thread_of(&ev) else {
+        return Ok("nothing to do".into());
+    };
+    let repo = Repo { gh: &app.gh, installation, name: &repo_name };
+    let info = repo.info().await?;
+    let Some(cfg) = run::repo_config(&repo, &info.default_branch, number, job.id).await? else {
+        return Ok("invalid repository configuration".into());
+    };
+    let slug = app.cfg.app_slug.clone();
+    let requests = jobs::triage(&ev, &cfg, &slug);
+    let mut done = Vec::new();
+    for req in requests {
+        if !permitted(&repo, &cfg, &req).await {
+            if let Some(user) = &req.requested_by {
+                app.metrics.add("equitr_denied_total", &[("repo", &repo_name.to_string())], 1.0);
+                if !denied_recently(&user.login) {
+                    repo.create_comment(
+                        number,
+                        &format!("@{} sorry — only collaborators with write access can run `{}` commands here.", user.login, cfg.triggers.command),
+                    )
+                    .await?;
+                }
+            }
+            continue;
+        }
+        let spec = JobSpec {
+            id: job.id,
+            repo: repo_name.clone(),
+            installation,
+            kind: req.kind.clone(),
+            comment_id: req.comment_id,
+        };
+        let summary = run_kind(app, job, &spec, &cfg).await?;
+        done.push(summary);
+    }
+    Ok(done.join("; "))
+}
+
+/// Write or admin by the collaborator-permission API (the payload's author_association is
+/// not trusted), or listed in `triggers.allowed_users`. Bots never; automatic work always.
+async fn permitted(repo: &Repo<'_>, cfg: &RepoConfig, req: &Request) -> bool {
+    let Some(user) = &req.requested_by else {
+        return true;
+    };
+    if user.is_bot {
+        return false;
+    }
+    if !req.kind.needs_permission() {
+        return true;
+    }
+    if cfg.triggers.allowed_users.iter().any(|u| u.eq_ignore_ascii_case(&user.login)) {
+        return true;
+    }
+    repo.permission(&user.login).await.can_write()
+}
+
+async fn run_kind(app: &App, job: &ClaimedJob, spec: &JobSpec, cfg: &RepoConfig) -> anyhow::Result<String> {
+    let repo = Repo { gh: &app.gh, installation: spec.installation, name: &spec.repo };
+    let month = crate::store::month_of(app.store.now());
+    match &spec.kind {
+        JobKind::Help { number, error } => {
+            let text = match error {
+                Some(e) => format!("{e}\n\n{}", help_text(&cfg.triggers.command)),
+                None => help_text(&cfg.triggers.command),
+            };
+            repo.create_comment(*number, &text).await?;
+            Ok("help".into())
+        }
+        JobKind::Cost { number } => {
+            let spend = app.store.month_spend(&spec.repo.to_string(), &month).await?;
+            let cap = cfg
+                .budget
+                .monthly_usd
+                .map(|c| Usd::from_dollars_f64(c).map(|u| u.to_string()).unwrap_or_default())
+                .unwrap_or_else(|| "no cap".into());
+            repo.create_comment(
+                *number,
+                &format!("This month ({month}) {} has spent {} of its {cap} budget.", spec.repo, spend.spent),
+            )
+            .await?;
+            Ok("cost".into())
+        }
+        JobKind::Implement { issue, notes } => {
+            let ledger = ledger(app, job, spec, cfg, &month)?;
+            let env = env(app);
+            let report = run::implement(&env, spec, *issue, notes, ledger, true).await?;
+            record_cost(app, spec, report.cost);
+            if report.succeeded {
+                Ok(report.summary)
+            } else {
+                anyhow::bail!(report.summary)
+            }
+        }
+        other => {
+            let number = match other {
+                JobKind::Review { pr, .. } | JobKind::Revise { pr, .. } => *pr,
+                JobKind::Ask { number, .. } => *number,
+                JobKind::Approve { issue } => *issue,
+                _ => 0,
+            };
+            repo.create_comment(
+                number,
+                &format!("`{}` is not available in this release of the service yet.", other.name()),
+            )
+            .await?;
+            Ok(format!("{} not available", other.name()))
+        }
+    }
+}
+
+fn env(app: &App) -> JobEnv {
+    JobEnv {
+        gh: app.gh.clone(),
+        llm: app.cfg.llm.clone(),
+        app_slug: app.cfg.app_slug.clone(),
+        bot_user_id: app.cfg.bot_user_id,
+        work_root: app.cfg.work_root.clone(),
+        http: app.http.clone(),
+    }
+}
+
+fn ledger(
+    app: &App,
+    job: &ClaimedJob,
+    spec: &JobSpec,
+    cfg: &RepoConfig,
+    month: &str,
+) -> anyhow::Result<Arc<dyn Ledger>> {
+    let usd = |v: Option<f64>| v.and_then(Usd::from_dollars_f64);
+    let scope = LedgerScope {
+        job_id: job.id,
+        repo: spec.repo.to_string(),
+        installation_id: job.installation_id,
+        per_run_cap: usd(cfg.budget.per_run_usd).or(usd(app.cfg.llm.llm.budget)),
+        repo_monthly_cap: usd(cfg.budget.monthly_usd),
+        installation_monthly_cap: usd(app.cfg.installation_monthly_usd),
+        month: month.to_string(),
+    };
+    Ok(Arc::new(SqlLedger::new(app.store.clone(), scope)?))
+}
+
+fn record_cost(app: &App, spec: &JobSpec, cost: Option<Usd>) {
+    if let Some(c) = cost {
+        app.metrics.add("equitr_llm_usd_total", &[("repo", &spec.repo.to_string())], c.as_f64());
+    }
+}

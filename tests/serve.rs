@@ -1,0 +1,169 @@
+//! `equitr-coder serve`, the real binary, against the fake GitHub and the scripted LLM, with
+//! deliveries built from GitHub's real payloads and signed over the exact bytes sent.
+
+mod support;
+
+use std::time::Duration;
+
+use equitr_coder::github::webhook::sign;
+use serde_json::{json, Value};
+use support::github::FakeGitHub;
+use support::llm_server::{Reply, ScriptedLlm};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const SECRET: &str = "webhook-secret-1";
+const REPO: &str = "Codertocat/Hello-World";
+
+struct Service {
+    child: tokio::process::Child,
+    addr: String,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "llm:\n  model: gpt-4o\n  api_base: {}/v1\n  models:\n    worker:\n      model: gpt-4o-mini\norchestrator:\n  use_multi_agent: true\n",
+            llm.base_url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_equitr-coder"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("EQUITR_CONFIG", &cfg)
+        .env("OPENAI_API_KEY", "sk-test-serve")
+        .env("GITHUB_APP_ID", gh.app_id().to_string())
+        .env("GITHUB_PRIVATE_KEY", gh.private_key_pem())
+        .env("GITHUB_WEBHOOK_SECRET", format!("old-secret, {SECRET}"))
+        .env("GITHUB_API_URL", gh.api_url())
+        .env("DATABASE_URL", format!("sqlite://{}/equitr.db", data.path().display()))
+        .env("EQUITR_LISTEN", "127.0.0.1:0")
+        .env("EQUITR_WORK_DIR", data.path().join("work"))
+        .arg("serve")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+            eprintln!("serve: {line}");
+        }
+        panic!("serve exited before listening");
+    })
+    .await
+    .expect("serve started");
+    // Keep draining stderr so the service never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(l)) = lines.next_line().await { eprintln!("serve: {l}") } });
+    Service {
+        child,
+        addr,
+        _dirs: vec![home, data],
+    }
+}
+
+async fn deliver(svc: &Service, event: &str, id: &str, body: &[u8], secret: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/webhook", svc.addr))
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", id)
+        .header("X-Hub-Signature-256", sign(secret.as_bytes(), body))
+        .header("Content-Type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+fn fixture(name: &str) -> Value {
+    let bytes = std::fs::read(format!("{}/tests/fixtures/webhooks/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\nbudget: { monthly_usd: 5 }\n");
+    gh.add_issue(REPO, 1, "Spelling error in the README file", "It says Helo.", "Codertocat");
+    gh.set_permission(REPO, "reader", "read");
+    let llm = ScriptedLlm::start().await;
+    llm.push("gpt-4o-mini", Reply::tool("write_file", json!({"path": "README.md", "content": "# Hello World\n"})));
+    llm.push("gpt-4o-mini", Reply::tool("finish", json!({"summary": "Fixed the heading."})));
+    let svc = start(&gh, &llm).await;
+
+    // A wrong signature: 401, nothing queued.
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    let (status, _) = deliver(&svc, "issues", "d-1", &body, "wrong").await;
+    assert_eq!(status, 401);
+    // Signed but not JSON: 400. An event we do not handle: 200 and ignored.
+    assert_eq!(deliver(&svc, "issues", "d-2", b"{not json", SECRET).await.0, 400);
+    let push = serde_json::to_vec(&fixture("push.none.1.json")).unwrap();
+    assert_eq!(deliver(&svc, "push", "d-3", &push, SECRET).await, (200, "ignored".into()));
+
+    // The labelled issue: accepted, then a PR and one summary comment.
+    let (status, text) = deliver(&svc, "issues", "d-4", &body, SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    // The same delivery again: acknowledged, no second job.
+    let (status, text) = deliver(&svc, "issues", "d-4", &body, SECRET).await;
+    assert_eq!((status, text.as_str()), (200, "duplicate delivery"));
+
+    let pr = eventually("the pull request", || gh.pulls(REPO).into_iter().next()).await;
+    assert_eq!(pr.head, "equitr/issue-1");
+    assert!(pr.body.starts_with("Closes #1"), "{}", pr.body);
+    assert_eq!(gh.branch_files(REPO, "equitr/issue-1")["README.md"], "# Hello World\n");
+    let comment = eventually("the summary", || {
+        gh.comments(REPO, 1).into_iter().find(|c| c.body.contains("✅ Opened"))
+    })
+    .await;
+    assert!(comment.body.contains("| worker | `gpt-4o-mini` | 2 | 200 | 0 | 40 | $0.0001 |"), "{}", comment.body);
+    assert!(comment.body.contains("<!-- equitr:job="));
+    assert!(!gh.reactions(REPO, 1).is_empty(), "👀 on the issue");
+
+    // A read-only user asks: one short refusal, and no model is called.
+    let calls_before = llm.requests().len();
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr implement please");
+    c["comment"]["user"]["login"] = json!("reader");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(deliver(&svc, "issue_comment", "d-5", &body, SECRET).await.0, 202);
+    let refusal = eventually("the refusal", || {
+        gh.comments(REPO, 1).into_iter().find(|c| c.body.contains("@reader sorry"))
+    })
+    .await;
+    assert!(refusal.body.contains("write access"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(llm.requests().len(), calls_before, "no model call for a denied user");
+
+    // Health, readiness, metrics.
+    let get = |p: &str| reqwest::get(format!("http://{}{p}", svc.addr));
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let m = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(m.contains("equitr_deliveries_total{event=\"issues\",outcome=\"duplicate\"} 1"), "{m}");
+    assert!(m.contains("equitr_deliveries_total{event=\"issues\",outcome=\"unauthorized\"} 1"), "{m}");
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    drop(svc);
+}
