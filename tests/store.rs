@@ -660,12 +660,20 @@ async fn bad_urls_are_one_line_errors_without_the_password() {
         timeout: Duration::from_secs(2),
         ..StoreOptions::default()
     };
-    for url in [
-        "postgres://equitr:hunter2-secret@127.0.0.1:1/db",
-        "postgres://127.0.0.1:1/db?user=u&password=hunter2-secret",
-        "mysql://root:hunter2-secret@localhost/db",
-        "sqlite:///nonexistent-dir/hunter2-secret/x.db",
-    ] {
+    let mut urls = vec![
+        "postgres://equitr:hunter2-secret@127.0.0.1:1/db".to_string(),
+        "postgres://127.0.0.1:1/db?user=u&password=hunter2-secret".to_string(),
+        "mysql://root:hunter2-secret@localhost/db".to_string(),
+        "sqlite:///nonexistent-dir/hunter2-secret/x.db".to_string(),
+    ];
+    // A live server refusing the password must not echo it either.
+    if let Ok(admin) = std::env::var("EQUITR_TEST_POSTGRES_URL") {
+        if let Some((_, host)) = admin.rsplit_once('@') {
+            urls.push(format!("postgres://equitr:hunter2-wrong@{host}"));
+        }
+    }
+    for url in urls {
+        let url = url.as_str();
         let err = Store::connect_with(url, opts()).await.unwrap_err();
         let msg = err.to_string();
         eprintln!("{url} -> {msg}");
