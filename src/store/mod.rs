@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::Connection;
 
 use crate::llm::pricing::Usd;
 
@@ -252,6 +253,16 @@ impl Store {
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url).map_err(|e| bad_url(e.to_string()))?;
+            // One direct connection first: when the server is down or refuses the login the
+            // pool only says it timed out, and the operator needs the cause.
+            match tokio::time::timeout(opts.timeout, PgConnection::connect_with(&connect)).await {
+                Ok(Ok(conn)) => {
+                    // Failing to say goodbye to a server we are about to reconnect to is moot.
+                    let _ = conn.close().await;
+                }
+                Ok(Err(e)) => return Err(connect_failed(e)),
+                Err(_) => return Err(connect_failed(sqlx::Error::PoolTimedOut)),
+            }
             let pool = PgPoolOptions::new()
                 .acquire_timeout(opts.timeout)
                 .max_connections(opts.max_connections.unwrap_or(10))
