@@ -15,7 +15,7 @@ const SECRET: &str = "webhook-secret-1";
 const REPO: &str = "Codertocat/Hello-World";
 
 struct Service {
-    child: tokio::process::Child,
+    _child: tokio::process::Child,
     addr: String,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -42,7 +42,10 @@ async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
         .env("GITHUB_PRIVATE_KEY", gh.private_key_pem())
         .env("GITHUB_WEBHOOK_SECRET", format!("old-secret, {SECRET}"))
         .env("GITHUB_API_URL", gh.api_url())
-        .env("DATABASE_URL", format!("sqlite://{}/equitr.db", data.path().display()))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/equitr.db", data.path().display()),
+        )
         .env("EQUITR_LISTEN", "127.0.0.1:0")
         .env("EQUITR_WORK_DIR", data.path().join("work"))
         .arg("serve")
@@ -62,9 +65,13 @@ async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
     .await
     .expect("serve started");
     // Keep draining stderr so the service never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(l)) = lines.next_line().await { eprintln!("serve: {l}") } });
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            eprintln!("serve: {l}")
+        }
+    });
     Service {
-        child,
+        _child: child,
         addr,
         _dirs: vec![home, data],
     }
@@ -85,7 +92,11 @@ async fn deliver(svc: &Service, event: &str, id: &str, body: &[u8], secret: &str
 }
 
 fn fixture(name: &str) -> Value {
-    let bytes = std::fs::read(format!("{}/tests/fixtures/webhooks/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let bytes = std::fs::read(format!(
+        "{}/tests/fixtures/webhooks/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -104,12 +115,31 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");
     gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
-    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\nbudget: { monthly_usd: 5 }\n");
-    gh.add_issue(REPO, 1, "Spelling error in the README file", "It says Helo.", "Codertocat");
+    gh.set_file_on_default_branch(
+        REPO,
+        ".github/equitr.yml",
+        "triggers: { label: bug }\nbudget: { monthly_usd: 5 }\n",
+    );
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
     gh.set_permission(REPO, "reader", "read");
     let llm = ScriptedLlm::start().await;
-    llm.push("gpt-4o-mini", Reply::tool("write_file", json!({"path": "README.md", "content": "# Hello World\n"})));
-    llm.push("gpt-4o-mini", Reply::tool("finish", json!({"summary": "Fixed the heading."})));
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello World\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
+    );
     let svc = start(&gh, &llm).await;
 
     // A wrong signature: 401, nothing queued.
@@ -119,9 +149,15 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     let (status, _) = deliver(&svc, "issues", "d-1", &body, "wrong").await;
     assert_eq!(status, 401);
     // Signed but not JSON: 400. An event we do not handle: 200 and ignored.
-    assert_eq!(deliver(&svc, "issues", "d-2", b"{not json", SECRET).await.0, 400);
+    assert_eq!(
+        deliver(&svc, "issues", "d-2", b"{not json", SECRET).await.0,
+        400
+    );
     let push = serde_json::to_vec(&fixture("push.none.1.json")).unwrap();
-    assert_eq!(deliver(&svc, "push", "d-3", &push, SECRET).await, (200, "ignored".into()));
+    assert_eq!(
+        deliver(&svc, "push", "d-3", &push, SECRET).await,
+        (200, "ignored".into())
+    );
 
     // The labelled issue: accepted, then a PR and one summary comment.
     let (status, text) = deliver(&svc, "issues", "d-4", &body, SECRET).await;
@@ -133,12 +169,23 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     let pr = eventually("the pull request", || gh.pulls(REPO).into_iter().next()).await;
     assert_eq!(pr.head, "equitr/issue-1");
     assert!(pr.body.starts_with("Closes #1"), "{}", pr.body);
-    assert_eq!(gh.branch_files(REPO, "equitr/issue-1")["README.md"], "# Hello World\n");
+    assert_eq!(
+        gh.branch_files(REPO, "equitr/issue-1")["README.md"],
+        "# Hello World\n"
+    );
     let comment = eventually("the summary", || {
-        gh.comments(REPO, 1).into_iter().find(|c| c.body.contains("✅ Opened"))
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("✅ Opened"))
     })
     .await;
-    assert!(comment.body.contains("| worker | `gpt-4o-mini` | 2 | 200 | 0 | 40 | $0.0001 |"), "{}", comment.body);
+    assert!(
+        comment
+            .body
+            .contains("| worker | `gpt-4o-mini` | 2 | 200 | 0 | 40 | $0.0001 |"),
+        "{}",
+        comment.body
+    );
     assert!(comment.body.contains("<!-- equitr:job="));
     assert!(!gh.reactions(REPO, 1).is_empty(), "👀 on the issue");
 
@@ -148,22 +195,37 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     c["comment"]["body"] = json!("/equitr implement please");
     c["comment"]["user"]["login"] = json!("reader");
     let body = serde_json::to_vec(&c).unwrap();
-    assert_eq!(deliver(&svc, "issue_comment", "d-5", &body, SECRET).await.0, 202);
+    assert_eq!(
+        deliver(&svc, "issue_comment", "d-5", &body, SECRET).await.0,
+        202
+    );
     let refusal = eventually("the refusal", || {
-        gh.comments(REPO, 1).into_iter().find(|c| c.body.contains("@reader sorry"))
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("@reader sorry"))
     })
     .await;
     assert!(refusal.body.contains("write access"));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(llm.requests().len(), calls_before, "no model call for a denied user");
+    assert_eq!(
+        llm.requests().len(),
+        calls_before,
+        "no model call for a denied user"
+    );
 
     // Health, readiness, metrics.
     let get = |p: &str| reqwest::get(format!("http://{}{p}", svc.addr));
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
     let m = get("/metrics").await.unwrap().text().await.unwrap();
-    assert!(m.contains("equitr_deliveries_total{event=\"issues\",outcome=\"duplicate\"} 1"), "{m}");
-    assert!(m.contains("equitr_deliveries_total{event=\"issues\",outcome=\"unauthorized\"} 1"), "{m}");
+    assert!(
+        m.contains("equitr_deliveries_total{event=\"issues\",outcome=\"duplicate\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("equitr_deliveries_total{event=\"issues\",outcome=\"unauthorized\"} 1"),
+        "{m}"
+    );
     assert_eq!(gh.violations(), Vec::<String>::new());
     drop(svc);
 }

@@ -34,7 +34,12 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         Ok(a) => a,
         Err(e) => return fail(EXIT_USAGE, format!("GITHUB_PRIVATE_KEY: {e}")),
     };
-    let gh = Arc::new(GitHub::new(http.clone(), &cfg.api_url, auth, Arc::new(SystemClock)));
+    let gh = Arc::new(GitHub::new(
+        http.clone(),
+        &cfg.api_url,
+        auth,
+        Arc::new(SystemClock),
+    ));
     // The app's slug: how it is mentioned (`@slug`) and who commits.
     match gh
         .send_json::<serde_json::Value>(reqwest::Method::GET, "/app", As::App, None)
@@ -56,7 +61,12 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
     }
     let listener = match tokio::net::TcpListener::bind(&cfg.listen).await {
         Ok(l) => l,
-        Err(e) => return fail(EXIT_USAGE, format!("EQUITR_LISTEN: cannot listen on {}: {e}", cfg.listen)),
+        Err(e) => {
+            return fail(
+                EXIT_USAGE,
+                format!("EQUITR_LISTEN: cannot listen on {}: {e}", cfg.listen),
+            )
+        }
     };
     let addr = listener
         .local_addr()
@@ -64,7 +74,10 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         .unwrap_or_else(|_| cfg.listen.clone());
     tracing::info!(%addr, app = %cfg.app_slug, database = %crate::store::redact_url(&cfg.database_url), "serving");
     // Tests and wrappers read the bound address from this line.
-    eprintln!("equitr-coder serve: listening on {addr} as {}", cfg.app_slug);
+    eprintln!(
+        "equitr-coder serve: listening on {addr} as {}",
+        cfg.app_slug
+    );
     let app = Arc::new(App {
         cfg,
         store,
@@ -73,10 +86,11 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         http,
     });
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = term.recv() => {},
             _ = tokio::signal::ctrl_c() => {},

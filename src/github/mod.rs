@@ -12,7 +12,9 @@ pub mod scrub;
 pub mod webhook;
 
 /// `owner/name`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct RepoName {
     pub owner: String,
     pub name: String,

@@ -35,7 +35,10 @@ impl std::fmt::Debug for ServeConfig {
             .field("private_key_pem", &"***")
             .field("webhook_secrets", &"***")
             .field("api_url", &self.api_url)
-            .field("database_url", &crate::store::redact_url(&self.database_url))
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
             .field("listen", &self.listen)
             .finish()
     }
@@ -57,19 +60,35 @@ fn err(setting: &'static str, message: impl Into<String>) -> SettingError {
 }
 
 impl ServeConfig {
-    pub fn from_env(llm: Config, env: &BTreeMap<String, String>) -> Result<ServeConfig, SettingError> {
-        let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let app_id = match get("GITHUB_APP_ID").or_else(|| llm.github.app_id.map(|i| i.to_string())) {
+    pub fn from_env(
+        llm: Config,
+        env: &BTreeMap<String, String>,
+    ) -> Result<ServeConfig, SettingError> {
+        let get = |k: &str| {
+            env.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let app_id = match get("GITHUB_APP_ID").or_else(|| llm.github.app_id.map(|i| i.to_string()))
+        {
             Some(v) => v
                 .parse::<u64>()
                 .map_err(|_| err("GITHUB_APP_ID", format!("`{v}` is not a number")))?,
-            None => return Err(err("GITHUB_APP_ID", "not set (the App's numeric id, from its settings page)")),
+            None => {
+                return Err(err(
+                    "GITHUB_APP_ID",
+                    "not set (the App's numeric id, from its settings page)",
+                ))
+            }
         };
         let private_key_pem = if let Some(pem) = get("GITHUB_PRIVATE_KEY") {
             // Platforms that cannot hold newlines in variables store them as `\n`.
             pem.replace("\\n", "\n").into_bytes()
-        } else if let Some(path) = get("GITHUB_PRIVATE_KEY_PATH").or_else(|| llm.github.private_key_path.clone()) {
-            std::fs::read(&path).map_err(|e| err("GITHUB_PRIVATE_KEY_PATH", format!("{path}: {e}")))?
+        } else if let Some(path) =
+            get("GITHUB_PRIVATE_KEY_PATH").or_else(|| llm.github.private_key_path.clone())
+        {
+            std::fs::read(&path)
+                .map_err(|e| err("GITHUB_PRIVATE_KEY_PATH", format!("{path}: {e}")))?
         } else {
             return Err(err(
                 "GITHUB_PRIVATE_KEY",
@@ -77,7 +96,10 @@ impl ServeConfig {
             ));
         };
         if crate::github::client::AppAuth::new(app_id, &private_key_pem).is_err() {
-            return Err(err("GITHUB_PRIVATE_KEY", "not an RSA private key in PEM format"));
+            return Err(err(
+                "GITHUB_PRIVATE_KEY",
+                "not an RSA private key in PEM format",
+            ));
         }
         let secret_var = llm
             .github
@@ -93,13 +115,19 @@ impl ServeConfig {
             })
             .unwrap_or_default();
         if webhook_secrets.is_empty() {
-            return Err(err("GITHUB_WEBHOOK_SECRET", "not set (the App's webhook secret; a comma-separated list during rotation)"));
+            return Err(err(
+                "GITHUB_WEBHOOK_SECRET",
+                "not set (the App's webhook secret; a comma-separated list during rotation)",
+            ));
         }
         let api_url = get("GITHUB_API_URL")
             .or_else(|| llm.github.api_url.clone())
             .unwrap_or_else(|| "https://api.github.com".into());
         if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-            return Err(err("GITHUB_API_URL", format!("`{api_url}` is not an http(s) URL")));
+            return Err(err(
+                "GITHUB_API_URL",
+                format!("`{api_url}` is not an http(s) URL"),
+            ));
         }
         let database_url = get("DATABASE_URL")
             .or_else(|| llm.server.database_url.clone())
@@ -109,12 +137,14 @@ impl ServeConfig {
             .unwrap_or_else(|| "0.0.0.0:3000".into());
         let concurrency = llm.server.concurrency.unwrap_or(4).max(1) as usize;
         let lease = match get("EQUITR_JOB_LEASE_SECS") {
-            Some(v) => Duration::from_secs(
-                v.parse::<u64>()
-                    .ok()
-                    .filter(|s| *s >= 1)
-                    .ok_or_else(|| err("EQUITR_JOB_LEASE_SECS", format!("`{v}` is not a number of seconds")))?,
-            ),
+            Some(v) => {
+                Duration::from_secs(v.parse::<u64>().ok().filter(|s| *s >= 1).ok_or_else(|| {
+                    err(
+                        "EQUITR_JOB_LEASE_SECS",
+                        format!("`{v}` is not a number of seconds"),
+                    )
+                })?)
+            }
             None => Duration::from_secs(120),
         };
         let work_root = get("EQUITR_WORK_DIR")
@@ -125,7 +155,12 @@ impl ServeConfig {
                 v.parse::<f64>()
                     .ok()
                     .filter(|x| x.is_finite() && *x >= 0.0)
-                    .ok_or_else(|| err("EQUITR_INSTALLATION_MONTHLY_USD", format!("`{v}` is not a USD amount")))?,
+                    .ok_or_else(|| {
+                        err(
+                            "EQUITR_INSTALLATION_MONTHLY_USD",
+                            format!("`{v}` is not a USD amount"),
+                        )
+                    })?,
             ),
             None => None,
         };

@@ -100,22 +100,31 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             ));
         }
     }
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        text,
-    )
+    ([("content-type", "text/plain; version=0.0.4")], text)
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn webhook(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let event = header(&headers, "x-github-event").unwrap_or("").to_string();
-    let delivery = header(&headers, "x-github-delivery").unwrap_or("").to_string();
+    let delivery = header(&headers, "x-github-delivery")
+        .unwrap_or("")
+        .to_string();
     let span = tracing::info_span!("webhook", delivery = %delivery, event = %event);
     let _enter = span.enter();
-    let outcome = |o: &str| app.metrics.add("equitr_deliveries_total", &[("event", &event), ("outcome", o)], 1.0);
+    let outcome = |o: &str| {
+        app.metrics.add(
+            "equitr_deliveries_total",
+            &[("event", &event), ("outcome", o)],
+            1.0,
+        )
+    };
 
     if let Err(e) = webhook::verify_signature(
         &app.cfg.webhook_secrets,
@@ -145,10 +154,18 @@ async fn webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         return (StatusCode::OK, "ignored".to_string());
     };
     let (repo, installation) = match &ev {
-        Event::IssueLabeled { repo, installation, .. }
-        | Event::Comment { repo, installation, .. }
-        | Event::ReviewComment { repo, installation, .. }
-        | Event::PullRequest { repo, installation, .. } => (repo.clone(), *installation),
+        Event::IssueLabeled {
+            repo, installation, ..
+        }
+        | Event::Comment {
+            repo, installation, ..
+        }
+        | Event::ReviewComment {
+            repo, installation, ..
+        }
+        | Event::PullRequest {
+            repo, installation, ..
+        } => (repo.clone(), *installation),
         Event::Ping => {
             outcome("ignored");
             return (StatusCode::OK, "pong".to_string());
@@ -191,7 +208,10 @@ async fn webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
             // GitHub records the failure and the delivery can be redelivered.
             tracing::error!(error = %e, "could not record the delivery");
             outcome("unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable".to_string())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable".to_string(),
+            )
         }
     }
 }

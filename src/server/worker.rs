@@ -76,7 +76,11 @@ async fn work(app: Arc<App>, stop: CancellationToken, worker_id: String) {
             Ok(summary) => {
                 let _ = app
                     .store
-                    .complete(job.id, &worker_id, serde_json::json!({ "summary": summary }))
+                    .complete(
+                        job.id,
+                        &worker_id,
+                        serde_json::json!({ "summary": summary }),
+                    )
                     .await;
                 "succeeded"
             }
@@ -86,8 +90,11 @@ async fn work(app: Arc<App>, stop: CancellationToken, worker_id: String) {
                 "failed"
             }
         };
-        app.metrics
-            .add("equitr_jobs_finished_total", &[("kind", &job.kind), ("state", state)], 1.0);
+        app.metrics.add(
+            "equitr_jobs_finished_total",
+            &[("kind", &job.kind), ("state", state)],
+            1.0,
+        );
         app.metrics.add(
             "equitr_job_duration_seconds_sum",
             &[("kind", &job.kind)],
@@ -106,12 +113,19 @@ async fn report_exhausted(app: &App) {
             continue;
         };
         if let Some((repo, inst, number)) = thread_of(&ev) {
-            let r = Repo { gh: &app.gh, installation: inst, name: &repo };
+            let r = Repo {
+                gh: &app.gh,
+                installation: inst,
+                name: &repo,
+            };
             let _ = r
                 .upsert_marked_comment(
                     number,
                     &run::marker(j.id),
-                    &format!("❌ This job failed: {} — the service was interrupted while running it.", j.error),
+                    &format!(
+                        "❌ This job failed: {} — the service was interrupted while running it.",
+                        j.error
+                    ),
                 )
                 .await;
         }
@@ -120,10 +134,30 @@ async fn report_exhausted(app: &App) {
 
 fn thread_of(ev: &Event) -> Option<(RepoName, InstallationId, u64)> {
     match ev {
-        Event::IssueLabeled { repo, installation, number, .. }
-        | Event::Comment { repo, installation, number, .. }
-        | Event::ReviewComment { repo, installation, number, .. }
-        | Event::PullRequest { repo, installation, number, .. } => Some((repo.clone(), *installation, *number)),
+        Event::IssueLabeled {
+            repo,
+            installation,
+            number,
+            ..
+        }
+        | Event::Comment {
+            repo,
+            installation,
+            number,
+            ..
+        }
+        | Event::ReviewComment {
+            repo,
+            installation,
+            number,
+            ..
+        }
+        | Event::PullRequest {
+            repo,
+            installation,
+            number,
+            ..
+        } => Some((repo.clone(), *installation, *number)),
         Event::Ping => None,
     }
 }
@@ -131,12 +165,30 @@ fn thread_of(ev: &Event) -> Option<(RepoName, InstallationId, u64)> {
 /// 👀 on the triggering comment or issue, right after the delivery is queued.
 pub async fn acknowledge(app: &App, ev: &Event) {
     let result = match ev {
-        Event::Comment { repo, installation, comment_id, .. } => {
-            let r = Repo { gh: &app.gh, installation: *installation, name: repo };
+        Event::Comment {
+            repo,
+            installation,
+            comment_id,
+            ..
+        } => {
+            let r = Repo {
+                gh: &app.gh,
+                installation: *installation,
+                name: repo,
+            };
             r.react_to_comment(*comment_id, "eyes").await
         }
-        Event::IssueLabeled { repo, installation, number, .. } => {
-            let r = Repo { gh: &app.gh, installation: *installation, name: repo };
+        Event::IssueLabeled {
+            repo,
+            installation,
+            number,
+            ..
+        } => {
+            let r = Repo {
+                gh: &app.gh,
+                installation: *installation,
+                name: repo,
+            };
             r.react_to_issue(*number, "eyes").await
         }
         _ => Ok(()),
@@ -168,7 +220,11 @@ async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
     let Some((repo_name, installation, number)) = thread_of(&ev) else {
         return Ok("nothing to do".into());
     };
-    let repo = Repo { gh: &app.gh, installation, name: &repo_name };
+    let repo = Repo {
+        gh: &app.gh,
+        installation,
+        name: &repo_name,
+    };
     let info = repo.info().await?;
     let Some(cfg) = run::repo_config(&repo, &info.default_branch, number, job.id).await? else {
         return Ok("invalid repository configuration".into());
@@ -179,7 +235,11 @@ async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
     for req in requests {
         if !permitted(&repo, &cfg, &req).await {
             if let Some(user) = &req.requested_by {
-                app.metrics.add("equitr_denied_total", &[("repo", &repo_name.to_string())], 1.0);
+                app.metrics.add(
+                    "equitr_denied_total",
+                    &[("repo", &repo_name.to_string())],
+                    1.0,
+                );
                 if !denied_recently(&user.login) {
                     repo.create_comment(
                         number,
@@ -215,14 +275,28 @@ async fn permitted(repo: &Repo<'_>, cfg: &RepoConfig, req: &Request) -> bool {
     if !req.kind.needs_permission() {
         return true;
     }
-    if cfg.triggers.allowed_users.iter().any(|u| u.eq_ignore_ascii_case(&user.login)) {
+    if cfg
+        .triggers
+        .allowed_users
+        .iter()
+        .any(|u| u.eq_ignore_ascii_case(&user.login))
+    {
         return true;
     }
     repo.permission(&user.login).await.can_write()
 }
 
-async fn run_kind(app: &App, job: &ClaimedJob, spec: &JobSpec, cfg: &RepoConfig) -> anyhow::Result<String> {
-    let repo = Repo { gh: &app.gh, installation: spec.installation, name: &spec.repo };
+async fn run_kind(
+    app: &App,
+    job: &ClaimedJob,
+    spec: &JobSpec,
+    cfg: &RepoConfig,
+) -> anyhow::Result<String> {
+    let repo = Repo {
+        gh: &app.gh,
+        installation: spec.installation,
+        name: &spec.repo,
+    };
     let month = crate::store::month_of(app.store.now());
     match &spec.kind {
         JobKind::Help { number, error } => {
@@ -234,15 +308,25 @@ async fn run_kind(app: &App, job: &ClaimedJob, spec: &JobSpec, cfg: &RepoConfig)
             Ok("help".into())
         }
         JobKind::Cost { number } => {
-            let spend = app.store.month_spend(&spec.repo.to_string(), &month).await?;
+            let spend = app
+                .store
+                .month_spend(&spec.repo.to_string(), &month)
+                .await?;
             let cap = cfg
                 .budget
                 .monthly_usd
-                .map(|c| Usd::from_dollars_f64(c).map(|u| u.to_string()).unwrap_or_default())
+                .map(|c| {
+                    Usd::from_dollars_f64(c)
+                        .map(|u| u.to_string())
+                        .unwrap_or_default()
+                })
                 .unwrap_or_else(|| "no cap".into());
             repo.create_comment(
                 *number,
-                &format!("This month ({month}) {} has spent {} of its {cap} budget.", spec.repo, spend.spent),
+                &format!(
+                    "This month ({month}) {} has spent {} of its {cap} budget.",
+                    spec.repo, spend.spent
+                ),
             )
             .await?;
             Ok("cost".into())
@@ -267,7 +351,10 @@ async fn run_kind(app: &App, job: &ClaimedJob, spec: &JobSpec, cfg: &RepoConfig)
             };
             repo.create_comment(
                 number,
-                &format!("`{}` is not available in this release of the service yet.", other.name()),
+                &format!(
+                    "`{}` is not available in this release of the service yet.",
+                    other.name()
+                ),
             )
             .await?;
             Ok(format!("{} not available", other.name()))
@@ -308,6 +395,10 @@ fn ledger(
 
 fn record_cost(app: &App, spec: &JobSpec, cost: Option<Usd>) {
     if let Some(c) = cost {
-        app.metrics.add("equitr_llm_usd_total", &[("repo", &spec.repo.to_string())], c.as_f64());
+        app.metrics.add(
+            "equitr_llm_usd_total",
+            &[("repo", &spec.repo.to_string())],
+            c.as_f64(),
+        );
     }
 }
