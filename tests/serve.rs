@@ -23,7 +23,20 @@ struct Service {
 async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let cfg = home.path().join("config.yaml");
+    let mut svc = start_in(gh, llm, home.path(), data.path(), &[]).await;
+    svc._dirs = vec![home, data];
+    svc
+}
+
+/// Start `serve` on these directories (a restart reuses them) with extra variables.
+async fn start_in(
+    gh: &FakeGitHub,
+    llm: &ScriptedLlm,
+    home: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> Service {
+    let cfg = home.join("config.yaml");
     std::fs::write(
         &cfg,
         format!(
@@ -35,7 +48,7 @@ async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_equitr-coder"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
+        .env("HOME", home)
         .env("EQUITR_CONFIG", &cfg)
         .env("OPENAI_API_KEY", "sk-test-serve")
         .env("GITHUB_APP_ID", gh.app_id().to_string())
@@ -44,10 +57,11 @@ async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
         .env("GITHUB_API_URL", gh.api_url())
         .env(
             "DATABASE_URL",
-            format!("sqlite://{}/equitr.db", data.path().display()),
+            format!("sqlite://{}/equitr.db", data.display()),
         )
         .env("EQUITR_LISTEN", "127.0.0.1:0")
-        .env("EQUITR_WORK_DIR", data.path().join("work"))
+        .env("EQUITR_WORK_DIR", data.join("work"))
+        .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .arg("serve")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
@@ -73,7 +87,7 @@ async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
     Service {
         _child: child,
         addr,
-        _dirs: vec![home, data],
+        _dirs: vec![],
     }
 }
 
@@ -228,4 +242,68 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     );
     assert_eq!(gh.violations(), Vec::<String>::new());
     drop(svc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let llm = ScriptedLlm::start().await;
+    // The first attempt hangs at the model; the process is killed there.
+    llm.push("gpt-4o-mini", Reply::hang());
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello World\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let lease = [("EQUITR_JOB_LEASE_SECS", "2")];
+    let mut first = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
+
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    assert_eq!(deliver(&first, "issues", "k-1", &body, SECRET).await.0, 202);
+    eventually("the first model call", || {
+        (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
+    })
+    .await;
+    first._child.start_kill().unwrap();
+    first._child.wait().await.unwrap();
+
+    let second = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
+    let pr = eventually("the pull request", || gh.pulls(REPO).into_iter().next()).await;
+    assert_eq!(pr.head, "equitr/issue-1");
+    eventually("the summary", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("✅ Opened"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gh.pulls(REPO).len(), 1, "exactly one PR");
+    let marked: Vec<_> = gh
+        .comments(REPO, 1)
+        .into_iter()
+        .filter(|c| c.body.contains("<!-- equitr:job="))
+        .collect();
+    assert_eq!(marked.len(), 1, "exactly one summary comment: {marked:?}");
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    drop(second);
 }
