@@ -307,3 +307,126 @@ async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once() {
     assert_eq!(gh.violations(), Vec::<String>::new());
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_monthly_cap_refuses_without_calling_a_model() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    // A cap smaller than any call's reservation: nothing can be spent.
+    gh.set_file_on_default_branch(
+        REPO,
+        ".github/equitr.yml",
+        "triggers: { label: bug }\nbudget: { monthly_usd: 0.0001 }\n",
+    );
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let llm = ScriptedLlm::start().await;
+    let svc = start(&gh, &llm).await;
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    assert_eq!(deliver(&svc, "issues", "b-1", &body, SECRET).await.0, 202);
+    let c = eventually("the refusal", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("budget reached"))
+    })
+    .await;
+    assert!(c.body.contains("nothing was pushed"), "{}", c.body);
+    assert!(llm.requests().is_empty(), "no model call");
+    assert!(gh.pulls(REPO).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_on_one_postgres_never_run_a_job_twice() {
+    let Ok(base) = std::env::var("EQUITR_TEST_POSTGRES_URL") else {
+        eprintln!("skipping postgres: EQUITR_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let db = format!("t_serve_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = match base.rsplit_once('/') {
+        Some((head, _)) => format!("{head}/{db}"),
+        None => panic!("bad url"),
+    };
+
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    let llm = ScriptedLlm::start().await;
+    const ISSUES: u64 = 4;
+    for n in 1..=ISSUES {
+        gh.add_issue(
+            REPO,
+            n,
+            &format!("Spelling error {n} in the README file"),
+            "It says Helo.",
+            "Codertocat",
+        );
+        // One reply per job (write and finish at once): jobs run concurrently and share
+        // the model's script.
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tools(vec![
+                (
+                    "write_file",
+                    json!({"path": "README.md", "content": "# Hello World\n"}),
+                ),
+                ("finish", json!({"summary": "Fixed."})),
+            ]),
+        );
+    }
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let env = [("DATABASE_URL", url.as_str())];
+    let a = start_in(&gh, &llm, dirs[0].path(), dirs[1].path(), &env).await;
+    let b = start_in(&gh, &llm, dirs[2].path(), dirs[3].path(), &env).await;
+    for n in 1..=ISSUES {
+        let mut labeled = fixture("issues.labeled.1.json");
+        labeled["installation"] = json!({"id": 1});
+        labeled["issue"]["number"] = json!(n);
+        let body = serde_json::to_vec(&labeled).unwrap();
+        // Deliveries land on either process.
+        let svc = if n % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            deliver(svc, "issues", &format!("pg-{n}"), &body, SECRET)
+                .await
+                .0,
+            202
+        );
+    }
+    eventually("every pull request", || {
+        (gh.pulls(REPO).len() as u64 == ISSUES).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gh.pulls(REPO).len() as u64, ISSUES);
+    // Each job made exactly its one model call: none ran twice.
+    assert_eq!(llm.requests_for("gpt-4o-mini").len() as u64, ISSUES);
+    for n in 1..=ISSUES {
+        let marked = gh
+            .comments(REPO, n)
+            .into_iter()
+            .filter(|c| c.body.contains("<!-- equitr:job="))
+            .count();
+        assert_eq!(marked, 1, "issue {n}");
+    }
+    drop((a, b));
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+}
