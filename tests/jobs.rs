@@ -196,3 +196,99 @@ async fn a_retried_job_updates_its_pull_request_and_comment() {
     assert_eq!(gh.branch_files(REPO, "equitr/issue-6")["a.txt"], "c\n");
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_pull_request_gets_a_review_with_inline_comments_and_a_check_run() {
+    use equitr_coder::config::repo::RepoConfig;
+    use equitr_coder::jobs::run::review;
+
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(7001, "acme");
+    let repo = gh.add_repo(
+        7001,
+        REPO,
+        &[(
+            "src/auth.rs",
+            "pub fn check(p: &str) -> bool {\n    verify(p)\n}\n",
+        )],
+    );
+    repo.push_branch(
+        "tidy",
+        "main",
+        &[(
+            "src/auth.rs",
+            Some("pub fn check(p: &str) -> bool {\n    p == \"admin\"\n}\n"),
+        )],
+        "Simplify check",
+    );
+    gh.add_pr(REPO, 9, "tidy", "main", "mallory", true);
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tools(vec![
+            ("read_file", json!({"path": "src/auth.rs"})),
+            ("report_finding", json!({"path": "src/auth.rs", "line": 2, "severity": "high", "title": "Hard-coded password", "body": "Anyone can log in with `admin`.", "suggestion": "    verify(p)"})),
+        ]),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Auth bypass."})),
+    );
+    // src/auth.rs is sensitive: the supervisor looks too.
+    llm.push(
+        "gpt-4o",
+        Reply::tool("finish", json!({"summary": "Agree: reject."})),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let env = env(&gh, &llm, work.path()).await;
+    let spec = JobSpec {
+        id: 11,
+        repo: RepoName::parse(REPO).unwrap(),
+        installation: InstallationId(7001),
+        kind: JobKind::Review {
+            pr: 9,
+            head_sha: None,
+            from_fork: true,
+        },
+        comment_id: None,
+    };
+    let cfg = RepoConfig::default();
+    let report = review(
+        &env,
+        &spec,
+        9,
+        &cfg,
+        Arc::new(MemoryLedger::new(None)),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.succeeded, "{report:?}");
+    let reviews = gh.reviews(REPO, 9);
+    assert_eq!(reviews.len(), 1);
+    let r = &reviews[0];
+    assert_eq!(r.event, "REQUEST_CHANGES");
+    assert_eq!(r.comments.len(), 1);
+    let c = &r.comments[0];
+    assert_eq!(
+        (c.path.as_str(), c.line, c.side.as_str()),
+        ("src/auth.rs", Some(2), "RIGHT")
+    );
+    assert!(
+        c.body.contains("```suggestion\n    verify(p)\n```"),
+        "{}",
+        c.body
+    );
+    assert!(r.body.contains("Covered: src/auth.rs"), "{}", r.body);
+    assert!(r.body.contains("| supervisor | `gpt-4o` |"), "{}", r.body);
+    let runs = gh.check_runs(REPO);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].name, "equitr / review");
+    assert_eq!(runs[0].conclusion.as_deref(), Some("failure"));
+    // Nothing was pushed: no git-receive-pack request at all.
+    assert!(gh
+        .requests()
+        .iter()
+        .all(|q| !q.path.contains("git-receive-pack")));
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}

@@ -129,6 +129,33 @@ impl Checkout {
         Ok(())
     }
 
+    /// Check out a pull request's head as GitHub publishes it (`refs/pull/N/head`, which
+    /// also holds fork PRs), detached. Nothing of it is run: reviews use read-only tools.
+    pub async fn checkout_pull(&self, number: u64, head_ref: &str) -> Result<(), GitError> {
+        let pull = format!("+refs/pull/{number}/head:refs/remotes/pull/{number}");
+        let target = if self
+            .run(
+                "fetch",
+                &["fetch", "--quiet", "--depth", "50", "origin", &pull],
+            )
+            .await
+            .is_ok()
+        {
+            format!("refs/remotes/pull/{number}")
+        } else {
+            let branch = format!("+refs/heads/{head_ref}:refs/remotes/origin/{head_ref}");
+            self.run(
+                "fetch",
+                &["fetch", "--quiet", "--depth", "50", "origin", &branch],
+            )
+            .await?;
+            format!("refs/remotes/origin/{head_ref}")
+        };
+        self.run("checkout", &["checkout", "--quiet", "--detach", &target])
+            .await
+            .map(|_| ())
+    }
+
     /// Commit everything (honouring .gitignore); `false` when there was nothing to commit.
     pub async fn commit_all(&self, message: &str, author: &Author) -> Result<bool, GitError> {
         self.run("add", &["add", "-A"]).await?;

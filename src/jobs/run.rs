@@ -229,3 +229,176 @@ fn first_line(content: &str, fallback: &str) -> String {
         .unwrap_or(fallback);
     line.chars().take(72).collect()
 }
+
+/// Review a pull request: one PR review with inline comments on the diff's lines (with a
+/// suggestion block where the fix is concrete), `REQUEST_CHANGES` at or above the configured
+/// severity, and a check run `equitr / review` with an honest conclusion.
+pub async fn review(
+    env: &JobEnv,
+    spec: &JobSpec,
+    pr_number: u64,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<JobReport> {
+    use crate::agent::review::{Finding, ReviewRequest};
+    use crate::github::api::{ReviewComment, ReviewEvent};
+
+    const CHECK: &str = "equitr / review";
+    let repo = Repo {
+        gh: &env.gh,
+        installation: spec.installation,
+        name: &spec.repo,
+    };
+    let info = repo.info().await?;
+    let pull = repo.pull(pr_number).await?;
+    let check = repo
+        .check_run(
+            None,
+            CHECK,
+            &pull.head.sha,
+            "in_progress",
+            None,
+            "Reviewing…",
+        )
+        .await?;
+    let diff = repo.pull_diff(pr_number).await?;
+    let token = env
+        .gh
+        .installation_token(spec.installation, &spec.repo)
+        .await?;
+    std::fs::create_dir_all(&env.work_root)
+        .with_context(|| format!("creating {}", env.work_root.display()))?;
+    let scratch = tempfile::tempdir_in(&env.work_root)?;
+    let dir = scratch.path().join("repo");
+    let checkout = Checkout::clone(&info.clone_url, &token, &info.default_branch, &dir).await?;
+    checkout.checkout_pull(pr_number, &pull.head.name).await?;
+
+    let mut llm = env.llm.clone();
+    llm.orchestrator.sensitive_paths = cfg.review.sensitive_paths.clone();
+    let mut orch = Orchestrator::builder(llm, &checkout.dir)
+        .ledger(ledger, enforced)
+        .http(env.http.clone())
+        .build()
+        .await?;
+    let context = format!(
+        "Pull request #{pr_number} of {}:\n{}",
+        spec.repo,
+        sanitize::fence(
+            "pull-request",
+            &format!(
+                "{}\n\n{}",
+                pull.title,
+                pull.body.clone().unwrap_or_default()
+            )
+        )
+    );
+    let result = orch.review(ReviewRequest { context, diff }).await?;
+
+    // Both severity enums list low, medium, high, critical in that order.
+    let threshold = cfg.review.request_changes_on as u8;
+    let blocking = |f: &Finding| f.severity as u8 >= threshold;
+    let any_blocking = result.inline.iter().chain(&result.general).any(blocking);
+    let comment_body = |f: &Finding| {
+        let mut b = format!("**{:?}: {}**\n\n{}", f.severity, f.title, f.body);
+        if let Some(s) = &f.suggestion {
+            b.push_str(&format!(
+                "\n\n```suggestion\n{}\n```",
+                s.trim_end_matches('\n')
+            ));
+        }
+        b
+    };
+    let comments: Vec<ReviewComment> = result
+        .inline
+        .iter()
+        .map(|f| ReviewComment {
+            path: f.path.clone(),
+            line: f.line,
+            side: "RIGHT",
+            body: comment_body(f),
+        })
+        .collect();
+    let mut body = String::from("## equitr review\n\n");
+    if !result.summary.trim().is_empty() {
+        body.push_str(result.summary.trim());
+        body.push_str("\n\n");
+    }
+    for f in &result.general {
+        body.push_str(&format!(
+            "- `{}:{}` {}\n",
+            f.path,
+            f.line,
+            comment_body(f).replace('\n', " ")
+        ));
+    }
+    body.push_str(&format!(
+        "\nCovered: {}\n",
+        if result.covered.is_empty() {
+            "nothing".into()
+        } else {
+            result.covered.join(", ")
+        }
+    ));
+    if !result.skipped.is_empty() {
+        body.push_str(&format!(
+            "Skipped ({}): {}\n",
+            result.outcome.describe(),
+            result.skipped.join(", ")
+        ));
+    }
+    let escalation = match result.events.iter().find_map(|e| match e {
+        crate::agent::JobEvent::Classified { class, reason, .. } => {
+            Some(format!("{class} — {reason}"))
+        }
+        _ => None,
+    }) {
+        Some(e) => e,
+        None => "routine".into(),
+    };
+    body.push_str(&format!(
+        "\n{}\n\n{}",
+        result.cost.render_markdown(&escalation, None),
+        marker(spec.id)
+    ));
+    let event = if any_blocking {
+        ReviewEvent::RequestChanges
+    } else {
+        ReviewEvent::Comment
+    };
+    let review_id = repo
+        .create_review(pr_number, &pull.head.sha, event, &body, &comments)
+        .await?;
+    let complete = result.outcome == Outcome::Done;
+    let conclusion = match (complete, any_blocking) {
+        (_, true) => "failure",
+        (true, false) => "success",
+        (false, false) => "neutral",
+    };
+    let summary = format!(
+        "{} finding(s), {} blocking; {}",
+        result.inline.len() + result.general.len(),
+        result
+            .inline
+            .iter()
+            .chain(&result.general)
+            .filter(|f| blocking(f))
+            .count(),
+        result.outcome.describe()
+    );
+    repo.check_run(
+        Some(check),
+        CHECK,
+        &pull.head.sha,
+        "completed",
+        Some(conclusion),
+        &summary,
+    )
+    .await?;
+    Ok(JobReport {
+        succeeded: complete,
+        summary: format!("review {review_id}: {summary}"),
+        cost: result.cost.total(),
+        pr_url: Some(pull.html_url),
+    })
+}

@@ -342,9 +342,15 @@ async fn run_kind(
                 anyhow::bail!(report.summary)
             }
         }
+        JobKind::Review { pr, .. } => {
+            let ledger = ledger(app, job, spec, cfg, &month)?;
+            let report = run::review(&env(app), spec, *pr, cfg, ledger, true).await?;
+            record_cost(app, spec, report.cost);
+            Ok(report.summary)
+        }
         other => {
             let number = match other {
-                JobKind::Review { pr, .. } | JobKind::Revise { pr, .. } => *pr,
+                JobKind::Revise { pr, .. } => *pr,
                 JobKind::Ask { number, .. } => *number,
                 JobKind::Approve { issue } => *issue,
                 _ => 0,
