@@ -9,21 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::diff::{self, FileDiff};
 use super::{CostReport, JobEvent, Orchestrator, Outcome, Run, Stop, TaskClass};
+pub use crate::config::repo::Severity;
 use crate::llm::{tokens, AgentRole, Message, ToolSpec};
 
 /// The most diff text one review prompt carries.
 const MAX_CHUNK_TOKENS: u64 = 24_000;
 /// Tool turns per chunk and role.
 const REVIEW_TURNS: u32 = 8;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {

@@ -138,15 +138,7 @@ pub async fn implement(
         task.push_str(&format!("\n\nThe project's tests run with `{cmd}`."));
     }
 
-    let token = env
-        .gh
-        .installation_token(spec.installation, &spec.repo)
-        .await?;
-    std::fs::create_dir_all(&env.work_root)
-        .with_context(|| format!("creating {}", env.work_root.display()))?;
-    let scratch = tempfile::tempdir_in(&env.work_root)?;
-    let dir = scratch.path().join("repo");
-    let checkout = Checkout::clone(&info.clone_url, &token, &info.default_branch, &dir).await?;
+    let (_scratch, checkout) = clone(env, spec, &info).await?;
     let branch = format!("equitr/issue-{issue_number}");
     checkout.switch_to(&branch).await?;
     steps[1].1 = true;
@@ -214,6 +206,25 @@ pub async fn implement(
     })
 }
 
+/// A shallow clone of the default branch in a scratch directory that lives as long as the
+/// returned guard.
+async fn clone(
+    env: &JobEnv,
+    spec: &JobSpec,
+    info: &crate::github::api::RepoInfo,
+) -> anyhow::Result<(tempfile::TempDir, Checkout)> {
+    let token = env
+        .gh
+        .installation_token(spec.installation, &spec.repo)
+        .await?;
+    std::fs::create_dir_all(&env.work_root)
+        .with_context(|| format!("creating {}", env.work_root.display()))?;
+    let scratch = tempfile::tempdir_in(&env.work_root)?;
+    let dir = scratch.path().join("repo");
+    let checkout = Checkout::clone(&info.clone_url, &token, &info.default_branch, &dir).await?;
+    Ok((scratch, checkout))
+}
+
 fn summary_table(result: &RunResult) -> String {
     let esc = format!(
         "{} — {}",
@@ -263,15 +274,7 @@ pub async fn review(
         )
         .await?;
     let diff = repo.pull_diff(pr_number).await?;
-    let token = env
-        .gh
-        .installation_token(spec.installation, &spec.repo)
-        .await?;
-    std::fs::create_dir_all(&env.work_root)
-        .with_context(|| format!("creating {}", env.work_root.display()))?;
-    let scratch = tempfile::tempdir_in(&env.work_root)?;
-    let dir = scratch.path().join("repo");
-    let checkout = Checkout::clone(&info.clone_url, &token, &info.default_branch, &dir).await?;
+    let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.checkout_pull(pr_number, &pull.head.name).await?;
 
     let mut llm = env.llm.clone();
@@ -295,9 +298,8 @@ pub async fn review(
     );
     let result = orch.review(ReviewRequest { context, diff }).await?;
 
-    // Both severity enums list low, medium, high, critical in that order.
-    let threshold = cfg.review.request_changes_on as u8;
-    let blocking = |f: &Finding| f.severity as u8 >= threshold;
+    let threshold = cfg.review.request_changes_on;
+    let blocking = |f: &Finding| f.severity >= threshold;
     let any_blocking = result.inline.iter().chain(&result.general).any(blocking);
     let comment_body = |f: &Finding| {
         let mut b = format!("**{:?}: {}**\n\n{}", f.severity, f.title, f.body);
