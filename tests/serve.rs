@@ -162,6 +162,9 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     let body = serde_json::to_vec(&labeled).unwrap();
     let (status, _) = deliver(&svc, "issues", "d-1", &body, "wrong").await;
     assert_eq!(status, 401);
+    // Over GitHub's 25 MB cap: 413.
+    let huge = vec![b' '; 26 * 1024 * 1024];
+    assert_eq!(deliver(&svc, "issues", "d-0", &huge, SECRET).await.0, 413);
     // Signed but not JSON: 400. An event we do not handle: 200 and ignored.
     assert_eq!(
         deliver(&svc, "issues", "d-2", b"{not json", SECRET).await.0,

@@ -84,6 +84,7 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         gh,
         metrics: Metrics::default(),
         http,
+        denied: Default::default(),
     });
     let shutdown = async {
         let mut term =

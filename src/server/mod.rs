@@ -69,6 +69,8 @@ pub struct App {
     pub gh: Arc<GitHub>,
     pub metrics: Metrics,
     pub http: reqwest::Client,
+    /// When each denied user was last answered.
+    pub denied: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 pub fn router(app: Arc<App>) -> Router {

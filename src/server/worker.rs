@@ -1,7 +1,6 @@
 //! Job workers: claim a job, keep its lease alive, run it, record how it ended.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -198,13 +197,10 @@ pub async fn acknowledge(app: &App, ev: &Event) {
     }
 }
 
-/// When each denied user was last told so, to answer at most once an hour.
-fn denied_recently(user: &str) -> bool {
-    static SEEN: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
-    let mut seen = SEEN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+/// Whether `user` was told they may not trigger within the last hour (answered at most once
+/// an hour); records this time otherwise.
+fn denied_recently(app: &App, user: &str) -> bool {
+    let mut seen = app.denied.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
     match seen.get(user) {
         Some(t) if now.duration_since(*t) < Duration::from_secs(3600) => true,
@@ -240,7 +236,7 @@ async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
                     &[("repo", &repo_name.to_string())],
                     1.0,
                 );
-                if !denied_recently(&user.login) {
+                if !denied_recently(app, &user.login) {
                     repo.create_comment(
                         number,
                         &format!("@{} sorry — only collaborators with write access can run `{}` commands here.", user.login, cfg.triggers.command),
