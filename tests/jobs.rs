@@ -48,6 +48,7 @@ async fn env(gh: &FakeGitHub, llm: &ScriptedLlm, work: &std::path::Path) -> JobE
         bot_user_id: 9001,
         work_root: work.to_path_buf(),
         http,
+        sink: Arc::new(equitr_coder::agent::NoSink),
     }
 }
 
@@ -101,7 +102,9 @@ async fn an_issue_becomes_a_pull_request_with_its_cost_summary() {
         comment_id: None,
     };
     let ledger = Arc::new(MemoryLedger::new(Some(Usd::from_picos(1_000_000_000_000))));
-    let report = implement(&env, &spec, 5, "", ledger, true).await.unwrap();
+    let report = implement(&env, &spec, 5, "", &Default::default(), ledger, true)
+        .await
+        .unwrap();
     assert!(report.succeeded, "{report:?}");
 
     // The PR, with the right diff on the right branch.
@@ -188,7 +191,9 @@ async fn a_retried_job_updates_its_pull_request_and_comment() {
     };
     for _ in 0..2 {
         let ledger = Arc::new(MemoryLedger::new(None));
-        let r = implement(&env, &spec, 6, "", ledger, false).await.unwrap();
+        let r = implement(&env, &spec, 6, "", &Default::default(), ledger, false)
+            .await
+            .unwrap();
         assert!(r.succeeded, "{r:?}");
     }
     assert_eq!(gh.pulls(REPO).len(), 1, "one PR, updated");

@@ -205,6 +205,17 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     );
     assert!(comment.body.contains("<!-- equitr:job="));
     assert!(!gh.reactions(REPO, 1).is_empty(), "👀 on the issue");
+    // The job's transcript is in the database: the agent's events, in order.
+    let db = format!("sqlite://{}/equitr.db", svc._dirs[1].path().display());
+    let store = equitr_coder::store::Store::connect(&db).await.unwrap();
+    let events = store.events(1).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"classified"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"model_call") && kinds.contains(&"tool_call"),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"finished"), "{kinds:?}");
 
     // A read-only user asks: one short refusal, and no model is called.
     let calls_before = llm.requests().len();

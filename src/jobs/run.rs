@@ -29,6 +29,8 @@ pub struct JobEnv {
     /// Checkouts are made in temporary directories under here.
     pub work_root: PathBuf,
     pub http: reqwest::Client,
+    /// Where the agent's events go (the service keeps them as the job's transcript).
+    pub sink: Arc<dyn crate::agent::EventSink>,
 }
 
 /// One job to run.
@@ -84,6 +86,7 @@ pub async fn implement(
     spec: &JobSpec,
     issue_number: u64,
     notes: &str,
+    cfg: &RepoConfig,
     ledger: Arc<dyn Ledger>,
     enforced: bool,
 ) -> anyhow::Result<JobReport> {
@@ -94,14 +97,6 @@ pub async fn implement(
     };
     let mark = marker(spec.id);
     let info = repo.info().await?;
-    let Some(cfg) = repo_config(&repo, &info.default_branch, issue_number, spec.id).await? else {
-        return Ok(JobReport {
-            succeeded: false,
-            summary: "invalid repository configuration".into(),
-            cost: None,
-            pr_url: None,
-        });
-    };
     let progress = |steps: &[(&str, bool)]| -> String {
         let mut s = String::from("🤖 Working on this issue.\n\n");
         for (step, done) in steps {
@@ -150,6 +145,7 @@ pub async fn implement(
     let mut orch = Orchestrator::builder(llm, &checkout.dir)
         .ledger(ledger, enforced)
         .http(env.http.clone())
+        .sink(env.sink.clone())
         .build()
         .await?;
     let result = orch.run(&task).await?;
@@ -282,6 +278,7 @@ pub async fn review(
     let mut orch = Orchestrator::builder(llm, &checkout.dir)
         .ledger(ledger, enforced)
         .http(env.http.clone())
+        .sink(env.sink.clone())
         .build()
         .await?;
     let context = format!(

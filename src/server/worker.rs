@@ -329,8 +329,8 @@ async fn run_kind(
         }
         JobKind::Implement { issue, notes } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let env = env(app);
-            let report = run::implement(&env, spec, *issue, notes, ledger, true).await?;
+            let env = env(app, job.id);
+            let report = run::implement(&env, spec, *issue, notes, cfg, ledger, true).await?;
             record_cost(app, spec, report.cost);
             if report.succeeded {
                 Ok(report.summary)
@@ -340,7 +340,7 @@ async fn run_kind(
         }
         JobKind::Review { pr, .. } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let report = run::review(&env(app), spec, *pr, cfg, ledger, true).await?;
+            let report = run::review(&env(app, job.id), spec, *pr, cfg, ledger, true).await?;
             record_cost(app, spec, report.cost);
             Ok(report.summary)
         }
@@ -364,8 +364,42 @@ async fn run_kind(
     }
 }
 
-fn env(app: &App) -> JobEnv {
+/// Keeps a job's agent events, in order, as its transcript in the store.
+struct Transcript {
+    tx: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+}
+
+impl Transcript {
+    fn start(app: &App, job_id: i64) -> Transcript {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        let store = app.store.clone();
+        tokio::spawn(async move {
+            while let Some(v) = rx.recv().await {
+                let kind = v
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("event")
+                    .to_string();
+                if let Err(e) = store.append_event(job_id, &kind, v).await {
+                    tracing::warn!(error = %e, "could not record a job event");
+                }
+            }
+        });
+        Transcript { tx }
+    }
+}
+
+impl crate::agent::EventSink for Transcript {
+    fn emit(&self, event: &crate::agent::JobEvent) {
+        if let Ok(v) = serde_json::to_value(event) {
+            let _ = self.tx.send(v);
+        }
+    }
+}
+
+fn env(app: &App, job_id: i64) -> JobEnv {
     JobEnv {
+        sink: Arc::new(Transcript::start(app, job_id)),
         gh: app.gh.clone(),
         llm: app.cfg.llm.clone(),
         app_slug: app.cfg.app_slug.clone(),
