@@ -444,3 +444,50 @@ async fn two_services_on_one_postgres_never_run_a_job_twice() {
         .execute(&admin)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_answers_on_the_thread_with_read_only_tools() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("read_file", json!({"path": "README.md"})),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "finish",
+            json!({"summary": "The heading is on line 1 of README.md."}),
+        ),
+    );
+    let svc = start(&gh, &llm).await;
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("Hi!\n/equitr ask where is the heading?");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "q-1", &body, SECRET).await.0,
+        202
+    );
+    let answer = eventually("the answer", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("line 1 of README.md"))
+    })
+    .await;
+    assert!(
+        answer.body.contains("| worker | `gpt-4o-mini` | 2 |"),
+        "{}",
+        answer.body
+    );
+    let tools = llm.requests_for("gpt-4o-mini")[0].body["tools"].to_string();
+    assert!(
+        !tools.contains("write_file") && !tools.contains("run_command"),
+        "{tools}"
+    );
+    let asked = llm.requests_for("gpt-4o-mini")[0].body["messages"].to_string();
+    assert!(asked.contains("where is the heading?"), "{asked}");
+    assert!(gh.pulls(REPO).is_empty());
+}

@@ -288,3 +288,86 @@ impl Orchestrator {
         Ok((findings, String::new()))
     }
 }
+
+/// An answer to a question about the code, with what it cost.
+pub struct Answer {
+    pub outcome: Outcome,
+    pub text: String,
+    pub cost: CostReport,
+}
+
+impl Orchestrator {
+    /// Answer a question about the repository with read-only tools (`/equitr ask`). The
+    /// question is fenced by the caller when it comes from an untrusted thread.
+    pub async fn ask(&mut self, question: &str) -> anyhow::Result<Answer> {
+        let mut run = self.start_run(question, CancellationToken::new());
+        let root = self.toolbox.root().display().to_string();
+        let mut messages = vec![
+            Message::system(format!(
+                "You answer questions about the repository at {root}. Read the code with the tools; \
+                 answer concretely, citing files and lines. Call `finish` with your answer."
+            )),
+            Message::user(question.to_string()),
+        ];
+        let mut tools = self.readonly.specs();
+        tools.push(finish_tool());
+        let max = self.cfg.orchestrator.max_iterations;
+        let mut text = String::new();
+        let outcome = loop {
+            if run.iterations >= max {
+                break Outcome::IterationLimit(max);
+            }
+            run.iterations += 1;
+            let resp = match self
+                .call(&mut run, AgentRole::Worker, messages.clone(), tools.clone())
+                .await
+            {
+                Ok(r) => r,
+                Err(Stop::Outcome(o)) => break o,
+            };
+            messages.push(Message::Assistant {
+                content: resp.content.clone(),
+                tool_calls: resp.tool_calls.clone(),
+            });
+            if resp.tool_calls.is_empty() {
+                text = resp.content.unwrap_or_default();
+                break Outcome::Done;
+            }
+            let mut finished = false;
+            for call in &resp.tool_calls {
+                let (content, is_error) = if call.name == "finish" {
+                    text = super::arg_str(&call.arguments, "summary").unwrap_or_default();
+                    finished = true;
+                    ("ok".to_string(), false)
+                } else {
+                    match self
+                        .tool(&mut run, AgentRole::Worker, &self.readonly, call)
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(Stop::Outcome(o)) => {
+                            return Ok(Answer {
+                                outcome: o,
+                                text,
+                                cost: run.costs.report(),
+                            })
+                        }
+                    }
+                };
+                messages.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    content,
+                    is_error,
+                });
+            }
+            if finished {
+                break Outcome::Done;
+            }
+        };
+        Ok(Answer {
+            outcome,
+            text,
+            cost: run.costs.report(),
+        })
+    }
+}

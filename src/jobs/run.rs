@@ -401,3 +401,46 @@ pub async fn review(
         pr_url: Some(pull.html_url),
     })
 }
+
+/// Answer `/equitr ask` on the thread, from a read-only checkout of the default branch.
+pub async fn ask(
+    env: &JobEnv,
+    spec: &JobSpec,
+    number: u64,
+    question: &str,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<JobReport> {
+    let repo = Repo {
+        gh: &env.gh,
+        installation: spec.installation,
+        name: &spec.repo,
+    };
+    let info = repo.info().await?;
+    let (_scratch, checkout) = clone(env, spec, &info).await?;
+    let mut orch = Orchestrator::builder(env.llm.clone(), &checkout.dir)
+        .ledger(ledger, enforced)
+        .http(env.http.clone())
+        .sink(env.sink.clone())
+        .build()
+        .await?;
+    let answer = orch.ask(&sanitize::fence("question", question)).await?;
+    let headline = match &answer.outcome {
+        Outcome::Done => answer.text.trim().to_string(),
+        other => format!("❌ I could not answer: {}.", other.describe()),
+    };
+    let body = format!(
+        "{headline}\n\n<details><summary>Cost</summary>\n\n{}\n</details>",
+        answer
+            .cost
+            .render_markdown("routine — a read-only question", None)
+    );
+    repo.upsert_marked_comment(number, &marker(spec.id), &body)
+        .await?;
+    Ok(JobReport {
+        succeeded: answer.outcome == Outcome::Done,
+        summary: "answered".into(),
+        cost: answer.cost.total(),
+        pr_url: None,
+    })
+}

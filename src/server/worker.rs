@@ -344,10 +344,15 @@ async fn run_kind(
             record_cost(app, spec, report.cost);
             Ok(report.summary)
         }
+        JobKind::Ask { number, question } => {
+            let ledger = ledger(app, job, spec, cfg, &month)?;
+            let report = run::ask(&env(app, job.id), spec, *number, question, ledger, true).await?;
+            record_cost(app, spec, report.cost);
+            Ok(report.summary)
+        }
         other => {
             let number = match other {
                 JobKind::Revise { pr, .. } => *pr,
-                JobKind::Ask { number, .. } => *number,
                 JobKind::Approve { issue } => *issue,
                 _ => 0,
             };
