@@ -297,3 +297,87 @@ async fn a_fork_pull_request_gets_a_review_with_inline_comments_and_a_check_run(
         .all(|q| !q.path.contains("git-receive-pack")));
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fix_revises_the_bots_own_pull_request_and_nothing_else() {
+    use equitr_coder::jobs::run::revise;
+
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(7001, "acme");
+    let repo = gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
+    repo.push_branch(
+        "equitr/issue-3",
+        "main",
+        &[("a.txt", Some("b\n"))],
+        "First try",
+    );
+    gh.add_pr(REPO, 4, "equitr/issue-3", "main", "equitr-test[bot]", false);
+    repo.push_branch("feature", "main", &[("a.txt", Some("x\n"))], "Human work");
+    gh.add_pr(REPO, 5, "feature", "main", "alice", false);
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "classify",
+            json!({"class": "routine", "reason": "a one-letter change"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("write_file", json!({"path": "a.txt", "content": "B\n"})),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Upper-cased it."})),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let env = env(&gh, &llm, work.path()).await;
+    let spec = |id, pr| JobSpec {
+        id,
+        repo: RepoName::parse(REPO).unwrap(),
+        installation: InstallationId(7001),
+        kind: JobKind::Revise {
+            pr,
+            notes: "upper-case it".into(),
+        },
+        comment_id: None,
+    };
+    let cfg = Default::default();
+    let r = revise(
+        &env,
+        &spec(20, 4),
+        4,
+        "Upper-case the letter",
+        &cfg,
+        Arc::new(MemoryLedger::new(None)),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(r.succeeded, "{r:?}");
+    assert_eq!(gh.branch_files(REPO, "equitr/issue-3")["a.txt"], "B\n");
+    assert!(gh
+        .comments(REPO, 4)
+        .iter()
+        .any(|c| c.body.contains("✅ Pushed the revision")));
+    // Someone else's pull request is not touched, and no model is called.
+    let calls = llm.requests().len();
+    revise(
+        &env,
+        &spec(21, 5),
+        5,
+        "change it",
+        &cfg,
+        Arc::new(MemoryLedger::new(None)),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(llm.requests().len(), calls);
+    assert_eq!(gh.branch_files(REPO, "feature")["a.txt"], "x\n");
+    assert!(gh
+        .comments(REPO, 5)
+        .iter()
+        .any(|c| c.body.contains("only this bot's own pull requests")));
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}

@@ -444,3 +444,94 @@ pub async fn ask(
         pr_url: None,
     })
 }
+
+/// `/equitr fix <notes>` on one of the bot's own pull requests: change its branch as the
+/// notes say, with the same gate as implementation, and reply with what changed and cost.
+pub async fn revise(
+    env: &JobEnv,
+    spec: &JobSpec,
+    pr_number: u64,
+    notes: &str,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<JobReport> {
+    let repo = Repo {
+        gh: &env.gh,
+        installation: spec.installation,
+        name: &spec.repo,
+    };
+    let pull = repo.pull(pr_number).await?;
+    let own = pull.head.name.starts_with("equitr/")
+        && pull
+            .head
+            .repo
+            .as_ref()
+            .is_some_and(|r| r.full_name.eq_ignore_ascii_case(&spec.repo.to_string()));
+    if !own {
+        repo.upsert_marked_comment(
+            pr_number,
+            &marker(spec.id),
+            "`fix` changes only this bot's own pull requests (branches `equitr/…`). To review this one, use `review`.",
+        )
+        .await?;
+        return Ok(JobReport {
+            succeeded: true,
+            summary: "not the bot's pull request".into(),
+            cost: None,
+            pr_url: None,
+        });
+    }
+    let info = repo.info().await?;
+    let (_scratch, checkout) = clone(env, spec, &info).await?;
+    checkout.switch_to(&pull.head.name).await?;
+    let mut llm = env.llm.clone();
+    llm.orchestrator.sensitive_paths = cfg.review.sensitive_paths.clone();
+    let mut orch = Orchestrator::builder(llm, &checkout.dir)
+        .ledger(ledger, enforced)
+        .http(env.http.clone())
+        .sink(env.sink.clone())
+        .build()
+        .await?;
+    let task = format!(
+        "Revise pull request #{pr_number} (branch `{}`) of {} as the maintainer asks:\n\n{}",
+        pull.head.name,
+        spec.repo,
+        sanitize::fence("request", notes)
+    );
+    let result = orch.run(&task).await?;
+    let author = Author::app_bot(&env.app_slug, env.bot_user_id);
+    let message = format!(
+        "{}\n\nRevision of #{pr_number}.",
+        first_line(&result.content, "Revise as requested")
+    );
+    let committed = checkout.commit_all(&message, &author).await?;
+    if committed {
+        checkout.push(&pull.head.name).await?;
+    }
+    let headline = match (&result.outcome, committed) {
+        (Outcome::Done, true) => "✅ Pushed the revision to this branch.".to_string(),
+        (Outcome::Done, false) => "ℹ️ Nothing needed to change.".to_string(),
+        (other, true) => format!(
+            "⚠️ The run {}; the work so far is pushed.",
+            other.describe()
+        ),
+        (other, false) => format!("❌ The run {}; nothing was pushed.", other.describe()),
+    };
+    repo.upsert_marked_comment(
+        pr_number,
+        &marker(spec.id),
+        &format!(
+            "{headline}\n\n{}\n\n{}",
+            result.content.trim(),
+            summary_table(&result)
+        ),
+    )
+    .await?;
+    Ok(JobReport {
+        succeeded: result.outcome == Outcome::Done,
+        summary: headline,
+        cost: result.total_cost(),
+        pr_url: Some(pull.html_url),
+    })
+}

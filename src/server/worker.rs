@@ -350,9 +350,15 @@ async fn run_kind(
             record_cost(app, spec, report.cost);
             Ok(report.summary)
         }
+        JobKind::Revise { pr, notes } => {
+            let ledger = ledger(app, job, spec, cfg, &month)?;
+            let report =
+                run::revise(&env(app, job.id), spec, *pr, notes, cfg, ledger, true).await?;
+            record_cost(app, spec, report.cost);
+            Ok(report.summary)
+        }
         other => {
             let number = match other {
-                JobKind::Revise { pr, .. } => *pr,
                 JobKind::Approve { issue } => *issue,
                 _ => 0,
             };
