@@ -254,6 +254,12 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
         m.contains("equitr_deliveries_total{event=\"issues\",outcome=\"unauthorized\"} 1"),
         "{m}"
     );
+    for line in [
+        "equitr_llm_calls_total{repo=\"Codertocat/Hello-World\",role=\"worker\",model=\"gpt-4o-mini\"} 2",
+        "equitr_llm_tokens_total{repo=\"Codertocat/Hello-World\",role=\"worker\",model=\"gpt-4o-mini\",kind=\"output\"} 40",
+    ] {
+        assert!(m.contains(line), "{line}\n{m}");
+    }
     assert_eq!(gh.violations(), Vec::<String>::new());
     drop(svc);
 }

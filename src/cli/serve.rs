@@ -82,7 +82,7 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         cfg,
         store,
         gh,
-        metrics: Metrics::default(),
+        metrics: Arc::new(Metrics::default()),
         http,
         denied: Default::default(),
     });

@@ -67,7 +67,7 @@ pub struct App {
     pub cfg: ServeConfig,
     pub store: Store,
     pub gh: Arc<GitHub>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
     /// When each denied user was last answered.
     pub denied: Mutex<std::collections::HashMap<String, std::time::Instant>>,

@@ -329,9 +329,8 @@ async fn run_kind(
         }
         JobKind::Implement { issue, notes } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let env = env(app, job.id);
+            let env = env(app, job.id, &job.repo);
             let report = run::implement(&env, spec, *issue, notes, cfg, ledger, true).await?;
-            record_cost(app, spec, report.cost);
             if report.succeeded {
                 Ok(report.summary)
             } else {
@@ -340,21 +339,35 @@ async fn run_kind(
         }
         JobKind::Review { pr, .. } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let report = run::review(&env(app, job.id), spec, *pr, cfg, ledger, true).await?;
-            record_cost(app, spec, report.cost);
+            let report =
+                run::review(&env(app, job.id, &job.repo), spec, *pr, cfg, ledger, true).await?;
             Ok(report.summary)
         }
         JobKind::Ask { number, question } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let report = run::ask(&env(app, job.id), spec, *number, question, ledger, true).await?;
-            record_cost(app, spec, report.cost);
+            let report = run::ask(
+                &env(app, job.id, &job.repo),
+                spec,
+                *number,
+                question,
+                ledger,
+                true,
+            )
+            .await?;
             Ok(report.summary)
         }
         JobKind::Revise { pr, notes } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let report =
-                run::revise(&env(app, job.id), spec, *pr, notes, cfg, ledger, true).await?;
-            record_cost(app, spec, report.cost);
+            let report = run::revise(
+                &env(app, job.id, &job.repo),
+                spec,
+                *pr,
+                notes,
+                cfg,
+                ledger,
+                true,
+            )
+            .await?;
             Ok(report.summary)
         }
         other => {
@@ -375,13 +388,16 @@ async fn run_kind(
     }
 }
 
-/// Keeps a job's agent events, in order, as its transcript in the store.
+/// Keeps a job's agent events, in order, as its transcript in the store, and counts its
+/// model calls, tokens, dollars and budget refusals for `/metrics`.
 struct Transcript {
     tx: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+    metrics: Arc<super::Metrics>,
+    repo: String,
 }
 
 impl Transcript {
-    fn start(app: &App, job_id: i64) -> Transcript {
+    fn start(app: &App, job_id: i64, repo: &str) -> Transcript {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
         let store = app.store.clone();
         tokio::spawn(async move {
@@ -396,21 +412,61 @@ impl Transcript {
                 }
             }
         });
-        Transcript { tx }
+        Transcript {
+            tx,
+            metrics: app.metrics.clone(),
+            repo: repo.to_string(),
+        }
     }
 }
 
 impl crate::agent::EventSink for Transcript {
     fn emit(&self, event: &crate::agent::JobEvent) {
+        use crate::agent::JobEvent;
+        match event {
+            JobEvent::ModelCall {
+                role,
+                model,
+                usage,
+                cost,
+            } => {
+                let labels = [
+                    ("repo", self.repo.as_str()),
+                    ("role", role.as_str()),
+                    ("model", model.as_str()),
+                ];
+                self.metrics.add("equitr_llm_calls_total", &labels, 1.0);
+                for (kind, n) in [
+                    ("input", usage.input_tokens),
+                    ("cached", usage.cached_input_tokens),
+                    ("output", usage.output_tokens),
+                ] {
+                    let l = [labels[0], labels[1], labels[2], ("kind", kind)];
+                    self.metrics.add("equitr_llm_tokens_total", &l, n as f64);
+                }
+                if let Some(c) = cost {
+                    self.metrics
+                        .add("equitr_llm_usd_total", &labels, c.as_f64());
+                }
+            }
+            JobEvent::BudgetReached { .. } => {
+                self.metrics.add(
+                    "equitr_budget_refusals_total",
+                    &[("repo", self.repo.as_str())],
+                    1.0,
+                );
+            }
+            _ => {}
+        }
         if let Ok(v) = serde_json::to_value(event) {
             let _ = self.tx.send(v);
         }
     }
 }
 
-fn env(app: &App, job_id: i64) -> JobEnv {
+fn env(app: &App, job_id: i64, repo: &str) -> JobEnv {
     JobEnv {
-        sink: Arc::new(Transcript::start(app, job_id)),
+        sink: Arc::new(Transcript::start(app, job_id, repo)),
         gh: app.gh.clone(),
         llm: app.cfg.llm.clone(),
         app_slug: app.cfg.app_slug.clone(),
@@ -438,14 +494,4 @@ fn ledger(
         month: month.to_string(),
     };
     Ok(Arc::new(SqlLedger::new(app.store.clone(), scope)?))
-}
-
-fn record_cost(app: &App, spec: &JobSpec, cost: Option<Usd>) {
-    if let Some(c) = cost {
-        app.metrics.add(
-            "equitr_llm_usd_total",
-            &[("repo", &spec.repo.to_string())],
-            c.as_f64(),
-        );
-    }
 }
