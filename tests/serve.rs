@@ -497,3 +497,35 @@ async fn ask_answers_on_the_thread_with_read_only_tools() {
     assert!(asked.contains("where is the heading?"), "{asked}");
     assert!(gh.pulls(REPO).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_repo_config_is_answered_with_its_line() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(
+        REPO,
+        ".github/equitr.yml",
+        "triggers:\n  label: bug\n  lable: oops\n",
+    );
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    let svc = start(&gh, &llm).await;
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr help");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "cfg-1", &body, SECRET)
+            .await
+            .0,
+        202
+    );
+    let c = eventually("the config error", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains(".github/equitr.yml:3:"))
+    })
+    .await;
+    assert!(c.body.contains("unknown field `lable`"), "{}", c.body);
+    assert!(llm.requests().is_empty());
+}

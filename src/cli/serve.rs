@@ -85,6 +85,7 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         metrics: Arc::new(Metrics::default()),
         http,
         denied: Default::default(),
+        repo_configs: Default::default(),
     });
     let shutdown = async {
         let mut term =

@@ -57,16 +57,15 @@ pub fn marker(job_id: i64) -> String {
     format!("<!-- equitr:job={job_id} -->")
 }
 
-/// Read `.github/equitr.yml` from the default branch. A broken file is answered on the
-/// thread, naming the line.
+/// Parse `.github/equitr.yml` as read from the default branch (`None`: no file). A broken
+/// file is answered on the thread, naming the line, and gives `Ok(None)`.
 pub async fn repo_config(
     repo: &Repo<'_>,
-    default_branch: &str,
+    text: Option<&str>,
     number: u64,
     job_id: i64,
 ) -> anyhow::Result<Option<RepoConfig>> {
-    let text = repo.file(RepoConfig::PATH, default_branch).await?;
-    match RepoConfig::parse(text.as_deref().unwrap_or("")) {
+    match RepoConfig::parse(text.unwrap_or("")) {
         Ok(c) => Ok(Some(c)),
         Err(e) => {
             repo.upsert_marked_comment(

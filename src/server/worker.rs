@@ -222,7 +222,8 @@ async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
         name: &repo_name,
     };
     let info = repo.info().await?;
-    let Some(cfg) = run::repo_config(&repo, &info.default_branch, number, job.id).await? else {
+    let text = config_text(app, &repo, &info.default_branch).await?;
+    let Some(cfg) = run::repo_config(&repo, text.as_deref(), number, job.id).await? else {
         return Ok("invalid repository configuration".into());
     };
     let slug = app.cfg.app_slug.clone();
@@ -257,6 +258,30 @@ async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
         done.push(summary);
     }
     Ok(done.join("; "))
+}
+
+/// How long a repository's `.github/equitr.yml` is trusted before it is read again.
+const REPO_CONFIG_TTL: Duration = Duration::from_secs(60);
+
+/// The repo config's text from the default branch, cached for [`REPO_CONFIG_TTL`].
+async fn config_text(app: &App, repo: &Repo<'_>, branch: &str) -> anyhow::Result<Option<String>> {
+    let key = repo.name.to_string();
+    if let Some((at, text)) = app
+        .repo_configs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
+        if at.elapsed() < REPO_CONFIG_TTL {
+            return Ok(text.clone());
+        }
+    }
+    let text = repo.file(RepoConfig::PATH, branch).await?;
+    app.repo_configs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, (Instant::now(), text.clone()));
+    Ok(text)
 }
 
 /// Write or admin by the collaborator-permission API (the payload's author_association is
