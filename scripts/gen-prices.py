@@ -3,7 +3,7 @@
 
 Usage:
     python3 scripts/gen-prices.py \
-        /work/shared/fixtures/litellm/model_prices_and_context_window.litellm-1.110.2.json \
+        path/to/model_prices_and_context_window.json \
         > src/llm/prices.tsv
 
 Selection: entries with `mode: chat` whose `litellm_provider` is one of openai, anthropic,
