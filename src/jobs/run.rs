@@ -139,14 +139,7 @@ pub async fn implement(
     repo.upsert_marked_comment(issue_number, &mark, &progress(&steps))
         .await?;
 
-    let mut llm = env.llm.clone();
-    llm.orchestrator.sensitive_paths = cfg.review.sensitive_paths.clone();
-    let mut orch = Orchestrator::builder(llm, &checkout.dir)
-        .ledger(ledger, enforced)
-        .http(env.http.clone())
-        .sink(env.sink.clone())
-        .build()
-        .await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger, enforced).await?;
     let result = orch.run(&task).await?;
     steps[2].1 = true;
 
@@ -199,6 +192,27 @@ pub async fn implement(
         cost: result.total_cost(),
         pr_url,
     })
+}
+
+/// The agent core on a checkout, with the repository's sensitive paths when it has a
+/// config, the job's ledger and the front door's event sink. Never unsandboxed.
+async fn orchestrator(
+    env: &JobEnv,
+    checkout: &Checkout,
+    cfg: Option<&RepoConfig>,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<Orchestrator> {
+    let mut llm = env.llm.clone();
+    if let Some(cfg) = cfg {
+        llm.orchestrator.sensitive_paths = cfg.review.sensitive_paths.clone();
+    }
+    Orchestrator::builder(llm, &checkout.dir)
+        .ledger(ledger, enforced)
+        .http(env.http.clone())
+        .sink(env.sink.clone())
+        .build()
+        .await
 }
 
 /// A shallow clone of the default branch in a scratch directory that lives as long as the
@@ -272,14 +286,7 @@ pub async fn review(
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.checkout_pull(pr_number, &pull.head.name).await?;
 
-    let mut llm = env.llm.clone();
-    llm.orchestrator.sensitive_paths = cfg.review.sensitive_paths.clone();
-    let mut orch = Orchestrator::builder(llm, &checkout.dir)
-        .ledger(ledger, enforced)
-        .http(env.http.clone())
-        .sink(env.sink.clone())
-        .build()
-        .await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger, enforced).await?;
     let context = format!(
         "Pull request #{pr_number} of {}:\n{}",
         spec.repo,
@@ -417,12 +424,7 @@ pub async fn ask(
     };
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
-    let mut orch = Orchestrator::builder(env.llm.clone(), &checkout.dir)
-        .ledger(ledger, enforced)
-        .http(env.http.clone())
-        .sink(env.sink.clone())
-        .build()
-        .await?;
+    let mut orch = orchestrator(env, &checkout, None, ledger, enforced).await?;
     let answer = orch.ask(&sanitize::fence("question", question)).await?;
     let headline = match &answer.outcome {
         Outcome::Done => answer.text.trim().to_string(),
@@ -484,14 +486,7 @@ pub async fn revise(
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.switch_to(&pull.head.name).await?;
-    let mut llm = env.llm.clone();
-    llm.orchestrator.sensitive_paths = cfg.review.sensitive_paths.clone();
-    let mut orch = Orchestrator::builder(llm, &checkout.dir)
-        .ledger(ledger, enforced)
-        .http(env.http.clone())
-        .sink(env.sink.clone())
-        .build()
-        .await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger, enforced).await?;
     let task = format!(
         "Revise pull request #{pr_number} (branch `{}`) of {} as the maintainer asks:\n\n{}",
         pull.head.name,
