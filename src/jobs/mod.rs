@@ -35,6 +35,14 @@ pub enum JobKind {
     Approve {
         issue: u64,
     },
+    /// A free-standing task — a schedule of `.github/equitr.yml`, or a manual Action run —
+    /// that works on its own branch `equitr/refactor-<name>` and opens or updates its PR.
+    Refactor {
+        name: String,
+        task: String,
+        /// This run's cap, on top of the repository's caps.
+        budget: Option<crate::llm::pricing::Usd>,
+    },
     Cost {
         number: u64,
     },
@@ -53,6 +61,7 @@ impl JobKind {
             JobKind::Revise { .. } => "revise",
             JobKind::Ask { .. } => "ask",
             JobKind::Approve { .. } => "approve",
+            JobKind::Refactor { .. } => "refactor",
             JobKind::Cost { .. } => "cost",
             JobKind::Help { .. } => "help",
         }

@@ -139,9 +139,10 @@ pub async fn implement(
     repo.upsert_marked_comment(issue_number, &mark, &progress(&steps))
         .await?;
 
-    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger, enforced).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
     let result = orch.run(&task).await?;
     steps[2].1 = true;
+    let costs = summary_table(&result, ledger.as_ref()).await;
 
     let author = Author::app_bot(&env.app_slug, env.bot_user_id);
     let message = format!(
@@ -157,7 +158,7 @@ pub async fn implement(
         let body = format!(
             "Closes #{issue_number}\n\n{}\n\n<details><summary>Cost</summary>\n\n{}\n</details>",
             result.content.trim(),
-            summary_table(&result)
+            costs
         );
         let title = format!("{} (#{issue_number})", issue.title);
         let pr = match repo.open_pull_for(&branch).await? {
@@ -183,7 +184,7 @@ pub async fn implement(
         (other, None) => format!("❌ The run {}; nothing was pushed.", other.describe()),
     };
     let mut text = progress(&steps);
-    text.push_str(&format!("\n{headline}\n\n{}", summary_table(&result)));
+    text.push_str(&format!("\n{headline}\n\n{costs}"));
     repo.upsert_marked_comment(issue_number, &mark, &text)
         .await?;
     Ok(JobReport {
@@ -192,6 +193,135 @@ pub async fn implement(
         cost: result.total_cost(),
         pr_url,
     })
+}
+
+/// The branch a free-standing task works on: `equitr/refactor-<name>`, with the name cut
+/// down to what a ref and a reader can take.
+pub fn refactor_branch(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 48 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    format!(
+        "equitr/refactor-{}",
+        if slug.is_empty() { "task" } else { slug }
+    )
+}
+
+/// A free-standing task (a schedule, a manual Action run) on branch
+/// `equitr/refactor-<name>`: continues the branch if it exists, pushes, and opens the PR —
+/// or updates the one already open, with a comment on it saying what this run did and
+/// what it cost. There is no issue thread: the PR carries the cost summary.
+pub async fn refactor(
+    env: &JobEnv,
+    spec: &JobSpec,
+    name: &str,
+    task: &str,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<JobReport> {
+    let repo = Repo {
+        gh: &env.gh,
+        installation: spec.installation,
+        name: &spec.repo,
+    };
+    let info = repo.info().await?;
+    let branch = refactor_branch(name);
+    let (_scratch, checkout) = clone(env, spec, &info).await?;
+    checkout.switch_to(&branch).await?;
+    let mut work = format!(
+        "A scheduled maintenance task on {} named `{name}`. Make the change it asks for,          keep behaviour the same unless it says otherwise, and keep the change reviewable.
+
+{}",
+        spec.repo,
+        // The task comes from the repository's own config or a maintainer's workflow input,
+        // still fenced: a config file is text someone committed.
+        sanitize::fence("task", task)
+    );
+    if let Some(cmd) = &cfg.implement.test_command {
+        work.push_str(&format!(
+            "
+
+The project's tests run with `{cmd}`."
+        ));
+    }
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
+    let result = orch.run(&work).await?;
+    let costs = summary_table(&result, ledger.as_ref()).await;
+    let author = Author::app_bot(&env.app_slug, env.bot_user_id);
+    let message = format!(
+        "{}\n\nScheduled task `{name}`. Written by {} (worker {}).",
+        first_line(&result.content, name),
+        env.app_slug,
+        orch.worker_model()
+    );
+    let committed = checkout.commit_all(&message, &author).await?;
+    let open = repo.open_pull_for(&branch).await?;
+    let mut pr_url = open.as_ref().map(|p| p.html_url.clone());
+    if committed {
+        checkout.push(&branch).await?;
+        let title = format!(
+            "{name}: {}",
+            first_line(&result.content, "scheduled change")
+        );
+        let body = format!(
+            "Scheduled task `{name}`:\n\n{}\n\n{}\n\n<details><summary>Cost of the latest run</summary>\n\n{costs}\n</details>",
+            quote(task),
+            result.content.trim(),
+        );
+        let pr = match &open {
+            Some(pr) => repo.update_pull(pr.number, &title, &body).await?,
+            None => {
+                repo.create_pull(&title, &branch, &info.default_branch, &body)
+                    .await?
+            }
+        };
+        pr_url = Some(pr.html_url);
+    }
+    let headline = match (&result.outcome, committed, &pr_url) {
+        (Outcome::Done, true, Some(url)) => format!("✅ Pushed to `{branch}`: {url}"),
+        (Outcome::Done, false, _) => "ℹ️ The run finished without changing any file.".into(),
+        (other, true, Some(url)) => {
+            format!(
+                "⚠️ The run {}; the work so far is in {url}",
+                other.describe()
+            )
+        }
+        (other, _, _) => format!("❌ The run {}; nothing was pushed.", other.describe()),
+    };
+    // A PR that existed before this run hears what the run did (its body shows the latest
+    // run only); a new PR already says it all.
+    if let Some(pr) = &open {
+        repo.upsert_marked_comment(
+            pr.number,
+            &marker(spec.id),
+            &format!("{headline}\n\n{costs}"),
+        )
+        .await?;
+    }
+    Ok(JobReport {
+        succeeded: result.outcome == Outcome::Done,
+        summary: format!("{headline}\n\n{costs}"),
+        cost: result.total_cost(),
+        pr_url,
+    })
+}
+
+/// Markdown block quote of text written by a maintainer.
+fn quote(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("> {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The agent core on a checkout, with the repository's sensitive paths when it has a
@@ -234,12 +364,14 @@ async fn clone(
     Ok((scratch, checkout))
 }
 
-fn summary_table(result: &RunResult) -> String {
+/// The cost summary of DESIGN §6: per role, total, the supervisor-only counterfactual, why
+/// the run escalated (or not) and, where the ledger keeps months, the month against its cap.
+async fn summary_table(result: &RunResult, ledger: &dyn Ledger) -> String {
     let esc = format!(
         "{} — {}",
         result.classification.class, result.classification.reason
     );
-    result.cost.render_markdown(&esc, None)
+    result.cost.render_markdown(&esc, ledger.month().await)
 }
 
 fn first_line(content: &str, fallback: &str) -> String {
@@ -286,7 +418,7 @@ pub async fn review(
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.checkout_pull(pr_number, &pull.head.name).await?;
 
-    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger, enforced).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
     let context = format!(
         "Pull request #{pr_number} of {}:\n{}",
         spec.repo,
@@ -363,7 +495,9 @@ pub async fn review(
     };
     body.push_str(&format!(
         "\n{}\n\n{}",
-        result.cost.render_markdown(&escalation, None),
+        result
+            .cost
+            .render_markdown(&escalation, ledger.month().await),
         marker(spec.id)
     ));
     let event = if any_blocking {
@@ -424,7 +558,7 @@ pub async fn ask(
     };
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
-    let mut orch = orchestrator(env, &checkout, None, ledger, enforced).await?;
+    let mut orch = orchestrator(env, &checkout, None, ledger.clone(), enforced).await?;
     let answer = orch.ask(&sanitize::fence("question", question)).await?;
     let headline = match &answer.outcome {
         Outcome::Done => answer.text.trim().to_string(),
@@ -434,7 +568,7 @@ pub async fn ask(
         "{headline}\n\n<details><summary>Cost</summary>\n\n{}\n</details>",
         answer
             .cost
-            .render_markdown("routine — a read-only question", None)
+            .render_markdown("routine — a read-only question", ledger.month().await)
     );
     repo.upsert_marked_comment(number, &marker(spec.id), &body)
         .await?;
@@ -486,7 +620,7 @@ pub async fn revise(
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.switch_to(&pull.head.name).await?;
-    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger, enforced).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
     let task = format!(
         "Revise pull request #{pr_number} (branch `{}`) of {} as the maintainer asks:\n\n{}",
         pull.head.name,
@@ -518,7 +652,7 @@ pub async fn revise(
         &format!(
             "{headline}\n\n{}\n\n{}",
             result.content.trim(),
-            summary_table(&result)
+            summary_table(&result, ledger.as_ref()).await
         ),
     )
     .await?;
@@ -528,4 +662,21 @@ pub async fn revise(
         cost: result.total_cost(),
         pr_url: Some(pull.html_url),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refactor_branches_are_short_lowercase_refs() {
+        assert_eq!(
+            refactor_branch("Weekly Refactor!"),
+            "equitr/refactor-weekly-refactor"
+        );
+        assert_eq!(refactor_branch("../../etc"), "equitr/refactor-etc");
+        assert_eq!(refactor_branch("ünïcode"), "equitr/refactor-n-code");
+        assert_eq!(refactor_branch(""), "equitr/refactor-task");
+        assert!(refactor_branch(&"x".repeat(500)).len() <= "equitr/refactor-".len() + 48);
+    }
 }

@@ -82,6 +82,11 @@ pub trait Ledger: Send + Sync {
     async fn committed(&self) -> Usd;
     /// The settled calls, oldest first.
     async fn entries(&self) -> Vec<LedgerEntry>;
+    /// The repository's settled spend this month and its monthly cap, for ledgers that keep
+    /// months (the service's database, the Action's ledger branch); `None` for a single run.
+    async fn month(&self) -> Option<(Usd, Option<Usd>)> {
+        None
+    }
 }
 
 #[derive(Debug, Default)]

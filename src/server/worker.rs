@@ -395,6 +395,24 @@ async fn run_kind(
             .await?;
             Ok(report.summary)
         }
+        JobKind::Refactor { name, task, budget } => {
+            let ledger = ledger_with(app, job, spec, cfg, &month, *budget)?;
+            let report = run::refactor(
+                &env(app, job.id, &job.repo),
+                spec,
+                name,
+                task,
+                cfg,
+                ledger,
+                true,
+            )
+            .await?;
+            if report.succeeded {
+                Ok(report.summary)
+            } else {
+                anyhow::bail!(report.summary)
+            }
+        }
         other => {
             let number = match other {
                 JobKind::Approve { issue } => *issue,
@@ -508,12 +526,30 @@ fn ledger(
     cfg: &RepoConfig,
     month: &str,
 ) -> anyhow::Result<Arc<dyn Ledger>> {
+    ledger_with(app, job, spec, cfg, month, None)
+}
+
+/// The job's ledger; `run_cap` (a schedule's `budget_usd`) tightens the per-run cap, never
+/// loosens it.
+fn ledger_with(
+    app: &App,
+    job: &ClaimedJob,
+    spec: &JobSpec,
+    cfg: &RepoConfig,
+    month: &str,
+    run_cap: Option<Usd>,
+) -> anyhow::Result<Arc<dyn Ledger>> {
     let usd = |v: Option<f64>| v.and_then(Usd::from_dollars_f64);
+    let per_run = usd(cfg.budget.per_run_usd).or(usd(app.cfg.llm.llm.budget));
+    let per_run_cap = match (per_run, run_cap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let scope = LedgerScope {
         job_id: job.id,
         repo: spec.repo.to_string(),
         installation_id: job.installation_id,
-        per_run_cap: usd(cfg.budget.per_run_usd).or(usd(app.cfg.llm.llm.budget)),
+        per_run_cap,
         repo_monthly_cap: usd(cfg.budget.monthly_usd),
         installation_monthly_cap: usd(app.cfg.installation_monthly_usd),
         month: month.to_string(),

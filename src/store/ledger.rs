@@ -389,6 +389,20 @@ impl Ledger for SqlLedger {
             }
         }
     }
+
+    async fn month(&self) -> Option<(Usd, Option<Usd>)> {
+        match self
+            .store
+            .month_spend(&self.scope.repo, &self.scope.month)
+            .await
+        {
+            Ok(s) => Some((s.spent, self.scope.repo_monthly_cap)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the month's spend");
+                None
+            }
+        }
+    }
 }
 
 impl Store {
