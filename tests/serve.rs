@@ -203,6 +203,14 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
         "{}",
         comment.body
     );
+    // The month's spend so far is this job's, against the repo config's cap.
+    assert!(
+        comment
+            .body
+            .contains("This month: $0.0001 of the $5.0000 repository cap"),
+        "{}",
+        comment.body
+    );
     assert!(comment.body.contains("<!-- equitr:job="));
     assert!(!gh.reactions(REPO, 1).is_empty(), "👀 on the issue");
     // The job's transcript is in the database: the agent's events, in order.
