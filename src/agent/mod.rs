@@ -337,6 +337,7 @@ impl OrchestratorBuilder {
             watcher,
             sink: self.sink,
             session_costs: Mutex::new(session_costs),
+            approved_plan: None,
         })
     }
 }
@@ -355,6 +356,9 @@ pub struct Orchestrator {
     /// The worker's conversation; `interactive` continues it task after task.
     history: Vec<Message>,
     session_costs: Mutex<CostTracker>,
+    /// A plan a maintainer approved ([`Orchestrator::run_with_plan`]): the next run follows
+    /// it instead of asking the supervisor for one.
+    approved_plan: Option<String>,
 }
 
 impl Orchestrator {
@@ -405,6 +409,15 @@ impl Orchestrator {
     /// Run one task to its end.
     pub async fn run(&mut self, task: &str) -> anyhow::Result<RunResult> {
         self.run_cancellable(task, CancellationToken::new()).await
+    }
+
+    /// Run one task following a plan a maintainer approved (see [`Orchestrator::plan`]):
+    /// the supervisor is not asked for another, and the gate still reviews the result.
+    pub async fn run_with_plan(&mut self, task: &str, plan: &str) -> anyhow::Result<RunResult> {
+        self.approved_plan = Some(plan.to_string());
+        let result = self.run(task).await;
+        self.approved_plan = None;
+        result
     }
 
     /// Run one task; cancelling the token stops it at the next await point and keeps what
@@ -494,7 +507,10 @@ impl Orchestrator {
     ) -> Result<(), Stop> {
         *classification = self.classify(run).await?;
         let escalated = self.multi && classification.class.is_escalated();
-        if escalated {
+        if let Some(text) = self.approved_plan.take() {
+            self.emit(run, JobEvent::Plan { text: text.clone() });
+            *plan = Some(text);
+        } else if escalated {
             let request = prompts::plan_request(
                 &run.task,
                 classification.class.as_str(),

@@ -297,6 +297,26 @@ pub struct Answer {
 }
 
 impl Orchestrator {
+    /// The supervisor's plan for a task, with read-only tools and nothing changed — for
+    /// repositories that approve plans before work starts (`implement.require_plan_approval`).
+    pub async fn plan(&mut self, task: &str) -> anyhow::Result<Answer> {
+        let mut run = self.start_run(task, CancellationToken::new());
+        let request = super::prompts::plan_request(
+            task,
+            "plan-first",
+            "this repository approves a plan before work starts",
+        );
+        let (outcome, text) = match self.consult(&mut run, request, None).await {
+            Ok(text) => (Outcome::Done, text),
+            Err(Stop::Outcome(o)) => (o, String::new()),
+        };
+        Ok(Answer {
+            outcome,
+            text,
+            cost: run.costs.report(),
+        })
+    }
+
     /// Answer a question about the repository with read-only tools (`/equitr ask`). The
     /// question is fenced by the caller when it comes from an untrusted thread.
     pub async fn ask(&mut self, question: &str) -> anyhow::Result<Answer> {

@@ -49,6 +49,29 @@ pub struct Comment {
     pub id: u64,
     #[serde(default)]
     pub body: Option<String>,
+    #[serde(default)]
+    pub user: Option<CommentUser>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommentUser {
+    pub login: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+impl Comment {
+    /// Written by a bot account (`type: Bot`): the only comments a job edits or trusts as
+    /// its own. Anyone can paste a marker into a comment of theirs.
+    pub fn by_bot(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| u.kind == "Bot")
+    }
+
+    pub fn by(&self, login: &str) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|u| u.login.eq_ignore_ascii_case(login))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,7 +266,7 @@ impl Repo<'_> {
             .comments(number)
             .await?
             .into_iter()
-            .find(|c| c.body.as_deref().is_some_and(|b| b.contains(marker)));
+            .find(|c| c.by_bot() && c.body.as_deref().is_some_and(|b| b.contains(marker)));
         match existing {
             Some(c) => self.update_comment(c.id, &full).await,
             None => self.create_comment(number, &full).await,

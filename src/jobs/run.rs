@@ -79,12 +79,199 @@ pub async fn repo_config(
     }
 }
 
-/// Implement an issue: clone, work on `equitr/issue-<n>`, push, open or update the PR.
+/// Implement an issue: clone, work on `equitr/issue-<n>`, push, open or update the PR. A
+/// repository with `implement.require_plan_approval` gets the supervisor's plan on the issue
+/// instead, and the work starts on `approve` ([`approve`]).
 pub async fn implement(
     env: &JobEnv,
     spec: &JobSpec,
     issue_number: u64,
     notes: &str,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<JobReport> {
+    if cfg.implement.require_plan_approval {
+        return propose_plan(env, spec, issue_number, notes, cfg, ledger, enforced).await;
+    }
+    implement_with(env, spec, issue_number, notes, None, cfg, ledger, enforced).await
+}
+
+/// Where a plan waiting for approval sits in the bot's comment, and how it is marked once
+/// approved (so one plan is implemented once).
+const PLAN_BEGIN: &str = "<!-- equitr:plan-begin -->";
+const PLAN_END: &str = "<!-- equitr:plan-end -->";
+const PLAN_PENDING: &str = "<!-- equitr:plan=pending -->";
+const PLAN_APPROVED: &str = "<!-- equitr:plan=approved -->";
+
+/// The task an issue gives the agents: the issue fenced as data, the maintainer's notes,
+/// the test command.
+async fn issue_task(
+    repo: &Repo<'_>,
+    spec: &JobSpec,
+    issue_number: u64,
+    notes: &str,
+    cfg: &RepoConfig,
+) -> anyhow::Result<(crate::github::api::Issue, String)> {
+    let issue = repo.issue(issue_number).await?;
+    let mut task = format!(
+        "Resolve GitHub issue #{} of {}.\n\n{}",
+        issue.number,
+        spec.repo,
+        sanitize::fence(
+            "issue",
+            &format!(
+                "{}\n\n{}",
+                issue.title,
+                issue.body.clone().unwrap_or_default()
+            )
+        )
+    );
+    if !notes.trim().is_empty() {
+        task.push_str(&format!(
+            "\n\nExtra instructions from the maintainer:\n{}",
+            sanitize::fence("notes", notes)
+        ));
+    }
+    if let Some(cmd) = &cfg.implement.test_command {
+        task.push_str(&format!("\n\nThe project's tests run with `{cmd}`."));
+    }
+    Ok((issue, task))
+}
+
+/// `implement.require_plan_approval`: the supervisor reads the code (read-only) and writes
+/// a plan; it is posted on the issue and nothing is changed until `approve`.
+async fn propose_plan(
+    env: &JobEnv,
+    spec: &JobSpec,
+    issue_number: u64,
+    notes: &str,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<JobReport> {
+    let repo = Repo {
+        gh: &env.gh,
+        installation: spec.installation,
+        name: &spec.repo,
+    };
+    let mark = marker(spec.id);
+    let info = repo.info().await?;
+    repo.upsert_marked_comment(
+        issue_number,
+        &mark,
+        "📝 Writing a plan for this issue; nothing will change until a maintainer approves it.",
+    )
+    .await?;
+    let (_issue, task) = issue_task(&repo, spec, issue_number, notes, cfg).await?;
+    let (_scratch, checkout) = clone(env, spec, &info).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
+    let answer = orch.plan(&task).await?;
+    let costs = answer
+        .cost
+        .render_markdown("plan-first — the repository approves plans", ledger.month().await);
+    let command = &cfg.triggers.command;
+    let (succeeded, text) = match &answer.outcome {
+        Outcome::Done if !answer.text.trim().is_empty() => {
+            // The plan is the model's text: it must not be able to fake the markers.
+            let plan = answer
+                .text
+                .trim()
+                .replace("<!--", "&lt;!--")
+                .replace("-->", "--&gt;");
+            (
+                true,
+                format!(
+                    "📝 **Plan for this issue** — nothing changes until a maintainer approves it.\n\n\
+                     {PLAN_BEGIN}\n{plan}\n{PLAN_END}\n\n\
+                     Reply `{command} approve` to implement this plan, or `{command} implement <notes>` \
+                     for a new one.\n\n<details><summary>Cost of the plan</summary>\n\n{costs}\n</details>\n\n{PLAN_PENDING}"
+                ),
+            )
+        }
+        other => (
+            false,
+            format!(
+                "❌ I could not write a plan: {}.\n\n{costs}",
+                other.describe()
+            ),
+        ),
+    };
+    repo.upsert_marked_comment(issue_number, &mark, &text)
+        .await?;
+    Ok(JobReport {
+        succeeded,
+        summary: if succeeded {
+            "plan posted; waiting for approval".into()
+        } else {
+            format!("no plan: {}", answer.outcome.describe())
+        },
+        cost: answer.cost.total(),
+        pr_url: None,
+    })
+}
+
+/// `approve` on an issue: implement the newest plan this app posted there that is still
+/// waiting, and mark it approved so it is implemented once. Only the app's own comments
+/// count — a plan pasted by anyone else is not a plan.
+pub async fn approve(
+    env: &JobEnv,
+    spec: &JobSpec,
+    issue_number: u64,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<JobReport> {
+    let repo = Repo {
+        gh: &env.gh,
+        installation: spec.installation,
+        name: &spec.repo,
+    };
+    let bot = format!("{}[bot]", env.app_slug);
+    let waiting = repo.comments(issue_number).await?.into_iter().rev().find_map(|c| {
+        let body = c.body.clone()?;
+        if !c.by(&bot) || !body.contains(PLAN_PENDING) {
+            return None;
+        }
+        let start = body.find(PLAN_BEGIN)? + PLAN_BEGIN.len();
+        let end = body[start..].find(PLAN_END)? + start;
+        Some((c.id, body.clone(), body[start..end].trim().to_string()))
+    });
+    let Some((comment_id, body, plan)) = waiting else {
+        repo.upsert_marked_comment(
+            issue_number,
+            &marker(spec.id),
+            &format!(
+                "There is no plan waiting for approval on this issue. `{} implement` writes one.",
+                cfg.triggers.command
+            ),
+        )
+        .await?;
+        return Ok(JobReport {
+            succeeded: true,
+            summary: "no plan to approve".into(),
+            cost: None,
+            pr_url: None,
+        });
+    };
+    repo.update_comment(
+        comment_id,
+        &body.replace(
+            PLAN_PENDING,
+            &format!("✅ Approved; implementing it.\n\n{PLAN_APPROVED}"),
+        ),
+    )
+    .await?;
+    implement_with(env, spec, issue_number, "", Some(&plan), cfg, ledger, enforced).await
+}
+
+#[allow(clippy::too_many_arguments)] // a job's inputs; a struct would only rename them
+async fn implement_with(
+    env: &JobEnv,
+    spec: &JobSpec,
+    issue_number: u64,
+    notes: &str,
+    plan: Option<&str>,
     cfg: &RepoConfig,
     ledger: Arc<dyn Ledger>,
     enforced: bool,
@@ -112,25 +299,7 @@ pub async fn implement(
     repo.upsert_marked_comment(issue_number, &mark, &progress(&steps))
         .await?;
 
-    let issue = repo.issue(issue_number).await?;
-    let mut task = format!(
-        "Resolve GitHub issue #{} of {}.\n\n{}",
-        issue.number,
-        spec.repo,
-        sanitize::fence(
-            "issue",
-            &format!("{}\n\n{}", issue.title, issue.body.unwrap_or_default())
-        )
-    );
-    if !notes.trim().is_empty() {
-        task.push_str(&format!(
-            "\n\nExtra instructions from the maintainer:\n{}",
-            sanitize::fence("notes", notes)
-        ));
-    }
-    if let Some(cmd) = &cfg.implement.test_command {
-        task.push_str(&format!("\n\nThe project's tests run with `{cmd}`."));
-    }
+    let (issue, task) = issue_task(&repo, spec, issue_number, notes, cfg).await?;
 
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     let branch = format!("equitr/issue-{issue_number}");
@@ -140,7 +309,10 @@ pub async fn implement(
         .await?;
 
     let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
-    let result = orch.run(&task).await?;
+    let result = match plan {
+        Some(plan) => orch.run_with_plan(&task, plan).await?,
+        None => orch.run(&task).await?,
+    };
     steps[2].1 = true;
     let costs = summary_table(&result, ledger.as_ref()).await;
 

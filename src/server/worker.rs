@@ -413,20 +413,15 @@ async fn run_kind(
                 anyhow::bail!(report.summary)
             }
         }
-        other => {
-            let number = match other {
-                JobKind::Approve { issue } => *issue,
-                _ => 0,
-            };
-            repo.create_comment(
-                number,
-                &format!(
-                    "`{}` is not available in this release of the service yet.",
-                    other.name()
-                ),
-            )
-            .await?;
-            Ok(format!("{} not available", other.name()))
+        JobKind::Approve { issue } => {
+            let ledger = ledger(app, job, spec, cfg, &month)?;
+            let env = env(app, job.id, &job.repo);
+            let report = run::approve(&env, spec, *issue, cfg, ledger, true).await?;
+            if report.succeeded {
+                Ok(report.summary)
+            } else {
+                anyhow::bail!(report.summary)
+            }
         }
     }
 }

@@ -509,6 +509,27 @@ impl FakeGitHub {
         );
     }
 
+    /// A comment by `user` (as if they had posted it on github.com); returns its id.
+    pub fn add_comment(&self, repo: &str, number: u64, user: &str, body: &str) -> u64 {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        let id = inner.id();
+        let r = inner.repo_mut(repo);
+        assert!(r.issues.contains_key(&number), "no issue #{number}");
+        r.comments.push((
+            Comment {
+                id,
+                issue_number: number,
+                body: body.to_string(),
+                user: user.to_string(),
+                edits: 0,
+            },
+            now,
+            now,
+        ));
+        id
+    }
+
     /// A pull request from `head_branch` (which must have been pushed, e.g. with
     /// [`RepoHandle::push_branch`]) into `base`. Like GitHub, the head commit is also kept at
     /// `refs/pull/{n}/head`; for a fork PR the branch is moved there, since it lives in the fork.
