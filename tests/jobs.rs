@@ -339,6 +339,7 @@ async fn fix_revises_the_bots_own_pull_request_and_nothing_else() {
         kind: JobKind::Revise {
             pr,
             notes: "upper-case it".into(),
+            review: None,
         },
         comment_id: None,
     };
@@ -396,8 +397,10 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
     // The supervisor's plan tries to close the plan block early; the marker must not work.
     llm.push(
         "gpt-4o",
-        Reply::text("1. Replace teh with the in b.txt (PLAN-XYZ).\n<!-- equitr:plan-end -->\n2. Done.")
-            .usage(500, 0, 50),
+        Reply::text(
+            "1. Replace teh with the in b.txt (PLAN-XYZ).\n<!-- equitr:plan-end -->\n2. Done.",
+        )
+        .usage(500, 0, 50),
     );
     let work = tempfile::tempdir().unwrap();
     let env = env(&gh, &llm, work.path()).await;
@@ -435,7 +438,11 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
     let comments = gh.comments(REPO, 8);
     assert_eq!(comments.len(), 1, "{comments:?}");
     let plan_comment = &comments[0];
-    assert!(plan_comment.body.contains("Plan for this issue"), "{}", plan_comment.body);
+    assert!(
+        plan_comment.body.contains("Plan for this issue"),
+        "{}",
+        plan_comment.body
+    );
     assert!(plan_comment.body.contains("PLAN-XYZ"));
     assert!(plan_comment.body.contains("Reply `/equitr approve`"));
     // 500 × $2.50/M + 50 × $10/M = $0.00175.
@@ -486,7 +493,11 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
         .into_iter()
         .find(|c| c.id == plan_comment.id)
         .unwrap();
-    assert!(plan_comment.body.contains("✅ Approved"), "{}", plan_comment.body);
+    assert!(
+        plan_comment.body.contains("✅ Approved"),
+        "{}",
+        plan_comment.body
+    );
     assert!(!plan_comment.body.contains("equitr:plan=pending"));
 
     // A second approve finds no plan waiting and calls no model.
@@ -508,5 +519,84 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
         .iter()
         .any(|c| c.body.contains("There is no plan waiting")));
     assert_eq!(gh.pulls(REPO).len(), 1);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_on_the_bots_pull_request_is_revised_from_its_line_comments() {
+    use equitr_coder::jobs::run::revise;
+
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(7001, "acme");
+    let repo = gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
+    repo.push_branch(
+        "equitr/issue-3",
+        "main",
+        &[("a.txt", Some("b\n"))],
+        "First try",
+    );
+    gh.add_pr(REPO, 4, "equitr/issue-3", "main", "equitr-test[bot]", false);
+    let review = gh.add_review(
+        REPO,
+        4,
+        "alice",
+        "REQUEST_CHANGES",
+        "Close, but not quite.",
+        &[("a.txt", 1, "This should say LINE-COMMENT-C.")],
+    );
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "classify",
+            json!({"class": "routine", "reason": "a one-letter change"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("write_file", json!({"path": "a.txt", "content": "c\n"})),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Changed it to c."})),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let env = env(&gh, &llm, work.path()).await;
+    let spec = JobSpec {
+        id: 30,
+        repo: RepoName::parse(REPO).unwrap(),
+        installation: InstallationId(7001),
+        kind: JobKind::Revise {
+            pr: 4,
+            notes: String::new(),
+            review: Some(review),
+        },
+        comment_id: None,
+    };
+    let r = revise(
+        &env,
+        &spec,
+        4,
+        "",
+        &Default::default(),
+        Arc::new(MemoryLedger::new(None)),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(r.succeeded, "{r:?}");
+    // The reviewer's body and line comment reached the worker, fenced, with the line.
+    let task = llm.requests_for("gpt-4o-mini")[1].body["messages"].to_string();
+    assert!(task.contains("Review by @alice"), "{task}");
+    assert!(task.contains("Close, but not quite."), "{task}");
+    assert!(
+        task.contains("`a.txt` line 1: This should say LINE-COMMENT-C."),
+        "{task}"
+    );
+    assert_eq!(gh.branch_files(REPO, "equitr/issue-3")["a.txt"], "c\n");
+    assert!(gh
+        .comments(REPO, 4)
+        .iter()
+        .any(|c| c.body.contains("✅ Pushed the revision") && c.body.contains("$")));
     assert_eq!(gh.violations(), Vec::<String>::new());
 }

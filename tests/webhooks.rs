@@ -137,3 +137,71 @@ fn malformed_json_is_an_error_not_a_panic() {
     assert!(parse("issue_comment", br#"{"action":"created","repository":{"full_name":"a/b"},"installation":{"id":1},"issue":{}}"#).is_err());
     assert_eq!(parse("push", b"{not json").unwrap(), None);
 }
+
+#[test]
+fn a_submitted_review_on_the_apps_own_branch_asks_for_a_revision() {
+    use equitr_coder::config::repo::RepoConfig;
+    use equitr_coder::jobs::{intake, triage, JobKind};
+
+    let raw = fixture("webhooks/pull_request_review.submitted.1.json");
+    let ev = parse("pull_request_review", &raw).unwrap().unwrap();
+    let Event::Review {
+        state,
+        head_ref,
+        from_fork,
+        author,
+        review_id,
+        number,
+        ..
+    } = &ev
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (state.as_str(), head_ref.as_str(), *from_fork, *number),
+        ("commented", "changes", false, 2)
+    );
+    assert_eq!(author.login, "Codertocat");
+    assert_eq!(*review_id, 237895671);
+    let cfg = RepoConfig::default();
+    // On a human's branch: nothing to revise, not even queued.
+    assert!(!intake(&ev));
+    assert!(triage(&ev, &cfg, "equitr").is_empty());
+
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        v["pull_request"]["head"]["ref"] = "equitr/issue-1".into();
+        f(&mut v);
+        parse("pull_request_review", &serde_json::to_vec(&v).unwrap())
+            .unwrap()
+            .unwrap()
+    };
+    let ours = with(&|_| {});
+    assert!(intake(&ours));
+    let jobs = triage(&ours, &cfg, "equitr");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].kind,
+        JobKind::Revise {
+            pr: 2,
+            notes: String::new(),
+            review: Some(237895671)
+        }
+    );
+    assert_eq!(jobs[0].requested_by.as_ref().unwrap().login, "Codertocat");
+    // Approvals, bots and forks never start a revision.
+    for ev in [
+        with(&|v| v["review"]["state"] = "approved".into()),
+        with(&|v| v["review"]["user"]["type"] = "Bot".into()),
+        with(&|v| v["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World".into()),
+    ] {
+        assert!(!intake(&ev), "{ev:?}");
+        assert!(triage(&ev, &cfg, "equitr").is_empty(), "{ev:?}");
+    }
+    // A command in the review body runs as that command instead.
+    let cmd = with(&|v| v["review"]["body"] = "/equitr cost".into());
+    assert_eq!(
+        triage(&cmd, &cfg, "equitr")[0].kind,
+        JobKind::Cost { number: 2 }
+    );
+}

@@ -75,6 +75,30 @@ impl Comment {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct SubmittedReview {
+    pub id: u64,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub user: Option<CommentUser>,
+}
+
+/// A line comment of a submitted review.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LineComment {
+    pub path: String,
+    /// `null` when the line is outdated (no longer in the diff).
+    #[serde(default)]
+    pub line: Option<u64>,
+    #[serde(default)]
+    pub original_line: Option<u64>,
+    #[serde(default)]
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct PullRef {
     #[serde(rename = "ref")]
     pub name: String,
@@ -271,6 +295,24 @@ impl Repo<'_> {
             Some(c) => self.update_comment(c.id, &full).await,
             None => self.create_comment(number, &full).await,
         }
+    }
+
+    /// A submitted review: its body, state and author.
+    pub async fn review(&self, pr: u64, review_id: u64) -> Result<SubmittedReview, GitHubError> {
+        self.get(&format!("/pulls/{pr}/reviews/{review_id}")).await
+    }
+
+    /// A review's line comments (the first 100: a review asking for more is asking for a
+    /// rewrite, not a revision).
+    pub async fn review_comments(
+        &self,
+        pr: u64,
+        review_id: u64,
+    ) -> Result<Vec<LineComment>, GitHubError> {
+        self.get(&format!(
+            "/pulls/{pr}/reviews/{review_id}/comments?per_page=100"
+        ))
+        .await
     }
 
     pub async fn pull(&self, number: u64) -> Result<Pull, GitHubError> {

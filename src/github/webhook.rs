@@ -98,6 +98,20 @@ pub enum Event {
         body: String,
         author: Actor,
     },
+    /// A submitted pull request review (`pull_request_review`), the envelope of every
+    /// review comment: on the app's own PR it asks for a revision.
+    Review {
+        repo: RepoName,
+        installation: InstallationId,
+        number: u64,
+        review_id: u64,
+        /// `commented`, `changes_requested` or `approved` (GitHub's lower case).
+        state: String,
+        body: String,
+        head_ref: String,
+        from_fork: bool,
+        author: Actor,
+    },
     PullRequest {
         repo: RepoName,
         installation: InstallationId,
@@ -235,6 +249,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Option<Event>, ParseError> {
         "issue_comment",
         "pull_request",
         "pull_request_review_comment",
+        "pull_request_review",
     ];
     if !HANDLED.contains(&event) {
         return Ok(None);
@@ -319,6 +334,32 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Option<Event>, ParseError> {
                 author: comment.user.into(),
             }
         }
+        ("pull_request_review", "submitted") => {
+            #[derive(Deserialize)]
+            struct RawReview {
+                id: u64,
+                #[serde(default)]
+                body: Option<String>,
+                #[serde(default)]
+                state: String,
+                user: RawUser,
+            }
+            let pr: RawPr =
+                serde_json::from_value(field("pull_request")).map_err(|e| malformed(event, e))?;
+            let review: RawReview =
+                serde_json::from_value(field("review")).map_err(|e| malformed(event, e))?;
+            Event::Review {
+                from_fork: from_fork(&pr, &repo),
+                repo,
+                installation,
+                number: pr.number,
+                review_id: review.id,
+                state: review.state.to_ascii_lowercase(),
+                body: review.body.unwrap_or_default(),
+                head_ref: pr.head.name,
+                author: review.user.into(),
+            }
+        }
         ("pull_request", a) => {
             let action = match a {
                 "opened" => PrAction::Opened,
@@ -329,13 +370,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Option<Event>, ParseError> {
             };
             let pr: RawPr =
                 serde_json::from_value(field("pull_request")).map_err(|e| malformed(event, e))?;
-            let from_fork = pr
-                .head
-                .repo
-                .as_ref()
-                .map(|r| !r.full_name.eq_ignore_ascii_case(&repo.to_string()))
-                // A deleted fork has no repo: treat it as foreign.
-                .unwrap_or(true);
+            let from_fork = from_fork(&pr, &repo);
             Event::PullRequest {
                 repo,
                 installation,
@@ -352,6 +387,16 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Option<Event>, ParseError> {
         _ => return Ok(None),
     };
     Ok(Some(ev))
+}
+
+/// Whether a PR's head lives in another repository than the one it is opened on.
+fn from_fork(pr: &RawPr, repo: &RepoName) -> bool {
+    pr.head
+        .repo
+        .as_ref()
+        .map(|r| !r.full_name.eq_ignore_ascii_case(&repo.to_string()))
+        // A deleted fork has no repo: treat it as foreign.
+        .unwrap_or(true)
 }
 
 #[cfg(test)]

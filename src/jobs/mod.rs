@@ -27,6 +27,9 @@ pub enum JobKind {
     Revise {
         pr: u64,
         notes: String,
+        /// A submitted review on the app's own PR whose comments say what to change.
+        #[serde(default)]
+        review: Option<u64>,
     },
     Ask {
         number: u64,
@@ -90,6 +93,15 @@ pub fn intake(event: &Event) -> bool {
     match event {
         Event::Ping => false,
         Event::IssueLabeled { sender, .. } | Event::PullRequest { sender, .. } => !sender.is_bot,
+        // A review asks for a revision only on the app's own branches; the worker checks
+        // that the branch really is ours before anything runs.
+        Event::Review {
+            author,
+            state,
+            head_ref,
+            from_fork,
+            ..
+        } => !author.is_bot && !from_fork && state != "approved" && head_ref.starts_with("equitr/"),
         Event::Comment { author, body, .. } | Event::ReviewComment { author, body, .. } => {
             // The command prefix is per repository, so keep any line that starts like a
             // command or a mention; triage applies the real prefix.
@@ -175,6 +187,46 @@ pub fn triage(event: &Event, cfg: &RepoConfig, app_slug: &str) -> Vec<Request> {
                 })
                 .collect()
         }
+        Event::Review {
+            number,
+            review_id,
+            state,
+            body,
+            head_ref,
+            from_fork,
+            author,
+            ..
+        } => {
+            if author.is_bot
+                || *from_fork
+                || state == "approved"
+                || !head_ref.starts_with("equitr/")
+            {
+                return vec![];
+            }
+            // Commands in the review's body run as commands; otherwise the review itself —
+            // its body and its line comments — is the request for a revision.
+            let commands = command::parse(body, prefix, app_slug);
+            if !commands.is_empty() {
+                return commands
+                    .into_iter()
+                    .map(|c| Request {
+                        kind: to_job(c, *number, true, prefix),
+                        requested_by: Some(author.clone()),
+                        comment_id: None,
+                    })
+                    .collect();
+            }
+            vec![Request {
+                kind: JobKind::Revise {
+                    pr: *number,
+                    notes: String::new(),
+                    review: Some(*review_id),
+                },
+                requested_by: Some(author.clone()),
+                comment_id: None,
+            }]
+        }
         Event::ReviewComment {
             number,
             comment_id,
@@ -225,7 +277,11 @@ fn to_job(
         Ok(Command::Fix { .. }) if !on_pr => {
             help(format!("`{prefix} fix` works on the bot's pull requests"))
         }
-        Ok(Command::Fix { notes }) => JobKind::Revise { pr: number, notes },
+        Ok(Command::Fix { notes }) => JobKind::Revise {
+            pr: number,
+            notes,
+            review: None,
+        },
         Ok(Command::Ask { question }) => JobKind::Ask { number, question },
         Ok(Command::Approve) => JobKind::Approve { issue: number },
         Ok(Command::Cost) => JobKind::Cost { number },

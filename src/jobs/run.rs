@@ -167,9 +167,10 @@ async fn propose_plan(
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
     let answer = orch.plan(&task).await?;
-    let costs = answer
-        .cost
-        .render_markdown("plan-first — the repository approves plans", ledger.month().await);
+    let costs = answer.cost.render_markdown(
+        "plan-first — the repository approves plans",
+        ledger.month().await,
+    );
     let command = &cfg.triggers.command;
     let (succeeded, text) = match &answer.outcome {
         Outcome::Done if !answer.text.trim().is_empty() => {
@@ -228,15 +229,20 @@ pub async fn approve(
         name: &spec.repo,
     };
     let bot = format!("{}[bot]", env.app_slug);
-    let waiting = repo.comments(issue_number).await?.into_iter().rev().find_map(|c| {
-        let body = c.body.clone()?;
-        if !c.by(&bot) || !body.contains(PLAN_PENDING) {
-            return None;
-        }
-        let start = body.find(PLAN_BEGIN)? + PLAN_BEGIN.len();
-        let end = body[start..].find(PLAN_END)? + start;
-        Some((c.id, body.clone(), body[start..end].trim().to_string()))
-    });
+    let waiting = repo
+        .comments(issue_number)
+        .await?
+        .into_iter()
+        .rev()
+        .find_map(|c| {
+            let body = c.body.clone()?;
+            if !c.by(&bot) || !body.contains(PLAN_PENDING) {
+                return None;
+            }
+            let start = body.find(PLAN_BEGIN)? + PLAN_BEGIN.len();
+            let end = body[start..].find(PLAN_END)? + start;
+            Some((c.id, body.clone(), body[start..end].trim().to_string()))
+        });
     let Some((comment_id, body, plan)) = waiting else {
         repo.upsert_marked_comment(
             issue_number,
@@ -262,7 +268,17 @@ pub async fn approve(
         ),
     )
     .await?;
-    implement_with(env, spec, issue_number, "", Some(&plan), cfg, ledger, enforced).await
+    implement_with(
+        env,
+        spec,
+        issue_number,
+        "",
+        Some(&plan),
+        cfg,
+        ledger,
+        enforced,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)] // a job's inputs; a struct would only rename them
@@ -789,6 +805,28 @@ pub async fn revise(
             pr_url: None,
         });
     }
+    // A review on the PR (rather than `fix <notes>`): its body and line comments are the
+    // request.
+    let mut request = notes.to_string();
+    if let JobKind::Revise {
+        review: Some(id), ..
+    } = &spec.kind
+    {
+        let review = repo.review(pr_number, *id).await?;
+        let who = review.user.map(|u| u.login).unwrap_or_default();
+        request = format!(
+            "Review by @{who}:\n{}\n",
+            review.body.unwrap_or_default().trim()
+        );
+        for c in repo.review_comments(pr_number, *id).await? {
+            let line = c
+                .line
+                .map(|l| format!("line {l}"))
+                .or(c.original_line.map(|l| format!("line {l} (outdated)")))
+                .unwrap_or_else(|| "file".into());
+            request.push_str(&format!("\n- `{}` {line}: {}", c.path, c.body.trim()));
+        }
+    }
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.switch_to(&pull.head.name).await?;
@@ -797,7 +835,7 @@ pub async fn revise(
         "Revise pull request #{pr_number} (branch `{}`) of {} as the maintainer asks:\n\n{}",
         pull.head.name,
         spec.repo,
-        sanitize::fence("request", notes)
+        sanitize::fence("request", &request)
     );
     let result = orch.run(&task).await?;
     let author = Author::app_bot(&env.app_slug, env.bot_user_id);

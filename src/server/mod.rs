@@ -168,6 +168,9 @@ async fn webhook(
         | Event::ReviewComment {
             repo, installation, ..
         }
+        | Event::Review {
+            repo, installation, ..
+        }
         | Event::PullRequest {
             repo, installation, ..
         } => (repo.clone(), *installation),

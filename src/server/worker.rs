@@ -151,6 +151,12 @@ fn thread_of(ev: &Event) -> Option<(RepoName, InstallationId, u64)> {
             number,
             ..
         }
+        | Event::Review {
+            repo,
+            installation,
+            number,
+            ..
+        }
         | Event::PullRequest {
             repo,
             installation,
@@ -381,7 +387,7 @@ async fn run_kind(
             .await?;
             Ok(report.summary)
         }
-        JobKind::Revise { pr, notes } => {
+        JobKind::Revise { pr, notes, .. } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
             let report = run::revise(
                 &env(app, job.id, &job.repo),

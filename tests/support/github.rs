@@ -509,6 +509,51 @@ impl FakeGitHub {
         );
     }
 
+    /// A submitted review by `user` with line comments `(path, line, body)`, as if posted on
+    /// github.com; `event` as the API takes it (COMMENT, REQUEST_CHANGES, APPROVE). Returns
+    /// its id.
+    pub fn add_review(
+        &self,
+        repo: &str,
+        pr: u64,
+        user: &str,
+        event: &str,
+        body: &str,
+        comments: &[(&str, u64, &str)],
+    ) -> u64 {
+        let head = self
+            .lock()
+            .repo(repo)
+            .pulls
+            .get(&pr)
+            .map(|p| p.head.clone())
+            .expect("no such PR");
+        let commit_id = self.branch_sha(repo, &head).unwrap_or_default();
+        let mut inner = self.lock();
+        let id = inner.id();
+        let r = inner.repo_mut(repo);
+        r.reviews.push(Review {
+            id,
+            pr,
+            event: event.to_string(),
+            body: body.to_string(),
+            user: user.to_string(),
+            commit_id,
+            comments: comments
+                .iter()
+                .map(|(path, line, body)| ReviewComment {
+                    path: path.to_string(),
+                    line: Some(*line),
+                    start_line: None,
+                    side: "RIGHT".into(),
+                    position: None,
+                    body: body.to_string(),
+                })
+                .collect(),
+        });
+        id
+    }
+
     /// A comment by `user` (as if they had posted it on github.com); returns its id.
     pub fn add_comment(&self, repo: &str, number: u64, user: &str, body: &str) -> u64 {
         let now = SystemTime::now();

@@ -1482,6 +1482,25 @@ fn repo_route(
             let items = r.reviews.iter().filter(|x| x.pr == n).map(|x| review_json(&api, r, x)).collect();
             paginate(items, q, &format!("{api}/repos/{key}/pulls/{n}/reviews"))
         }),
+        ("GET", ["pulls", n, "reviews", id, tail @ ..]) if tail.is_empty() || tail == ["comments"] => {
+            need("pull_requests", "read").unwrap_or_else(|| {
+                let inner = server.lock();
+                let r = &inner.repos[&key];
+                let Some(x) = r.reviews.iter().find(|x| Some(x.pr) == num(n) && Some(x.id) == num(id)) else {
+                    return not_found();
+                };
+                if tail.is_empty() {
+                    return Reply::json(200, review_json(&api, r, x));
+                }
+                let items = x
+                    .comments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| review_comment_json(&api, r, x, i, c))
+                    .collect();
+                paginate(items, q, &format!("{api}/repos/{key}/pulls/{}/reviews/{}/comments", x.pr, x.id))
+            })
+        }
         ("POST", ["pulls", n, "reviews"]) => need("pull_requests", "write").unwrap_or_else(|| {
             num(n).map_or_else(not_found, |n| create_review(server, &key, n, body, &bot))
         }),
@@ -1932,6 +1951,25 @@ fn review_json(api: &str, r: &RepoState, x: &Review) -> Value {
         "author_association": author_association(r, &x.user),
         "submitted_at": if state == "PENDING" { Value::Null } else { json!(iso8601(SystemTime::now())) },
         "_links": {"html": {"href": html}, "pull_request": {"href": pr_url}},
+    })
+}
+
+/// A review's line comment as `pulls/list-comments-for-review` returns it (ids are derived
+/// from the review's: the fake keeps no separate comment ids for reviews).
+fn review_comment_json(api: &str, r: &RepoState, x: &Review, i: usize, c: &ReviewComment) -> Value {
+    let id = x.id * 1000 + i as u64;
+    let u = format!("{api}/repos/{}/pulls/comments/{id}", r.full_name);
+    json!({
+        "id": id, "node_id": format!("PRRC_fake{id}"), "url": u, "pull_request_review_id": x.id,
+        "diff_hunk": "", "path": c.path, "position": c.position, "original_position": c.position,
+        "commit_id": x.commit_id, "original_commit_id": x.commit_id, "user": user(&x.user),
+        "body": c.body, "created_at": iso8601(SystemTime::now()), "updated_at": iso8601(SystemTime::now()),
+        "html_url": format!("{api}/{}/pull/{}#discussion_r{id}", r.full_name, x.pr),
+        "pull_request_url": format!("{api}/repos/{}/pulls/{}", r.full_name, x.pr),
+        "author_association": author_association(r, &x.user),
+        "_links": {"self": {"href": u}, "html": {"href": format!("{api}/{}/pull/{}#discussion_r{id}", r.full_name, x.pr)},
+                   "pull_request": {"href": format!("{api}/repos/{}/pulls/{}", r.full_name, x.pr)}},
+        "line": c.line, "original_line": c.line, "start_line": c.start_line, "side": c.side,
     })
 }
 
