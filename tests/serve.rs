@@ -265,6 +265,9 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     for line in [
         "equitr_llm_calls_total{repo=\"Codertocat/Hello-World\",role=\"worker\",model=\"gpt-4o-mini\"} 2",
         "equitr_llm_tokens_total{repo=\"Codertocat/Hello-World\",role=\"worker\",model=\"gpt-4o-mini\",kind=\"output\"} 40",
+        "# TYPE equitr_job_duration_seconds histogram",
+        "equitr_job_duration_seconds_bucket{kind=\"event\",state=\"succeeded\",le=\"+Inf\"} 2",
+        "equitr_job_duration_seconds_count{kind=\"event\",state=\"succeeded\"} 2",
     ] {
         assert!(m.contains(line), "{line}\n{m}");
     }
@@ -332,6 +335,77 @@ async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once() {
         .filter(|c| c.body.contains("<!-- equitr:job="))
         .collect();
     assert_eq!(marked.len(), 1, "exactly one summary comment: {marked:?}");
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_a_running_job_after_the_grace_period() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let llm = ScriptedLlm::start().await;
+    llm.push("gpt-4o-mini", Reply::hang());
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello World\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // A lease far longer than the test: only a release can hand the job on this quickly.
+    let vars = [
+        ("EQUITR_JOB_LEASE_SECS", "600"),
+        ("EQUITR_SHUTDOWN_GRACE_SECS", "1"),
+    ];
+    let mut first = start_in(&gh, &llm, home.path(), data.path(), &vars).await;
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    assert_eq!(deliver(&first, "issues", "t-1", &body, SECRET).await.0, 202);
+    eventually("the first model call", || {
+        (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
+    })
+    .await;
+    let pid = first._child.id().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), first._child.wait())
+        .await
+        .expect("serve exits after the grace period")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // The job is back in the queue, its attempt given back.
+    let db = format!("sqlite://{}/equitr.db", data.path().display());
+    let store = equitr_coder::store::Store::connect(&db).await.unwrap();
+    let job = store.job(1).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempts),
+        (equitr_coder::store::JobState::Queued, 0),
+        "{job:?}"
+    );
+    drop(store);
+
+    let second = start_in(&gh, &llm, home.path(), data.path(), &vars).await;
+    let pr = eventually("the pull request", || gh.pulls(REPO).into_iter().next()).await;
+    assert_eq!(pr.head, "equitr/issue-1");
     assert_eq!(gh.violations(), Vec::<String>::new());
     drop(second);
 }

@@ -18,6 +18,8 @@ pub struct ServeConfig {
     pub listen: String,
     pub concurrency: usize,
     pub lease: Duration,
+    /// How long running jobs get to finish after SIGTERM before they are released.
+    pub shutdown_grace: Duration,
     pub work_root: PathBuf,
     /// Per-installation monthly cap, USD.
     pub installation_monthly_usd: Option<f64>,
@@ -147,6 +149,15 @@ impl ServeConfig {
             }
             None => Duration::from_secs(120),
         };
+        let shutdown_grace = match get("EQUITR_SHUTDOWN_GRACE_SECS") {
+            Some(v) => Duration::from_secs(v.parse::<u64>().map_err(|_| {
+                err(
+                    "EQUITR_SHUTDOWN_GRACE_SECS",
+                    format!("`{v}` is not a number of seconds"),
+                )
+            })?),
+            None => Duration::from_secs(30),
+        };
         let work_root = get("EQUITR_WORK_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("equitr-work"));
@@ -173,6 +184,7 @@ impl ServeConfig {
             listen,
             concurrency,
             lease,
+            shutdown_grace,
             work_root,
             installation_monthly_usd,
             llm,

@@ -29,20 +29,39 @@ pub use config::ServeConfig;
 /// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 
-/// Counters for `/metrics`, kept by hand: a few labelled counters do not need a metrics
-/// framework, and the text format is simple.
+/// Counters and histograms for `/metrics`, kept by hand: a few labelled series do not need
+/// a metrics framework, and the text format is simple.
 #[derive(Default)]
 pub struct Metrics {
     counters: Mutex<BTreeMap<(String, String), f64>>,
+    histograms: Mutex<BTreeMap<(String, String), Histogram>>,
+}
+
+/// Upper bounds of the job-duration buckets, seconds: jobs take from a second (help) to
+/// the better part of an hour (a large implementation).
+const DURATION_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    /// Per bucket of [`DURATION_BUCKETS`], not cumulative (made cumulative when rendered).
+    counts: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+fn render_labels(labels: &[(&str, &str)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Metrics {
     pub fn add(&self, name: &str, labels: &[(&str, &str)], v: f64) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = render_labels(labels);
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         *c.entry((name.to_string(), labels)).or_default() += v;
     }
@@ -58,7 +77,43 @@ impl Metrics {
             }
             out.push_str(&format!("{name}{{{labels}}} {v}\n"));
         }
+        drop(c);
+        let h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = "";
+        for ((name, labels), hist) in h.iter() {
+            if name != last {
+                out.push_str(&format!("# TYPE {name} histogram\n"));
+                last = name;
+            }
+            let sep = if labels.is_empty() { "" } else { "," };
+            let mut cumulative = 0;
+            for (bound, n) in DURATION_BUCKETS.iter().zip(hist.counts) {
+                cumulative += n;
+                out.push_str(&format!(
+                    "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n",
+                hist.count
+            ));
+            out.push_str(&format!("{name}_sum{{{labels}}} {}\n", hist.sum));
+            out.push_str(&format!("{name}_count{{{labels}}} {}\n", hist.count));
+        }
         out
+    }
+
+    /// One observation of a duration-like histogram (buckets of [`DURATION_BUCKETS`]).
+    pub fn observe(&self, name: &str, labels: &[(&str, &str)], v: f64) {
+        let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        let hist = h
+            .entry((name.to_string(), render_labels(labels)))
+            .or_default();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| v <= *b) {
+            hist.counts[i] += 1;
+        }
+        hist.count += 1;
+        hist.sum += v;
     }
 }
 
@@ -232,7 +287,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
-    let workers = worker::spawn(app.clone(), stop.clone());
+    let abort = tokio_util::sync::CancellationToken::new();
+    let grace = app.cfg.shutdown_grace;
+    let mut workers =
+        futures::future::join_all(worker::spawn(app.clone(), stop.clone(), abort.clone()));
     let stop2 = stop.clone();
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move {
@@ -241,7 +299,42 @@ pub async fn serve(
         })
         .await?;
     stop.cancel();
-    let grace = Duration::from_secs(30);
-    let _ = tokio::time::timeout(grace, futures::future::join_all(workers)).await;
+    // Running jobs get the grace period to finish; then they are stopped and released to
+    // the queue at once (their attempt given back), so another process — or this one after
+    // a restart — takes them up without waiting for the lease to expire.
+    if tokio::time::timeout(grace, &mut workers).await.is_err() {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "jobs still running after the grace period: releasing them"
+        );
+        abort.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let m = Metrics::default();
+        m.observe("d", &[("kind", "x")], 0.5);
+        m.observe("d", &[("kind", "x")], 20.0);
+        m.observe("d", &[("kind", "x")], 9999.0);
+        let text = m.render();
+        for line in [
+            "# TYPE d histogram",
+            "d_bucket{kind=\"x\",le=\"1\"} 1",
+            "d_bucket{kind=\"x\",le=\"15\"} 1",
+            "d_bucket{kind=\"x\",le=\"30\"} 2",
+            "d_bucket{kind=\"x\",le=\"3600\"} 2",
+            "d_bucket{kind=\"x\",le=\"+Inf\"} 3",
+            "d_sum{kind=\"x\"} 10019.5",
+            "d_count{kind=\"x\"} 3",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
 }

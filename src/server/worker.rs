@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::App;
 use crate::config::repo::RepoConfig;
@@ -17,14 +18,20 @@ use crate::llm::ledger::Ledger;
 use crate::llm::pricing::Usd;
 use crate::store::{ClaimedJob, LedgerScope, SqlLedger};
 
-/// Start `concurrency` workers; each stops claiming when `stop` is cancelled.
-pub fn spawn(app: Arc<App>, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+/// Start `concurrency` workers; each stops claiming when `stop` is cancelled, and stops
+/// its running job and releases it to the queue when `abort` is.
+pub fn spawn(
+    app: Arc<App>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..app.cfg.concurrency)
         .map(|i| {
             let app = app.clone();
             let stop = stop.clone();
+            let abort = abort.clone();
             let id = format!("{}-{}-{i}", hostname(), std::process::id());
-            tokio::spawn(async move { work(app, stop, id).await })
+            tokio::spawn(async move { work(app, stop, abort, id).await })
         })
         .collect()
 }
@@ -35,7 +42,7 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "equitr".into())
 }
 
-async fn work(app: Arc<App>, stop: CancellationToken, worker_id: String) {
+async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, worker_id: String) {
     while !stop.is_cancelled() {
         report_exhausted(&app).await;
         let claimed = match app.store.claim(&worker_id, app.cfg.lease).await {
@@ -53,7 +60,7 @@ async fn work(app: Arc<App>, stop: CancellationToken, worker_id: String) {
         };
         let started = Instant::now();
         let span = tracing::info_span!("job", id = job.id, repo = %job.repo, kind = %job.kind);
-        let _e = span.enter();
+        // Not `span.enter()`: a guard held across awaits attaches other tasks' events to it.
         // The lease is renewed while the job runs; a crashed process stops renewing it.
         let beat = {
             let app = app.clone();
@@ -69,7 +76,27 @@ async fn work(app: Arc<App>, stop: CancellationToken, worker_id: String) {
                 }
             })
         };
-        let result = run_job(&app, &job).await;
+        let result = tokio::select! {
+            r = run_job(&app, &job).instrument(span.clone()) => r,
+            _ = abort.cancelled() => {
+                beat.abort();
+                // Dropping the job's future stops it at its next await; its temporary
+                // checkout goes with it. Reservations it still holds are counted in full when
+                // the job is claimed again (the calls may have been billed).
+                let released = app.store.release(job.id, &worker_id).await;
+                span.in_scope(|| match released {
+                    Ok(true) => tracing::warn!("job released to the queue at shutdown"),
+                    Ok(false) => tracing::warn!("job's lease was lost before it could be released"),
+                    Err(e) => tracing::error!(error = %e, "could not release the job; its lease will expire"),
+                });
+                app.metrics.add(
+                    "equitr_jobs_finished_total",
+                    &[("kind", &job.kind), ("state", "released")],
+                    1.0,
+                );
+                break;
+            }
+        };
         beat.abort();
         let state = match result {
             Ok(summary) => {
@@ -84,7 +111,7 @@ async fn work(app: Arc<App>, stop: CancellationToken, worker_id: String) {
                 "succeeded"
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "job failed");
+                span.in_scope(|| tracing::error!(error = %format!("{e:#}"), "job failed"));
                 let _ = app.store.fail(job.id, &worker_id, &format!("{e:#}")).await;
                 "failed"
             }
@@ -94,9 +121,9 @@ async fn work(app: Arc<App>, stop: CancellationToken, worker_id: String) {
             &[("kind", &job.kind), ("state", state)],
             1.0,
         );
-        app.metrics.add(
-            "equitr_job_duration_seconds_sum",
-            &[("kind", &job.kind)],
+        app.metrics.observe(
+            "equitr_job_duration_seconds",
+            &[("kind", &job.kind), ("state", state)],
             started.elapsed().as_secs_f64(),
         );
     }
