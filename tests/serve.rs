@@ -611,3 +611,142 @@ async fn a_broken_repo_config_is_answered_with_its_line() {
     assert!(c.body.contains("unknown field `lable`"), "{}", c.body);
     assert!(llm.requests().is_empty());
 }
+
+/// `/equitr review` on a pull request, as a collaborator writes it on GitHub.
+fn review_comment(pr: u64) -> Value {
+    let mut c = fixture("issue_comment.created.3.json");
+    c["issue"]["number"] = json!(pr);
+    c["issue"]["pull_request"] =
+        json!({"url": format!("https://api.github.com/repos/{REPO}/pulls/{pr}")});
+    c["comment"]["body"] = json!("/equitr review");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    let repo = gh.add_repo(
+        1,
+        REPO,
+        &[(
+            "src/auth.rs",
+            "pub fn check(p: &str) -> bool {\n    verify(p)\n}\n",
+        )],
+    );
+    for (branch, pr) in [("tidy", 2), ("tidy-2", 3)] {
+        repo.push_branch(
+            branch,
+            "main",
+            &[(
+                "src/auth.rs",
+                Some("pub fn check(p: &str) -> bool {\n    p == \"admin\"\n}\n"),
+            )],
+            "Simplify check",
+        );
+        gh.add_pr(REPO, pr, branch, "main", "octocat", false);
+    }
+    let llm = ScriptedLlm::start().await;
+    for _ in 0..2 {
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tools(vec![
+                ("read_file", json!({"path": "src/auth.rs"})),
+                ("report_finding", json!({"path": "src/auth.rs", "line": 2, "severity": "high", "title": "Hard-coded password", "body": "Anyone can log in with `admin`.", "suggestion": "    verify(p)"})),
+            ]),
+        );
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool("finish", json!({"summary": "Auth bypass."})),
+        );
+        // src/auth.rs is sensitive: the supervisor looks too.
+        llm.push(
+            "gpt-4o",
+            Reply::tool("finish", json!({"summary": "Agree: reject."})),
+        );
+    }
+    let svc = start(&gh, &llm).await;
+    let body = serde_json::to_vec(&review_comment(2)).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "r-1", &body, SECRET).await.0,
+        202
+    );
+    let review = eventually("the review", || gh.reviews(REPO, 2).into_iter().next()).await;
+    assert_eq!(review.event, "REQUEST_CHANGES");
+    assert_eq!(review.comments.len(), 1);
+    let c = &review.comments[0];
+    assert_eq!(
+        (c.path.as_str(), c.line, c.side.as_str()),
+        ("src/auth.rs", Some(2), "RIGHT")
+    );
+    assert!(
+        c.body.contains("```suggestion\n    verify(p)\n```"),
+        "{}",
+        c.body
+    );
+    assert!(
+        review.body.contains("| supervisor | `gpt-4o` |"),
+        "{}",
+        review.body
+    );
+    let run = eventually("the finished check run", || {
+        gh.check_runs(REPO)
+            .into_iter()
+            .find(|r| r.status == "completed")
+    })
+    .await;
+    assert_eq!(run.name, "equitr / review");
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+
+    // The second review cannot be posted (GitHub refuses it, and a 422 is not retried): the
+    // check run fails saying so, and the thread hears what happened and what it cost.
+    gh.fail_next(
+        "POST",
+        &format!("/repos/{REPO}/pulls/3/reviews"),
+        422,
+        vec![],
+    );
+    let body = serde_json::to_vec(&review_comment(3)).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "r-2", &body, SECRET).await.0,
+        202
+    );
+    let failure = eventually("the failure report", || {
+        gh.comments(REPO, 3)
+            .into_iter()
+            .find(|c| c.body.contains("❌ This job failed"))
+    })
+    .await;
+    assert!(
+        failure.body.contains("GitHub answered 422 to POST"),
+        "{}",
+        failure.body
+    );
+    // The same calls as the first review's: the money was spent even though nothing posted.
+    assert!(
+        failure
+            .body
+            .contains("Spent on models before it stopped: $0.0005."),
+        "{}",
+        failure.body
+    );
+    assert!(!failure.body.contains("ghs_"), "{}", failure.body);
+    assert!(gh.reviews(REPO, 3).is_empty());
+    let runs: Vec<_> = gh
+        .check_runs(REPO)
+        .into_iter()
+        .filter(|r| r.status == "completed")
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let failed = &runs[1];
+    assert_eq!(failed.conclusion.as_deref(), Some("failure"));
+    assert!(
+        failed.output["summary"]
+            .as_str()
+            .unwrap()
+            .contains("could not be completed"),
+        "{:?}",
+        failed.output
+    );
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}

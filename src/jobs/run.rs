@@ -570,6 +570,9 @@ fn first_line(content: &str, fallback: &str) -> String {
     line.chars().take(72).collect()
 }
 
+/// The check run every review reports through.
+const CHECK: &str = "equitr / review";
+
 /// Review a pull request: one PR review with inline comments on the diff's lines (with a
 /// suggestion block where the fix is concrete), `REQUEST_CHANGES` at or above the configured
 /// severity, and a check run `equitr / review` with an honest conclusion.
@@ -581,10 +584,6 @@ pub async fn review(
     ledger: Arc<dyn Ledger>,
     enforced: bool,
 ) -> anyhow::Result<JobReport> {
-    use crate::agent::review::{Finding, ReviewRequest};
-    use crate::github::api::{ReviewComment, ReviewEvent};
-
-    const CHECK: &str = "equitr / review";
     let repo = Repo {
         gh: &env.gh,
         installation: spec.installation,
@@ -602,8 +601,45 @@ pub async fn review(
             "Reviewing…",
         )
         .await?;
+    let result = review_checked(
+        env, spec, pr_number, cfg, ledger, enforced, &repo, &info, &pull, check,
+    )
+    .await;
+    if let Err(e) = &result {
+        // The check run must not stay "in progress" for ever: it fails, saying why.
+        let _ = repo
+            .check_run(
+                Some(check),
+                CHECK,
+                &pull.head.sha,
+                "completed",
+                Some("failure"),
+                &format!("The review could not be completed: {e:#}"),
+            )
+            .await;
+    }
+    result
+}
+
+/// The review once its check run exists; an error here fails the check run.
+#[allow(clippy::too_many_arguments)] // the review's context, already fetched by the caller
+async fn review_checked(
+    env: &JobEnv,
+    spec: &JobSpec,
+    pr_number: u64,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+    repo: &Repo<'_>,
+    info: &crate::github::api::RepoInfo,
+    pull: &crate::github::api::Pull,
+    check: u64,
+) -> anyhow::Result<JobReport> {
+    use crate::agent::review::{Finding, ReviewRequest};
+    use crate::github::api::{ReviewComment, ReviewEvent};
+
     let diff = repo.pull_diff(pr_number).await?;
-    let (_scratch, checkout) = clone(env, spec, &info).await?;
+    let (_scratch, checkout) = clone(env, spec, info).await?;
     checkout.checkout_pull(pr_number, &pull.head.name).await?;
 
     let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
@@ -726,7 +762,7 @@ pub async fn review(
         succeeded: complete,
         summary: format!("review {review_id}: {summary}"),
         cost: result.cost.total(),
-        pr_url: Some(pull.html_url),
+        pr_url: Some(pull.html_url.clone()),
     })
 }
 

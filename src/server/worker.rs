@@ -113,6 +113,9 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
             Err(e) => {
                 span.in_scope(|| tracing::error!(error = %format!("{e:#}"), "job failed"));
                 let _ = app.store.fail(job.id, &worker_id, &format!("{e:#}")).await;
+                if !e.is::<Reported>() {
+                    report_failure(&app, &job, &e).await;
+                }
                 "failed"
             }
         };
@@ -126,6 +129,42 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
             &[("kind", &job.kind), ("state", state)],
             started.elapsed().as_secs_f64(),
         );
+    }
+}
+
+/// A job that ended unsuccessfully after saying so on its thread itself (the run stopped,
+/// the budget ran out): the worker records the failure without a second comment.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Reported(String);
+
+/// An error the job could not report itself (GitHub or git failed under it): say on the
+/// thread what happened and what it cost, in the job's own marked comment.
+async fn report_failure(app: &App, job: &ClaimedJob, e: &anyhow::Error) {
+    let Ok(ev) = serde_json::from_value::<Event>(job.payload["event"].clone()) else {
+        return;
+    };
+    let Some((repo, inst, number)) = thread_of(&ev) else {
+        return;
+    };
+    let spent = match app.store.job_spend(job.id).await {
+        Ok(s) => s.spent.to_string(),
+        Err(_) => "unknown (the ledger could not be read)".into(),
+    };
+    let r = Repo {
+        gh: &app.gh,
+        installation: inst,
+        name: &repo,
+    };
+    // The error chain names the operation that failed; outbound text is scrubbed of tokens.
+    let text = format!(
+        "❌ This job failed: {e:#}\n\nSpent on models before it stopped: {spent}. Nothing more will happen for this request; ask again to retry."
+    );
+    if let Err(err) = r
+        .upsert_marked_comment(number, &run::marker(job.id), &text)
+        .await
+    {
+        tracing::warn!(error = %err, "could not report the failure on the thread");
     }
 }
 
@@ -392,7 +431,7 @@ async fn run_kind(
             if report.succeeded {
                 Ok(report.summary)
             } else {
-                anyhow::bail!(report.summary)
+                Err(Reported(report.summary).into())
             }
         }
         JobKind::Review { pr, .. } => {
@@ -443,7 +482,7 @@ async fn run_kind(
             if report.succeeded {
                 Ok(report.summary)
             } else {
-                anyhow::bail!(report.summary)
+                Err(Reported(report.summary).into())
             }
         }
         JobKind::Approve { issue } => {
@@ -453,7 +492,7 @@ async fn run_kind(
             if report.succeeded {
                 Ok(report.summary)
             } else {
-                anyhow::bail!(report.summary)
+                Err(Reported(report.summary).into())
             }
         }
     }

@@ -294,9 +294,7 @@ impl SqlLedger {
 
     /// This job's spend (all attempts).
     pub async fn job_spend(&self) -> Result<Spend, StoreError> {
-        self.store
-            .spend("job_id = $1", |q| q.bind(self.scope.job_id))
-            .await
+        self.store.job_spend(self.scope.job_id).await
     }
 
     /// This job's settled calls, oldest first (orphaned reservations appear with no tokens).
@@ -406,6 +404,11 @@ impl Ledger for SqlLedger {
 }
 
 impl Store {
+    /// A job's spend, all attempts.
+    pub async fn job_spend(&self, job_id: JobId) -> Result<Spend, StoreError> {
+        self.spend("job_id = $1", |q| q.bind(job_id)).await
+    }
+
     /// A repository's spend in a month (`YYYY-MM`), for the cost summary and `/equitr cost`.
     pub async fn month_spend(&self, repo: &str, month: &str) -> Result<Spend, StoreError> {
         self.spend("repo = $1 AND month = $2", |q| q.bind(repo).bind(month))
