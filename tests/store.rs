@@ -3,6 +3,8 @@
 //! (`scripts/ci-postgres` prints the line to set). Two `Store`s on one database play two
 //! `serve` processes; time is a shared `ManualClock`, so nothing sleeps.
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,73 +17,9 @@ use equitr_coder::store::{
     StoreError, StoreOptions,
 };
 use serde_json::json;
-use sqlx::Connection;
+use support::db::{databases, T0};
 
 const LEASE: Duration = Duration::from_secs(60);
-const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-
-/// One fresh database; dropped (PostgreSQL) or deleted with its directory (SQLite) at the end.
-struct Db {
-    name: &'static str,
-    url: String,
-    admin_url: Option<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Db {
-    async fn store(&self, clock: &Arc<ManualClock>) -> Store {
-        let opts = StoreOptions {
-            clock: clock.clone(),
-            max_connections: Some(4),
-            timeout: Duration::from_secs(20),
-            ..StoreOptions::default()
-        };
-        Store::connect_with(&self.url, opts)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", self.name))
-    }
-
-    async fn drop_db(self) {
-        if let Some(admin) = &self.admin_url {
-            let db = self.url.rsplit('/').next().unwrap().to_string();
-            let mut c = sqlx::PgConnection::connect(admin).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                .execute(&mut c)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-async fn databases() -> Vec<Db> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![Db {
-        name: "sqlite",
-        url: format!("sqlite://{}", dir.path().join("store.db").display()),
-        admin_url: None,
-        _dir: Some(dir),
-    }];
-    match std::env::var("EQUITR_TEST_POSTGRES_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            let db = format!("t_{:016x}", rand::random::<u64>());
-            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {db}"))
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let base = admin.split('?').next().unwrap();
-            let (server, _) = base.rsplit_once('/').unwrap();
-            out.push(Db {
-                name: "postgres",
-                url: format!("{server}/{db}"),
-                admin_url: Some(admin),
-                _dir: None,
-            });
-        }
-        _ => eprintln!("skipping postgres: EQUITR_TEST_POSTGRES_URL not set"),
-    }
-    out
-}
 
 /// Runs `case` on every database with a fresh clock at `T0`.
 macro_rules! each_db {

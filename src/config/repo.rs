@@ -96,6 +96,24 @@ pub struct Schedule {
     pub budget_usd: Option<f64>,
 }
 
+impl Schedule {
+    /// The cron expression: five fields (minute hour day-of-month month day-of-week), UTC,
+    /// with lists, ranges, steps and names — no seconds field.
+    pub fn parsed_cron(&self) -> Result<croner::Cron, String> {
+        if self.cron.split_whitespace().count() != 5 {
+            return Err(format!(
+                "`{}` is not a 5-field cron expression (minute hour day month weekday, UTC)",
+                self.cron
+            ));
+        }
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Disallowed)
+            .build()
+            .parse(&self.cron)
+            .map_err(|e| format!("`{}` is not a valid cron expression: {e}", self.cron))
+    }
+}
+
 /// `.github/equitr.yml:LINE: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(".github/equitr.yml:{line}: {message}")]
@@ -155,13 +173,28 @@ impl RepoConfig {
                 )
             })?;
         }
+        let mut names = std::collections::HashSet::new();
         for (i, s) in cfg.schedules.iter().enumerate() {
             let key = format!("schedules.{i}.cron");
-            if s.cron.split_whitespace().count() != 5 {
+            if let Err(e) = s.parsed_cron() {
+                return Err(bad(&key, e));
+            }
+            if s.name.trim().is_empty() || !names.insert(s.name.as_str()) {
                 return Err(bad(
-                    &key,
-                    format!("`{}` is not a 5-field cron expression (minute hour day month weekday, UTC)", s.cron),
+                    &format!("schedules.{i}.name"),
+                    format!(
+                        "`{}` must be a non-empty name, unique among the schedules",
+                        s.name
+                    ),
                 ));
+            }
+            if let Some(b) = s.budget_usd {
+                if !b.is_finite() || b < 0.0 {
+                    return Err(bad(
+                        &format!("schedules.{i}.budget_usd"),
+                        format!("must be a USD amount ≥ 0, got {b}"),
+                    ));
+                }
             }
         }
         Ok(cfg)

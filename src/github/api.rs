@@ -450,3 +450,65 @@ fn urlencode(s: &str) -> String {
     }
     out
 }
+
+/// A repository an installation can see, as `GET /installation/repositories` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListedRepo {
+    pub full_name: String,
+    pub default_branch: String,
+    #[serde(default)]
+    pub archived: bool,
+}
+
+/// Every installation of the app (`GET /app/installations`, all pages).
+pub async fn installations(gh: &GitHub) -> Result<Vec<InstallationId>, GitHubError> {
+    #[derive(Deserialize)]
+    struct Inst {
+        id: u64,
+    }
+    let mut out = Vec::new();
+    for page in 1.. {
+        let batch: Vec<Inst> = gh
+            .send_json(
+                Method::GET,
+                &format!("/app/installations?per_page=100&page={page}"),
+                As::App,
+                None,
+            )
+            .await?;
+        let last = batch.len() < 100;
+        out.extend(batch.into_iter().map(|i| InstallationId(i.id)));
+        if last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Every repository an installation can see (`GET /installation/repositories`, all pages).
+pub async fn installation_repositories(
+    gh: &GitHub,
+    installation: InstallationId,
+) -> Result<Vec<ListedRepo>, GitHubError> {
+    #[derive(Deserialize)]
+    struct Page {
+        repositories: Vec<ListedRepo>,
+    }
+    let mut out = Vec::new();
+    for page in 1.. {
+        let batch: Page = gh
+            .send_json(
+                Method::GET,
+                &format!("/installation/repositories?per_page=100&page={page}"),
+                As::InstallationAll(installation),
+                None,
+            )
+            .await?;
+        let last = batch.repositories.len() < 100;
+        out.extend(batch.repositories);
+        if last {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -131,6 +131,9 @@ pub struct GitHub {
 pub enum As<'a> {
     App,
     Installation(InstallationId, &'a RepoName),
+    /// An installation token for all of the installation's repositories: only for listing
+    /// them (the scheduler); jobs use tokens scoped to their repository.
+    InstallationAll(InstallationId),
 }
 
 impl GitHub {
@@ -161,7 +164,19 @@ impl GitHub {
         installation: InstallationId,
         repo: &RepoName,
     ) -> Result<String, GitHubError> {
-        let key = (installation.0, repo.to_string());
+        self.token_for(installation, Some(repo)).await
+    }
+
+    /// A token for `repo` only, or (`None`) for every repository of the installation.
+    async fn token_for(
+        &self,
+        installation: InstallationId,
+        repo: Option<&RepoName>,
+    ) -> Result<String, GitHubError> {
+        let key = (
+            installation.0,
+            repo.map(|r| r.to_string()).unwrap_or_default(),
+        );
         let now = self.clock.now();
         if let Some(t) = self.tokens.lock().await.get(&key) {
             if t.expires_at > now + TOKEN_MARGIN_SECS {
@@ -174,7 +189,10 @@ impl GitHub {
             expires_at: String,
         }
         let path = format!("/app/installations/{}/access_tokens", installation.0);
-        let body = serde_json::json!({ "repositories": [repo.name] });
+        let body = match repo {
+            Some(repo) => serde_json::json!({ "repositories": [repo.name] }),
+            None => serde_json::json!({}),
+        };
         let resp: TokenResponse = self
             .send_json(Method::POST, &path, As::App, Some(&body))
             .await?;
@@ -194,10 +212,10 @@ impl GitHub {
             As::App => format!("Bearer {}", self.auth.jwt(self.clock.now())?),
             // Boxed: minting a token is itself a request (made as the app).
             As::Installation(id, repo) => {
-                format!(
-                    "token {}",
-                    Box::pin(self.installation_token(id, repo)).await?
-                )
+                format!("token {}", Box::pin(self.token_for(id, Some(repo))).await?)
+            }
+            As::InstallationAll(id) => {
+                format!("token {}", Box::pin(self.token_for(id, None)).await?)
             }
         })
     }
@@ -229,7 +247,7 @@ impl GitHub {
     ) -> Result<String, GitHubError> {
         let mutation = method != Method::GET && method != Method::HEAD;
         let lock = match (mutation, who) {
-            (true, As::Installation(id, _)) => {
+            (true, As::Installation(id, _) | As::InstallationAll(id)) => {
                 let mut locks = self.mutation_locks.lock().await;
                 Some(locks.entry(id.0).or_default().clone())
             }

@@ -20,6 +20,8 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// How long running jobs get to finish after SIGTERM before they are released.
     pub shutdown_grace: Duration,
+    /// How often the scheduler looks for due `schedules:`; `None` (0) turns it off.
+    pub scheduler_tick: Option<Duration>,
     pub work_root: PathBuf,
     /// Per-installation monthly cap, USD.
     pub installation_monthly_usd: Option<f64>,
@@ -158,6 +160,19 @@ impl ServeConfig {
             })?),
             None => Duration::from_secs(30),
         };
+        let scheduler_tick = match get("EQUITR_SCHEDULER_TICK_SECS") {
+            Some(v) => match v.parse::<u64>() {
+                Ok(0) => None,
+                Ok(n) => Some(Duration::from_secs(n)),
+                Err(_) => {
+                    return Err(err(
+                        "EQUITR_SCHEDULER_TICK_SECS",
+                        format!("`{v}` is not a number of seconds"),
+                    ))
+                }
+            },
+            None => Some(Duration::from_secs(60)),
+        };
         let work_root = get("EQUITR_WORK_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("equitr-work"));
@@ -185,6 +200,7 @@ impl ServeConfig {
             concurrency,
             lease,
             shutdown_grace,
+            scheduler_tick,
             work_root,
             installation_monthly_usd,
             llm,

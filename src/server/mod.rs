@@ -22,6 +22,7 @@ use crate::jobs;
 use crate::store::{DeliveryOutcome, NewJob, Store};
 
 pub mod config;
+pub mod scheduler;
 pub mod worker;
 
 pub use config::ServeConfig;
@@ -291,6 +292,25 @@ pub async fn serve(
     let grace = app.cfg.shutdown_grace;
     let mut workers =
         futures::future::join_all(worker::spawn(app.clone(), stop.clone(), abort.clone()));
+    let scheduler = app.cfg.scheduler_tick.map(|every| {
+        let sched = scheduler::Scheduler::new(
+            app.store.clone(),
+            app.gh.clone(),
+            format!("{}-{}", worker::hostname(), std::process::id()),
+        );
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = sched.tick().await {
+                    tracing::warn!(error = %format!("{e:#}"), "scheduler tick failed");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        })
+    });
     let stop2 = stop.clone();
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move {
@@ -299,6 +319,9 @@ pub async fn serve(
         })
         .await?;
     stop.cancel();
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     // Running jobs get the grace period to finish; then they are stopped and released to
     // the queue at once (their attempt given back), so another process — or this one after
     // a restart — takes them up without waiting for the lease to expire.

@@ -36,7 +36,7 @@ pub fn spawn(
         .collect()
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "equitr".into())
@@ -284,6 +284,9 @@ fn denied_recently(app: &App, user: &str) -> bool {
 }
 
 async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
+    if let Some(kind) = job.payload.get("schedule") {
+        return run_scheduled(app, job, serde_json::from_value(kind.clone())?).await;
+    }
     let ev: Event = serde_json::from_value(job.payload["event"].clone())?;
     let Some((repo_name, installation, number)) = thread_of(&ev) else {
         return Ok("nothing to do".into());
@@ -330,6 +333,31 @@ async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
         done.push(summary);
     }
     Ok(done.join("; "))
+}
+
+/// A slot of `schedules:` fired by the scheduler: the repository's config as it is now (its
+/// caps and test command), then the refactor job. There is no thread to answer on; a broken
+/// config fails the job, and the error is in the job's record.
+async fn run_scheduled(app: &App, job: &ClaimedJob, kind: JobKind) -> anyhow::Result<String> {
+    let repo_name = RepoName::parse(&job.repo)
+        .ok_or_else(|| anyhow::anyhow!("`{}` is not a repository name", job.repo))?;
+    let installation = InstallationId(u64::try_from(job.installation_id)?);
+    let repo = Repo {
+        gh: &app.gh,
+        installation,
+        name: &repo_name,
+    };
+    let info = repo.info().await?;
+    let text = config_text(app, &repo, &info.default_branch).await?;
+    let cfg = RepoConfig::parse(text.as_deref().unwrap_or(""))?;
+    let spec = JobSpec {
+        id: job.id,
+        repo: repo_name.clone(),
+        installation,
+        kind,
+        comment_id: None,
+    };
+    run_kind(app, job, &spec, &cfg).await
 }
 
 /// How long a repository's `.github/equitr.yml` is trusted before it is read again.
@@ -414,14 +442,21 @@ async fn run_kind(
                         .unwrap_or_default()
                 })
                 .unwrap_or_else(|| "no cap".into());
-            repo.create_comment(
-                *number,
-                &format!(
-                    "This month ({month}) {} has spent {} of its {cap} budget.",
-                    spec.repo, spend.spent
-                ),
-            )
-            .await?;
+            let mut text = format!(
+                "This month ({month}) {} has spent {} of its {cap} budget.",
+                spec.repo, spend.spent
+            );
+            let scheduled = app
+                .store
+                .schedule_month_spend(&spec.repo.to_string(), &month)
+                .await?;
+            if !scheduled.is_empty() {
+                text.push_str("\n\nOf which scheduled tasks:\n");
+                for (name, usd) in scheduled {
+                    text.push_str(&format!("- `{name}`: {usd}\n"));
+                }
+            }
+            repo.create_comment(*number, &text).await?;
             Ok("cost".into())
         }
         JobKind::Implement { issue, notes } => {

@@ -32,7 +32,8 @@ use crate::llm::{AgentRole, Usage};
 const COUNTED: &str = "CASE WHEN state = 'reserved' THEN reserved_picos \
      WHEN state IN ('settled', 'expired') THEN cost_picos ELSE 0 END";
 /// What a row has cost, in SQL: settled and expired rows.
-const SPENT: &str = "CASE WHEN state IN ('settled', 'expired') THEN cost_picos ELSE 0 END";
+pub(super) const SPENT: &str =
+    "CASE WHEN state IN ('settled', 'expired') THEN cost_picos ELSE 0 END";
 
 /// Whose money a ledger is counting, and the caps that hold for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,11 +30,13 @@ use crate::llm::pricing::Usd;
 
 mod jobs;
 mod ledger;
+mod schedules;
 
 pub use jobs::{
     ClaimedJob, DeliveryOutcome, ExhaustedJob, Job, JobCount, JobEvent, JobId, JobState, NewJob,
 };
 pub use ledger::{month_of, LedgerScope, Spend, SqlLedger};
+pub use schedules::{Fired, ScheduleSlot};
 
 /// Unix time in milliseconds.
 pub type UnixMillis = i64;
