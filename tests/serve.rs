@@ -750,3 +750,113 @@ async fn review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported(
     );
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_missed_while_down_fires_once_at_start_up_and_opens_a_pr() {
+    use equitr_coder::store::{Fired, ManualClock, NewJob, ScheduleSlot, Store, StoreOptions};
+    use std::sync::Arc;
+
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(
+        1,
+        REPO,
+        &[("README.md", "# Hello\n"), ("src/old.rs", "// unused\n")],
+    );
+    let cron = "0 3 * * 1";
+    gh.set_file_on_default_branch(
+        REPO,
+        ".github/equitr.yml",
+        &format!("schedules:\n  - {{ name: Weekly cleanup, cron: \"{cron}\", task: \"Empty src/old.rs\", budget_usd: 0.5 }}\n"),
+    );
+    gh.add_issue(REPO, 1, "Costs?", "", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "src/old.rs", "content": "// nothing left here\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "finish",
+            json!({"summary": "Removed src/old.rs, which nothing used."}),
+        ),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // The service last ran weeks ago: it armed the schedule for a Monday long past.
+    {
+        let db = format!("sqlite://{}/equitr.db", data.path().display());
+        let weeks_ago = Arc::new(ManualClock::new(1_767_225_600_000)); // 2026-01-01
+        let store = Store::connect_with(
+            &db,
+            StoreOptions {
+                clock: weeks_ago,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let slot = ScheduleSlot {
+            repo: REPO,
+            name: "Weekly cleanup",
+            cron,
+            installation_id: 1,
+        };
+        let never = NewJob {
+            kind: "schedule".into(),
+            repo: REPO.into(),
+            installation_id: 1,
+            payload: json!({}),
+            dedupe_key: None,
+        };
+        let armed = store
+            .fire_schedule(&slot, |now| Some(now + 86_400_000), never)
+            .await
+            .unwrap();
+        assert!(matches!(armed, Fired::Armed { .. }), "{armed:?}");
+    }
+    let svc = start_in(&gh, &llm, home.path(), data.path(), &[]).await;
+    let pr = eventually("the scheduled pull request", || {
+        gh.pulls(REPO).into_iter().next()
+    })
+    .await;
+    assert_eq!(pr.head, "equitr/refactor-weekly-cleanup");
+    assert!(pr.body.contains("> Empty src/old.rs"), "{}", pr.body);
+    assert!(
+        pr.body.contains("| worker | `gpt-4o-mini` | 2 |"),
+        "{}",
+        pr.body
+    );
+    let files = gh.branch_files(REPO, "equitr/refactor-weekly-cleanup");
+    assert_eq!(files["src/old.rs"], "// nothing left here\n");
+    // Fired once, not once per missed Monday.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gh.pulls(REPO).len(), 1);
+    assert_eq!(llm.requests_for("gpt-4o-mini").len(), 2);
+
+    // `/equitr cost` names the schedule's spend.
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr cost");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "s-1", &body, SECRET).await.0,
+        202
+    );
+    let cost = eventually("the cost answer", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("has spent"))
+    })
+    .await;
+    assert!(
+        cost.body
+            .contains("Of which scheduled tasks:\n- `Weekly cleanup`: $0.0001"),
+        "{}",
+        cost.body
+    );
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
