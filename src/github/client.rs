@@ -22,6 +22,8 @@ use super::{InstallationId, RepoName};
 pub enum GitHubError {
     #[error("the GitHub App private key is not a valid RSA PEM key: {0}")]
     Key(String),
+    #[error("this needs a GitHub App's credentials; the client has only a token")]
+    NeedsApp,
     #[error("GitHub answered {status} to {method} {path}: {message}")]
     Status {
         status: u16,
@@ -119,11 +121,18 @@ impl Clock for SystemClock {
 pub struct GitHub {
     http: reqwest::Client,
     api_url: String,
-    auth: AppAuth,
+    auth: Auth,
     clock: Arc<dyn Clock>,
     tokens: Mutex<HashMap<(u64, String), CachedToken>>,
     /// One mutation at a time per installation: GitHub's secondary limits punish bursts.
     mutation_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+}
+
+/// How the client authenticates: as a GitHub App (JWT, then installation tokens), or with
+/// one token given to it (the Action's `GITHUB_TOKEN` or a personal access token).
+enum Auth {
+    App(AppAuth),
+    Token(String),
 }
 
 /// Who a request is made as.
@@ -146,8 +155,21 @@ impl GitHub {
         GitHub {
             http,
             api_url: api_url.trim_end_matches('/').to_string(),
-            auth,
+            auth: Auth::App(auth),
             clock,
+            tokens: Mutex::new(HashMap::new()),
+            mutation_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A client with one token for everything (the Action): the installation and the
+    /// repository in [`As::Installation`] are then only labels.
+    pub fn with_token(http: reqwest::Client, api_url: &str, token: &str) -> GitHub {
+        GitHub {
+            http,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            auth: Auth::Token(token.to_string()),
+            clock: Arc::new(SystemClock),
             tokens: Mutex::new(HashMap::new()),
             mutation_locks: Mutex::new(HashMap::new()),
         }
@@ -173,6 +195,9 @@ impl GitHub {
         installation: InstallationId,
         repo: Option<&RepoName>,
     ) -> Result<String, GitHubError> {
+        if let Auth::Token(t) = &self.auth {
+            return Ok(t.clone());
+        }
         let key = (
             installation.0,
             repo.map(|r| r.to_string()).unwrap_or_default(),
@@ -209,7 +234,10 @@ impl GitHub {
 
     async fn authorization(&self, who: As<'_>) -> Result<String, GitHubError> {
         Ok(match who {
-            As::App => format!("Bearer {}", self.auth.jwt(self.clock.now())?),
+            As::App => match &self.auth {
+                Auth::App(app) => format!("Bearer {}", app.jwt(self.clock.now())?),
+                Auth::Token(_) => return Err(GitHubError::NeedsApp),
+            },
             // Boxed: minting a token is itself a request (made as the app).
             As::Installation(id, repo) => {
                 format!("token {}", Box::pin(self.token_for(id, Some(repo))).await?)

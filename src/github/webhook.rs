@@ -243,6 +243,24 @@ fn malformed(event: &str, reason: impl std::fmt::Display) -> ParseError {
 /// nothing queued). Events that concern a repository but carry no installation (a webhook
 /// configured by hand rather than through the App) are ignored too: there is no token to act.
 pub fn parse(event: &str, body: &[u8]) -> Result<Option<Event>, ParseError> {
+    parse_with(event, body, None)
+}
+
+/// [`parse`] for a payload that carries no installation — a GitHub Actions event, whose
+/// token is the workflow's own: `installation` stands in for it.
+pub fn parse_action_event(
+    event: &str,
+    body: &[u8],
+    installation: InstallationId,
+) -> Result<Option<Event>, ParseError> {
+    parse_with(event, body, Some(installation))
+}
+
+fn parse_with(
+    event: &str,
+    body: &[u8],
+    fallback: Option<InstallationId>,
+) -> Result<Option<Event>, ParseError> {
     const HANDLED: &[&str] = &[
         "ping",
         "issues",
@@ -260,12 +278,12 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Option<Event>, ParseError> {
     }
     let env: Envelope = serde_json::from_value(value.clone()).map_err(|e| malformed(event, e))?;
     let action = env.action.unwrap_or_default();
-    let (Some(repo), Some(installation)) = (env.repository, env.installation) else {
+    let installation = env.installation.map(|i| InstallationId(i.id)).or(fallback);
+    let (Some(repo), Some(installation)) = (env.repository, installation) else {
         return Ok(None);
     };
     let repo = RepoName::parse(&repo.full_name)
         .ok_or_else(|| malformed(event, format!("repository `{}`", repo.full_name)))?;
-    let installation = InstallationId(installation.id);
     let field = |name: &str| value.get(name).cloned().unwrap_or(serde_json::Value::Null);
     let sender = || -> Result<Actor, ParseError> {
         env.sender

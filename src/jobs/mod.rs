@@ -114,6 +114,29 @@ pub fn intake(event: &Event) -> bool {
     }
 }
 
+/// Write or admin by the collaborator-permission API (the payload's author_association is
+/// not trusted), or listed in `triggers.allowed_users`. Bots never; automatic work always.
+pub async fn permitted(repo: &crate::github::api::Repo<'_>, cfg: &RepoConfig, req: &Request) -> bool {
+    let Some(user) = &req.requested_by else {
+        return true;
+    };
+    if user.is_bot {
+        return false;
+    }
+    if !req.kind.needs_permission() {
+        return true;
+    }
+    if cfg
+        .triggers
+        .allowed_users
+        .iter()
+        .any(|u| u.eq_ignore_ascii_case(&user.login))
+    {
+        return true;
+    }
+    repo.permission(&user.login).await.can_write()
+}
+
 /// The jobs an event asks for under this repository's config.
 pub fn triage(event: &Event, cfg: &RepoConfig, app_slug: &str) -> Vec<Request> {
     let prefix = cfg.triggers.command.as_str();

@@ -43,13 +43,17 @@ pub struct JobSpec {
     pub comment_id: Option<u64>,
 }
 
-/// How a job ended, for the queue and the metrics.
-#[derive(Debug, Clone, PartialEq)]
+/// How a job ended, for the queue, the metrics and the Action's outputs.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobReport {
     pub succeeded: bool,
     pub summary: String,
     pub cost: Option<Usd>,
     pub pr_url: Option<String>,
+    /// The pull request review it posted.
+    pub review_id: Option<u64>,
+    /// The cost summary of DESIGN §6 (markdown), empty when no model was called.
+    pub cost_summary: String,
 }
 
 /// The hidden marker that lets a retried job find and update its own comment.
@@ -209,6 +213,8 @@ async fn propose_plan(
         },
         cost: answer.cost.total(),
         pr_url: None,
+        review_id: None,
+        cost_summary: costs,
     })
 }
 
@@ -256,8 +262,7 @@ pub async fn approve(
         return Ok(JobReport {
             succeeded: true,
             summary: "no plan to approve".into(),
-            cost: None,
-            pr_url: None,
+            ..JobReport::default()
         });
     };
     repo.update_comment(
@@ -380,6 +385,8 @@ async fn implement_with(
         summary: headline,
         cost: result.total_cost(),
         pr_url,
+        review_id: None,
+        cost_summary: costs,
     })
 }
 
@@ -498,9 +505,11 @@ The project's tests run with `{cmd}`."
     }
     Ok(JobReport {
         succeeded: result.outcome == Outcome::Done,
-        summary: format!("{headline}\n\n{costs}"),
+        summary: headline,
         cost: result.total_cost(),
         pr_url,
+        review_id: None,
+        cost_summary: costs,
     })
 }
 
@@ -717,13 +726,10 @@ async fn review_checked(
         Some(e) => e,
         None => "routine".into(),
     };
-    body.push_str(&format!(
-        "\n{}\n\n{}",
-        result
-            .cost
-            .render_markdown(&escalation, ledger.month().await),
-        marker(spec.id)
-    ));
+    let costs = result
+        .cost
+        .render_markdown(&escalation, ledger.month().await);
+    body.push_str(&format!("\n{costs}\n\n{}", marker(spec.id)));
     let event = if any_blocking {
         ReviewEvent::RequestChanges
     } else {
@@ -763,6 +769,8 @@ async fn review_checked(
         summary: format!("review {review_id}: {summary}"),
         cost: result.cost.total(),
         pr_url: Some(pull.html_url.clone()),
+        review_id: Some(review_id),
+        cost_summary: costs,
     })
 }
 
@@ -788,12 +796,10 @@ pub async fn ask(
         Outcome::Done => answer.text.trim().to_string(),
         other => format!("❌ I could not answer: {}.", other.describe()),
     };
-    let body = format!(
-        "{headline}\n\n<details><summary>Cost</summary>\n\n{}\n</details>",
-        answer
-            .cost
-            .render_markdown("routine — a read-only question", ledger.month().await)
-    );
+    let costs = answer
+        .cost
+        .render_markdown("routine — a read-only question", ledger.month().await);
+    let body = format!("{headline}\n\n<details><summary>Cost</summary>\n\n{costs}\n</details>");
     repo.upsert_marked_comment(number, &marker(spec.id), &body)
         .await?;
     Ok(JobReport {
@@ -801,6 +807,8 @@ pub async fn ask(
         summary: "answered".into(),
         cost: answer.cost.total(),
         pr_url: None,
+        review_id: None,
+        cost_summary: costs,
     })
 }
 
@@ -837,8 +845,7 @@ pub async fn revise(
         return Ok(JobReport {
             succeeded: true,
             summary: "not the bot's pull request".into(),
-            cost: None,
-            pr_url: None,
+            ..JobReport::default()
         });
     }
     // A review on the PR (rather than `fix <notes>`): its body and line comments are the
@@ -892,14 +899,11 @@ pub async fn revise(
         ),
         (other, false) => format!("❌ The run {}; nothing was pushed.", other.describe()),
     };
+    let costs = summary_table(&result, ledger.as_ref()).await;
     repo.upsert_marked_comment(
         pr_number,
         &marker(spec.id),
-        &format!(
-            "{headline}\n\n{}\n\n{}",
-            result.content.trim(),
-            summary_table(&result, ledger.as_ref()).await
-        ),
+        &format!("{headline}\n\n{}\n\n{costs}", result.content.trim()),
     )
     .await?;
     Ok(JobReport {
@@ -907,6 +911,8 @@ pub async fn revise(
         summary: headline,
         cost: result.total_cost(),
         pr_url: Some(pull.html_url),
+        review_id: None,
+        cost_summary: costs,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::github::command::help_text;
 use crate::github::webhook::Event;
 use crate::github::{InstallationId, RepoName};
 use crate::jobs::run::{self, JobEnv, JobSpec};
-use crate::jobs::{self, JobKind, Request};
+use crate::jobs::{self, JobKind};
 use crate::llm::ledger::Ledger;
 use crate::llm::pricing::Usd;
 use crate::store::{ClaimedJob, LedgerScope, SqlLedger};
@@ -305,7 +305,7 @@ async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
     let requests = jobs::triage(&ev, &cfg, &slug);
     let mut done = Vec::new();
     for req in requests {
-        if !permitted(&repo, &cfg, &req).await {
+        if !jobs::permitted(&repo, &cfg, &req).await {
             if let Some(user) = &req.requested_by {
                 app.metrics.add(
                     "equitr_denied_total",
@@ -382,29 +382,6 @@ async fn config_text(app: &App, repo: &Repo<'_>, branch: &str) -> anyhow::Result
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, (Instant::now(), text.clone()));
     Ok(text)
-}
-
-/// Write or admin by the collaborator-permission API (the payload's author_association is
-/// not trusted), or listed in `triggers.allowed_users`. Bots never; automatic work always.
-async fn permitted(repo: &Repo<'_>, cfg: &RepoConfig, req: &Request) -> bool {
-    let Some(user) = &req.requested_by else {
-        return true;
-    };
-    if user.is_bot {
-        return false;
-    }
-    if !req.kind.needs_permission() {
-        return true;
-    }
-    if cfg
-        .triggers
-        .allowed_users
-        .iter()
-        .any(|u| u.eq_ignore_ascii_case(&user.login))
-    {
-        return true;
-    }
-    repo.permission(&user.login).await.can_write()
 }
 
 async fn run_kind(
