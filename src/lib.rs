@@ -4,6 +4,7 @@
 //!
 //! Dependencies point one way: `cli` → `agent` → `llm`, `tools`; `config` is read by all.
 
+pub mod action;
 pub mod agent;
 pub mod cli;
 pub mod config;

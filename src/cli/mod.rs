@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, Overrides};
 
+mod action;
 mod chat;
 mod config_cmd;
 mod interactive;
@@ -45,6 +46,9 @@ pub enum Command {
     Models(ModelsArgs),
     /// Run the GitHub App service (webhooks → jobs → pull requests and reviews).
     Serve,
+    /// Run inside a GitHub Actions job: the event, inputs and token come from the runner's
+    /// environment (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, GITHUB_REPOSITORY, INPUT_*).
+    Action,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +133,7 @@ pub async fn main(cli: Cli, env: BTreeMap<String, String>) -> u8 {
         Command::ConfigCmd => config_cmd::run(config_flag, &env),
         Command::Models(args) => models::run(config_flag, &env, args).await,
         Command::Serve => serve::run(config_flag, &env).await,
+        Command::Action => action::run(&env).await,
     }
 }
 

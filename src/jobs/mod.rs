@@ -116,7 +116,11 @@ pub fn intake(event: &Event) -> bool {
 
 /// Write or admin by the collaborator-permission API (the payload's author_association is
 /// not trusted), or listed in `triggers.allowed_users`. Bots never; automatic work always.
-pub async fn permitted(repo: &crate::github::api::Repo<'_>, cfg: &RepoConfig, req: &Request) -> bool {
+pub async fn permitted(
+    repo: &crate::github::api::Repo<'_>,
+    cfg: &RepoConfig,
+    req: &Request,
+) -> bool {
     let Some(user) = &req.requested_by else {
         return true;
     };

@@ -251,6 +251,8 @@ pub(crate) struct App {
     root: tempfile::TempDir,
     api_url: String,
     ops: openapi::Operations,
+    /// Contents writes check the old blob and commit as one step, as GitHub's are atomic.
+    pub(crate) contents_writes: Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -335,6 +337,7 @@ impl FakeGitHub {
             root: tempfile::tempdir().expect("tempdir for bare repos"),
             api_url: format!("http://{addr}"),
             ops: openapi::Operations::load(),
+            contents_writes: Mutex::new(()),
         });
         let inner = Arc::new(Mutex::new(Inner {
             next_id: 1_000_000,

@@ -2253,6 +2253,11 @@ fn check_run(server: &Server, key: &str, id: Option<u64>, body: &Value) -> Reply
 /// `PUT /repos/{o}/{r}/contents/{path}`: one commit on `branch` (default branch by default).
 /// Updating an existing file needs its blob `sha`, as on GitHub (else 422; a stale one is 409).
 fn put_contents(server: &Server, key: &str, path: &str, body: &Value, bot: &str) -> Reply {
+    let _atomic = server
+        .app
+        .contents_writes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let (bare, default) = {
         let inner = server.lock();
         let r = &inner.repos[key];

@@ -1,0 +1,564 @@
+//! `equitr-coder action`: the GitHub Action front door. It reads the workflow's event and
+//! inputs, decides the jobs exactly as `serve` does (the same triage and permission gate),
+//! runs them with the same job code, and reports through the Action's own channels: the step
+//! summary, the step outputs, and the exit status (non-zero only when a job it started
+//! failed — an ignored or denied event is a success).
+//!
+//! The monthly budget lives in the repository ([`ledger`]), since there is no server.
+
+pub mod ledger;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::repo::RepoConfig;
+use crate::config::{Config, Overrides};
+use crate::github::api::Repo;
+use crate::github::client::GitHub;
+use crate::github::command::help_text;
+use crate::github::webhook::{self, Event};
+use crate::github::{Actor, InstallationId, RepoName};
+use crate::jobs::run::{self, JobEnv, JobReport, JobSpec};
+use crate::jobs::{self, JobKind, Request};
+use crate::llm::ledger::Ledger;
+use crate::llm::pricing::Usd;
+
+/// The identity `GITHUB_TOKEN` acts as: commits are authored by it, and its comments are
+/// recognised as the bot's own.
+pub const ACTIONS_BOT: &str = "github-actions";
+pub const ACTIONS_BOT_ID: u64 = 41898282;
+
+/// A problem with the run's environment or inputs: one line, exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// What the Action reports in its outputs.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// success | failure | skipped | denied
+    pub conclusion: String,
+    pub cost: Option<Usd>,
+    pub pr_url: Option<String>,
+    pub review_id: Option<u64>,
+    pub summary: String,
+}
+
+/// The inputs of `action.yml`, as the runner passes them (`INPUT_<NAME>`).
+struct Inputs<'a>(&'a BTreeMap<String, String>);
+
+impl Inputs<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .get(&format!("INPUT_{}", name.to_ascii_uppercase()))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn usd(&self, name: &str) -> Result<Option<f64>, UsageError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .map(Some)
+                .ok_or_else(|| UsageError(format!("input `{name}`: `{v}` is not a USD amount"))),
+        }
+    }
+}
+
+fn required(env: &BTreeMap<String, String>, name: &str) -> Result<String, UsageError> {
+    env.get(name)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{name} is not set: `equitr-coder action` runs inside a GitHub Actions job"
+            ))
+        })
+}
+
+/// Run the Action; `Err` is a usage error (exit 2). `Ok` carries the outcome; the caller exits
+/// 1 when its conclusion is `failure`.
+pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> {
+    let inputs = Inputs(env);
+    let event_name = required(env, "GITHUB_EVENT_NAME")?;
+    let event_path = required(env, "GITHUB_EVENT_PATH")?;
+    let repo_s = required(env, "GITHUB_REPOSITORY")?;
+    let repo_name = RepoName::parse(&repo_s)
+        .ok_or_else(|| UsageError(format!("GITHUB_REPOSITORY: `{repo_s}` is not owner/name")))?;
+    let token = inputs
+        .get("github_token")
+        .or_else(|| env.get("GITHUB_TOKEN").cloned().filter(|t| !t.is_empty()))
+        .ok_or_else(|| {
+            UsageError("the `github_token` input is empty (and GITHUB_TOKEN is not set)".into())
+        })?;
+    // Masked in the log even if it was not a secret (a token built by an earlier step).
+    for secret in [
+        Some(token.clone()),
+        inputs.get("openai_api_key"),
+        inputs.get("anthropic_api_key"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        println!("::add-mask::{secret}");
+    }
+    let api_url = env
+        .get("GITHUB_API_URL")
+        .cloned()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "https://api.github.com".into());
+    let payload = std::fs::read(&event_path)
+        .map_err(|e| UsageError(format!("GITHUB_EVENT_PATH {event_path}: {e}")))?;
+    let run_id: i64 = env
+        .get("GITHUB_RUN_ID")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+
+    // The agent core's configuration: the inputs, over an optional EQUITR_CONFIG file.
+    let mut llm_env = env.clone();
+    for (input, var) in [
+        ("openai_api_key", "OPENAI_API_KEY"),
+        ("anthropic_api_key", "ANTHROPIC_API_KEY"),
+    ] {
+        if let Some(v) = inputs.get(input) {
+            llm_env.insert(var.into(), v);
+        }
+    }
+    let multi_agent = match inputs.get("multi_agent").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(v) => {
+            return Err(UsageError(format!(
+                "input `multi_agent`: `{v}` is not true or false"
+            )))
+        }
+    };
+    let overrides = Overrides {
+        supervisor_model: inputs.get("supervisor_model"),
+        worker_model: inputs.get("worker_model"),
+        multi_agent,
+        api_base: inputs.get("api_base"),
+        budget: inputs.usd("budget_usd")?,
+        ..Overrides::default()
+    };
+    let config_file = env
+        .get("EQUITR_CONFIG")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let llm = Config::load(config_file.as_deref(), &llm_env, &overrides)
+        .map_err(|e| UsageError(e.to_string()))?;
+
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("equitr-coder/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| UsageError(format!("HTTP client: {e}")))?;
+    let gh = Arc::new(GitHub::with_token(http.clone(), &api_url, &token));
+    // One token for everything: the installation is only a label here.
+    let installation = InstallationId(0);
+    let repo = Repo {
+        gh: &gh,
+        installation,
+        name: &repo_name,
+    };
+
+    let event = webhook::parse_action_event(&event_name, &payload, installation)
+        .map_err(|e| UsageError(format!("GITHUB_EVENT_PATH: {e}")))?;
+    let payload_json: serde_json::Value = serde_json::from_slice(&payload)
+        .map_err(|e| UsageError(format!("GITHUB_EVENT_PATH: {e}")))?;
+
+    // The repository's config from its default branch, never from the checkout: a pull
+    // request must not be able to change the rules it is reviewed by.
+    let info = repo
+        .info()
+        .await
+        .map_err(|e| UsageError(format!("GITHUB_REPOSITORY {repo_name}: {e}")))?;
+    let config_path = inputs
+        .get("config")
+        .unwrap_or_else(|| RepoConfig::PATH.to_string());
+    let config_text = repo
+        .file(&config_path, &info.default_branch)
+        .await
+        .map_err(|e| UsageError(format!("{config_path}: {e}")))?;
+    let mut cfg = match RepoConfig::parse(config_text.as_deref().unwrap_or("")) {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(UsageError(
+                e.to_string().replace(RepoConfig::PATH, &config_path),
+            ))
+        }
+    };
+    if let Some(t) = inputs.get("trigger") {
+        cfg.triggers.command = t;
+    }
+
+    let mode = inputs.get("mode").unwrap_or_else(|| "auto".into());
+    let task = inputs.get("task");
+    let sender = actor(&payload_json["sender"]);
+    let requests = requests(
+        &mode,
+        &event_name,
+        event.as_ref(),
+        &payload_json,
+        &cfg,
+        sender,
+        task,
+        env,
+    )?;
+    if requests.is_empty() {
+        let note = format!("Nothing to do for `{event_name}` in mode `{mode}`.");
+        return Ok(Outcome {
+            conclusion: "skipped".into(),
+            summary: note,
+            ..Outcome::default()
+        });
+    }
+
+    let work_root = env
+        .get("RUNNER_TEMP")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("equitr-work");
+    let job_env = JobEnv {
+        gh: gh.clone(),
+        llm,
+        app_slug: ACTIONS_BOT.into(),
+        bot_user_id: ACTIONS_BOT_ID,
+        work_root,
+        http,
+        sink: Arc::new(crate::agent::NoSink),
+    };
+    let month = crate::store::month_of(crate::store::Clock::now(&crate::store::SystemClock));
+    let usd = |v: Option<f64>| v.and_then(Usd::from_dollars_f64);
+    let monthly_cap = usd(inputs.usd("monthly_budget_usd")?).or(usd(cfg.budget.monthly_usd));
+
+    let mut outcome = Outcome {
+        conclusion: "success".into(),
+        ..Outcome::default()
+    };
+    let mut texts = Vec::new();
+    for req in requests {
+        let thread = thread_number(&req.kind);
+        if !jobs::permitted(&repo, &cfg, &req).await {
+            if let (Some(user), Some(n)) = (&req.requested_by, thread) {
+                let _ = repo
+                    .create_comment(
+                        n,
+                        &format!(
+                            "@{} sorry — only collaborators with write access can run `{}` commands here.",
+                            user.login, cfg.triggers.command
+                        ),
+                    )
+                    .await;
+            }
+            outcome.conclusion = "denied".into();
+            texts.push(format!(
+                "Denied: `{}` is not allowed for this sender.",
+                req.kind.name()
+            ));
+            continue;
+        }
+        let needs_model = !matches!(req.kind, JobKind::Help { .. } | JobKind::Cost { .. });
+        if needs_model && !has_key(&job_env.llm) {
+            // Fork pull requests get no secrets: skip rather than fail.
+            outcome.conclusion = "skipped".into();
+            texts.push("Skipped: no model API key is available to this run (GitHub gives none to workflows on fork pull requests).".into());
+            continue;
+        }
+        let per_run = match (usd(cfg.budget.per_run_usd), usd(job_env.llm.llm.budget)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let per_run = match (&req.kind, per_run) {
+            (
+                JobKind::Refactor {
+                    budget: Some(b), ..
+                },
+                Some(p),
+            ) => Some(p.min(*b)),
+            (
+                JobKind::Refactor {
+                    budget: Some(b), ..
+                },
+                None,
+            ) => Some(*b),
+            (_, p) => p,
+        };
+        let ledger: Arc<dyn Ledger> = Arc::new(ledger::GitLedger::new(
+            gh.clone(),
+            repo_name.clone(),
+            format!(
+                "{run_id}-{}",
+                env.get("GITHUB_RUN_ATTEMPT")
+                    .map(String::as_str)
+                    .unwrap_or("1")
+            ),
+            month.clone(),
+            monthly_cap,
+            per_run,
+        ));
+        let spec = JobSpec {
+            id: run_id,
+            repo: repo_name.clone(),
+            installation,
+            kind: req.kind.clone(),
+            comment_id: req.comment_id,
+        };
+        match dispatch(&job_env, &repo, &spec, &cfg, ledger).await {
+            Ok(report) => {
+                if !report.succeeded {
+                    outcome.conclusion = "failure".into();
+                }
+                outcome.cost = match (outcome.cost, report.cost) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                    (a, b) => a.or(b),
+                };
+                outcome.pr_url = report.pr_url.clone().or(outcome.pr_url);
+                outcome.review_id = report.review_id.or(outcome.review_id);
+                texts.push(format!(
+                    "**{}**: {}\n\n{}",
+                    req.kind.name(),
+                    report.summary,
+                    report.cost_summary
+                ));
+            }
+            Err(e) => {
+                outcome.conclusion = "failure".into();
+                texts.push(format!("**{}** failed: {e:#}", req.kind.name()));
+            }
+        }
+    }
+    outcome.summary = texts.join("\n\n");
+    Ok(outcome)
+}
+
+/// Whether both roles can reach their model: a key, or a provider that needs none (a local
+/// server, a proxy). The same rule the orchestrator applies when it builds its clients.
+fn has_key(cfg: &Config) -> bool {
+    [
+        crate::llm::AgentRole::Worker,
+        crate::llm::AgentRole::Supervisor,
+    ]
+    .into_iter()
+    .all(|r| match cfg.resolve(r) {
+        Ok(m) => {
+            m.api_key.is_some()
+                || m.provider.key_env().is_none()
+                || m.provider == crate::config::ProviderKind::Litellm
+                || m.provider.default_base() != Some(m.api_base.as_str())
+        }
+        // A broken config is reported by the job itself.
+        Err(_) => true,
+    })
+}
+
+fn actor(v: &serde_json::Value) -> Option<Actor> {
+    Some(Actor {
+        login: v["login"].as_str()?.to_string(),
+        id: v["id"].as_u64().unwrap_or(0),
+        is_bot: v["type"].as_str() == Some("Bot"),
+    })
+}
+
+fn thread_number(kind: &JobKind) -> Option<u64> {
+    match kind {
+        JobKind::Implement { issue, .. } | JobKind::Approve { issue } => Some(*issue),
+        JobKind::Review { pr, .. } | JobKind::Revise { pr, .. } => Some(*pr),
+        JobKind::Ask { number, .. } | JobKind::Cost { number } | JobKind::Help { number, .. } => {
+            Some(*number)
+        }
+        JobKind::Refactor { .. } => None,
+    }
+}
+
+/// The jobs this run does: in `auto` mode what `serve` would do for the same event; in the
+/// other modes the one job the workflow asks for, on the event's issue or pull request.
+#[allow(clippy::too_many_arguments)] // the run's context, read once by the caller
+fn requests(
+    mode: &str,
+    event_name: &str,
+    event: Option<&Event>,
+    payload: &serde_json::Value,
+    cfg: &RepoConfig,
+    sender: Option<Actor>,
+    task: Option<String>,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<Request>, UsageError> {
+    let number = payload["issue"]["number"]
+        .as_u64()
+        .or(payload["pull_request"]["number"].as_u64());
+    let is_pr = payload["pull_request"].is_object() || payload["issue"]["pull_request"].is_object();
+    let name = env
+        .get("GITHUB_WORKFLOW")
+        .cloned()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "scheduled".into());
+    let need_task = |what: &str| {
+        task.clone()
+            .ok_or_else(|| UsageError(format!("the `task` input is needed for {what}")))
+    };
+    let one = |kind: JobKind| {
+        Ok(vec![Request {
+            kind,
+            requested_by: sender.clone(),
+            comment_id: payload["comment"]["id"].as_u64(),
+        }])
+    };
+    let need_number = |what: &str| {
+        number.ok_or_else(|| {
+            UsageError(format!(
+                "mode `{what}` needs an issue or pull request event, not `{event_name}`"
+            ))
+        })
+    };
+    match mode {
+        "auto" => match event_name {
+            "schedule" | "workflow_dispatch" => {
+                let kind = JobKind::Refactor {
+                    name,
+                    task: need_task(&format!("`{event_name}` runs"))?,
+                    budget: None,
+                };
+                // A schedule has no sender to check: the workflow file is the maintainer's.
+                let requested_by = if event_name == "schedule" { None } else { sender };
+                Ok(vec![Request {
+                    kind,
+                    requested_by,
+                    comment_id: None,
+                }])
+            }
+            "issues" | "issue_comment" | "pull_request" | "pull_request_review"
+            | "pull_request_review_comment" => Ok(match event {
+                Some(ev) => jobs::triage(ev, cfg, ACTIONS_BOT),
+                None => Vec::new(),
+            }),
+            other => Err(UsageError(format!(
+                "GITHUB_EVENT_NAME `{other}` is not an event equitr-coder handles (issues, issue_comment, pull_request, pull_request_review_comment, schedule, workflow_dispatch)"
+            ))),
+        },
+        "implement" if is_pr => Err(UsageError("mode `implement` works on issues, not pull requests".into())),
+        "implement" => one(JobKind::Implement {
+            issue: need_number("implement")?,
+            notes: task.clone().unwrap_or_default(),
+        }),
+        "review" if !is_pr => Err(UsageError(format!("mode `review` needs a pull request event, not `{event_name}`"))),
+        "review" => {
+            let from_fork = payload["pull_request"]["head"]["repo"]["full_name"].as_str()
+                != payload["repository"]["full_name"].as_str();
+            one(JobKind::Review {
+                pr: need_number("review")?,
+                head_sha: payload["pull_request"]["head"]["sha"].as_str().map(str::to_string),
+                from_fork: from_fork && payload["pull_request"].is_object(),
+            })
+        }
+        "ask" => one(JobKind::Ask {
+            number: need_number("ask")?,
+            question: need_task("mode `ask`")?,
+        }),
+        "refactor" => one(JobKind::Refactor {
+            name,
+            task: need_task("mode `refactor`")?,
+            budget: None,
+        }),
+        other => Err(UsageError(format!(
+            "input `mode`: `{other}` is not one of auto, implement, review, refactor, ask"
+        ))),
+    }
+}
+
+/// The same job functions `serve` runs.
+async fn dispatch(
+    env: &JobEnv,
+    repo: &Repo<'_>,
+    spec: &JobSpec,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+) -> anyhow::Result<JobReport> {
+    Ok(match &spec.kind {
+        JobKind::Implement { issue, notes } => {
+            run::implement(env, spec, *issue, notes, cfg, ledger, true).await?
+        }
+        JobKind::Approve { issue } => run::approve(env, spec, *issue, cfg, ledger, true).await?,
+        JobKind::Review { pr, .. } => run::review(env, spec, *pr, cfg, ledger, true).await?,
+        JobKind::Revise { pr, notes, .. } => {
+            run::revise(env, spec, *pr, notes, cfg, ledger, true).await?
+        }
+        JobKind::Ask { number, question } => {
+            run::ask(env, spec, *number, question, ledger, true).await?
+        }
+        JobKind::Refactor { name, task, .. } => {
+            run::refactor(env, spec, name, task, cfg, ledger, true).await?
+        }
+        JobKind::Help { number, error } => {
+            let text = match error {
+                Some(e) => format!("{e}\n\n{}", help_text(&cfg.triggers.command)),
+                None => help_text(&cfg.triggers.command),
+            };
+            repo.create_comment(*number, &text).await?;
+            JobReport {
+                succeeded: true,
+                summary: "help".into(),
+                ..JobReport::default()
+            }
+        }
+        JobKind::Cost { number } => {
+            let text = match ledger.month().await {
+                Some((spent, Some(cap))) => {
+                    format!(
+                        "This month {} has spent {spent} of its {cap} budget.",
+                        spec.repo
+                    )
+                }
+                Some((spent, None)) => format!("This month {} has spent {spent}.", spec.repo),
+                None => "The ledger could not be read.".into(),
+            };
+            repo.create_comment(*number, &text).await?;
+            JobReport {
+                succeeded: true,
+                summary: text,
+                ..JobReport::default()
+            }
+        }
+    })
+}
+
+/// Write the outputs (`GITHUB_OUTPUT`) and the step summary (`GITHUB_STEP_SUMMARY`).
+pub fn report(env: &BTreeMap<String, String>, outcome: &Outcome) -> std::io::Result<()> {
+    let cost = outcome
+        .cost
+        .map(|c| c.to_string().trim_start_matches('$').to_string())
+        .unwrap_or_else(|| "0".into());
+    if let Some(path) = env.get("GITHUB_OUTPUT").filter(|p| !p.is_empty()) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)?;
+        writeln!(f, "cost_usd={cost}")?;
+        writeln!(f, "pr_url={}", outcome.pr_url.as_deref().unwrap_or(""))?;
+        writeln!(
+            f,
+            "review_id={}",
+            outcome.review_id.map(|i| i.to_string()).unwrap_or_default()
+        )?;
+        writeln!(f, "conclusion={}", outcome.conclusion)?;
+    }
+    if let Some(path) = env.get("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)?;
+        writeln!(
+            f,
+            "## equitr-coder: {}\n\n{}\n",
+            outcome.conclusion,
+            crate::github::scrub::scrub(&outcome.summary)
+        )?;
+    }
+    Ok(())
+}
