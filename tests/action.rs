@@ -149,7 +149,8 @@ async fn an_issue_comment_run_opens_a_pr_and_fills_the_summary_and_outputs() {
     let token = setup_repo(&gh);
     let llm = ScriptedLlm::start().await;
     fix_readme(&llm);
-    let runner = Runner::new(&gh, &llm, &token);
+    let mut runner = Runner::new(&gh, &llm, &token);
+    runner.set("INPUT_MONTHLY_BUDGET_USD", "5");
     let mut c = fixture("issue_comment.created.3.json");
     c["comment"]["body"] = json!("Please:\n/equitr implement");
     let run = runner.run("issue_comment", &c).await;
@@ -173,6 +174,13 @@ async fn an_issue_comment_run_opens_a_pr_and_fills_the_summary_and_outputs() {
     assert!(
         run.summary
             .contains("| worker | `gpt-4o-mini` | 2 | 200 | 0 | 40 | $0.0001 |"),
+        "{}",
+        run.summary
+    );
+    // The month, from the ledger branch, against the cap.
+    assert!(
+        run.summary
+            .contains("This month: $0.0001 of the $5.0000 repository cap"),
         "{}",
         run.summary
     );

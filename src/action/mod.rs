@@ -290,19 +290,24 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
             ) => Some(*b),
             (_, p) => p,
         };
-        let ledger: Arc<dyn Ledger> = Arc::new(ledger::GitLedger::new(
-            gh.clone(),
-            repo_name.clone(),
-            format!(
-                "{run_id}-{}",
-                env.get("GITHUB_RUN_ATTEMPT")
-                    .map(String::as_str)
-                    .unwrap_or("1")
-            ),
-            month.clone(),
-            monthly_cap,
-            per_run,
-        ));
+        // With a monthly cap the ledger branch keeps the month across runs (and needs
+        // `contents: write`); without one, this run's own cap is all there is to keep.
+        let ledger: Arc<dyn Ledger> = match monthly_cap {
+            Some(_) => Arc::new(ledger::GitLedger::new(
+                gh.clone(),
+                repo_name.clone(),
+                format!(
+                    "{run_id}-{}",
+                    env.get("GITHUB_RUN_ATTEMPT")
+                        .map(String::as_str)
+                        .unwrap_or("1")
+                ),
+                month.clone(),
+                monthly_cap,
+                per_run,
+            )),
+            None => Arc::new(crate::llm::ledger::MemoryLedger::new(per_run)),
+        };
         let spec = JobSpec {
             id: run_id,
             repo: repo_name.clone(),
