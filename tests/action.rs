@@ -203,16 +203,56 @@ async fn an_issue_comment_run_opens_a_pr_and_fills_the_summary_and_outputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_pull_request_is_reviewed_without_pushing() {
     let gh = FakeGitHub::start().await;
-    let token = setup_repo(&gh);
-    let repo = gh.repo(REPO);
-    repo.push_branch(
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.repo(REPO).push_branch(
         "changes",
         "main",
         &[("README.md", Some("# Hello\n<script>alert(1)</script>\n"))],
         "Add a script",
     );
     gh.add_pr(REPO, 2, "changes", "main", "mallory", true);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "review: { auto: true }\n");
+    // GitHub gives a fork's `pull_request` run a GITHUB_TOKEN that can only read.
+    for p in ["contents", "issues", "pull_requests", "checks"] {
+        gh.set_installation_permission(1, p, "read");
+    }
+    let token = gh.mint_token(1, Duration::from_secs(3600));
+    let mut pr = fixture("pull_request.opened.1.json");
+    pr["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
+
+    // The usual case: no secrets either (no API key), so no model can be called.
     let llm = ScriptedLlm::start().await;
+    let mut runner = Runner::new(&gh, &llm, &token);
+    runner.vars.remove("INPUT_OPENAI_API_KEY");
+    runner.vars.remove("INPUT_API_BASE");
+    let run = runner.run("pull_request", &pr).await;
+    assert_eq!(
+        (run.code, run.outputs["conclusion"].as_str()),
+        (0, "skipped"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.summary.contains("no model API key"), "{}", run.summary);
+    assert!(llm.requests().is_empty());
+
+    // A model it may use (a key the repository passes to forks, or a keyless server), but
+    // a monthly cap: the ledger cannot be written with this token, so nothing runs.
+    let mut runner = Runner::new(&gh, &llm, &token);
+    runner.set("INPUT_MONTHLY_BUDGET_USD", "5");
+    let run = runner.run("pull_request", &pr).await;
+    assert_eq!(
+        (run.code, run.outputs["conclusion"].as_str()),
+        (0, "skipped"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.summary.contains("read-only token"), "{}", run.summary);
+    assert!(llm.requests().is_empty());
+
+    // A model and no monthly cap: the review is made and shown in the step summary; nothing
+    // is written to GitHub — no review, no check run, no push, no ledger.
     llm.push(
         "gpt-4o-mini",
         Reply::tool("report_finding", json!({"path": "README.md", "line": 2, "severity": "high", "title": "Script in the README", "body": "Rendered pages may run it."})),
@@ -221,23 +261,41 @@ async fn a_fork_pull_request_is_reviewed_without_pushing() {
         "gpt-4o-mini",
         Reply::tool("finish", json!({"summary": "One finding."})),
     );
-    let runner = Runner::new(&gh, &llm, &token);
-    let mut pr = fixture("pull_request.opened.1.json");
-    pr["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
-    let cfg = "review: { auto: true }\n";
-    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", cfg);
+    let before = gh.requests().len();
+    let mut runner = Runner::new(&gh, &llm, &token);
+    runner.set("INPUT_BUDGET_USD", "1");
     let run = runner.run("pull_request", &pr).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let reviews = gh.reviews(REPO, 2);
-    assert_eq!(reviews.len(), 1);
-    assert_eq!(reviews[0].event, "REQUEST_CHANGES");
-    assert_eq!(run.outputs["review_id"], reviews[0].id.to_string());
+    assert_eq!(run.outputs["conclusion"], "success");
+    assert_eq!(run.outputs["review_id"], "");
     assert!(
-        gh.requests()
-            .iter()
-            .all(|q| !q.path.contains("git-receive-pack")),
-        "nothing pushed"
+        run.summary
+            .contains("`README.md:2` **High: Script in the README**"),
+        "{}",
+        run.summary
     );
+    assert!(
+        run.summary.contains("it would request changes"),
+        "{}",
+        run.summary
+    );
+    assert!(
+        run.summary
+            .contains("| worker | `gpt-4o-mini` | 2 | 200 | 0 | 40 | $0.0001 |"),
+        "{}",
+        run.summary
+    );
+    assert_eq!(llm.requests().len(), 2);
+    assert!(gh.reviews(REPO, 2).is_empty());
+    assert!(gh.check_runs(REPO).is_empty());
+    assert!(gh.comments(REPO, 2).is_empty());
+    assert_eq!(gh.branch_sha(REPO, "equitr/ledger"), None);
+    let writes: Vec<String> = gh.requests()[before..]
+        .iter()
+        .filter(|q| q.method != "GET" && !q.path.ends_with("/git-upload-pack"))
+        .map(|q| format!("{} {} → {}", q.method, q.path, q.status))
+        .collect();
+    assert_eq!(writes, Vec::<String>::new(), "it only read");
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
 
@@ -333,21 +391,37 @@ async fn concurrent_runs_never_pass_the_monthly_cap_together() {
     let gh = FakeGitHub::start().await;
     let token = setup_repo(&gh);
     let llm = ScriptedLlm::start().await;
-    for _ in 0..3 {
-        fix_readme(&llm);
+    // Two runs started at once, each doing the same two-call task. Each run has its own
+    // worker model (same price) so that each gets its own script. Every call reports 4,000
+    // output tokens: $0.002415 at gpt-4o-mini's prices, and reserves ≈ $0.0027 (the prompt
+    // + 4,096 output tokens). One run's spending ($0.00483) fits the cap of $0.0085, two
+    // runs' ($0.00966) do not; whatever the interleaving, three calls fit (two settled or
+    // held + one reservation ≤ $0.0081) and a fourth never does (three ≥ $0.0072 + $0.0027).
+    let models = ["gpt-4o-mini", "gpt-4o-mini-2024-07-18"];
+    for m in models {
+        llm.push(
+            m,
+            Reply::tool(
+                "write_file",
+                json!({"path": "README.md", "content": "# Hello World\n"}),
+            )
+            .usage(100, 0, 4000),
+        );
+        llm.push(
+            m,
+            Reply::tool("finish", json!({"summary": "Fixed the heading."})).usage(100, 0, 4000),
+        );
     }
-    // A cap that holds one call's reservation (≈ $0.0025 for 4096 output tokens on
-    // gpt-4o-mini) but not two at once.
-    let cap = "0.004";
-    let payload = fixture("workflow_dispatch.none.1.json");
-    let mut payload = payload;
+    let cap_picos: u64 = 8_500_000_000;
+    let mut payload = fixture("workflow_dispatch.none.1.json");
     payload["repository"] = fixture("issue_comment.created.3.json")["repository"].clone();
     payload["sender"] = fixture("issue_comment.created.3.json")["sender"].clone();
     let mut runners = Vec::new();
-    for i in 0..3 {
+    for (i, m) in models.iter().enumerate() {
         let mut r = Runner::new(&gh, &llm, &token);
         r.set("INPUT_TASK", "Fix the README heading")
-            .set("INPUT_MONTHLY_BUDGET_USD", cap)
+            .set("INPUT_MONTHLY_BUDGET_USD", "0.0085")
+            .set("INPUT_WORKER_MODEL", m)
             .set("GITHUB_RUN_ID", &format!("{}", 100 + i))
             .set("GITHUB_WORKFLOW", &format!("tidy {i}"));
         runners.push(r);
@@ -355,58 +429,155 @@ async fn concurrent_runs_never_pass_the_monthly_cap_together() {
     let runs =
         futures::future::join_all(runners.iter().map(|r| r.run("workflow_dispatch", &payload)))
             .await;
+
+    // One run did its task; the other was stopped by the cap before its second call, said so
+    // and failed.
+    let mut codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [0, 1],
+        "{:#?}",
+        runs.iter()
+            .map(|r| (&r.summary, &r.stderr))
+            .collect::<Vec<_>>()
+    );
+    let failed = runs.iter().find(|r| r.code == 1).unwrap();
+    assert_eq!(failed.outputs["conclusion"], "failure");
+    assert!(failed.summary.contains("budget"), "{}", failed.summary);
+    assert_eq!(llm.requests().len(), 3);
+
+    // The month's file: the three calls, settled, within the cap.
     let ledger = ledger_file(&gh);
     let entries = ledger["entries"].as_array().unwrap();
-    // Every model call that was made is in the ledger, settled: no write was lost.
-    let settled = entries.iter().filter(|e| e["state"] == "settled").count();
-    assert_eq!(settled, llm.requests().len(), "{ledger}");
-    // At every commit of the ledger branch, what was spent and held stayed within the cap.
-    let cap_picos: u64 = 4_000_000_000;
-    let log = gh.git(REPO, &["log", "--format=%H", "equitr/ledger"]);
+    assert_eq!(entries.len(), 3, "{ledger}");
+    assert!(entries.iter().all(|e| e["state"] == "settled"), "{ledger}");
+    let spent: u64 = entries.iter().map(|e| e["cost"].as_u64().unwrap()).sum();
+    assert_eq!(spent, 3 * 2_415_000_000);
+    assert!(spent <= cap_picos);
+    // Both runs report what they spent, and together that is the ledger's total.
+    let reported: f64 = runs
+        .iter()
+        .map(|r| r.outputs["cost_usd"].parse::<f64>().unwrap())
+        .sum();
+    assert!((reported - 0.0072).abs() < 0.0002, "{reported}");
+
+    // The branch's history: every reservation is a commit of its own, then its settlement,
+    // and at no commit did settled + held spending pass the cap.
+    let log = gh.git(
+        REPO,
+        &["log", "--reverse", "--format=%H %s", "equitr/ledger"],
+    );
     let path = gh
         .branch_files(REPO, "equitr/ledger")
         .into_keys()
         .find(|k| k.starts_with("ledger/"))
         .unwrap();
-    let mut commits = 0;
-    for sha in log.lines() {
-        let Some(text) =
-            std::panic::catch_unwind(|| gh.git(REPO, &["show", &format!("{sha}:{path}")])).ok()
-        else {
+    let mut reserved_at = BTreeMap::new();
+    let mut settled_at = BTreeMap::new();
+    for (n, line) in log.lines().enumerate() {
+        let (sha, subject) = line.split_once(' ').unwrap();
+        if subject == "equitr: start the ledger" {
             continue;
-        };
-        let Ok(file) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        commits += 1;
-        let committed: u64 = file["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| match e["state"].as_str() {
-                Some("reserved") => e["reserved"].as_u64().unwrap(),
-                Some("settled") => e["cost"].as_u64().unwrap(),
-                _ => 0,
-            })
-            .sum();
+        }
+        let text = gh.git(REPO, &["show", &format!("{sha}:{path}")]);
+        let file: Value = serde_json::from_str(&text).unwrap();
+        let mut committed = 0;
+        for e in file["entries"].as_array().unwrap() {
+            let id = e["id"].as_str().unwrap().to_string();
+            match e["state"].as_str().unwrap() {
+                "reserved" => {
+                    committed += e["reserved"].as_u64().unwrap();
+                    reserved_at.entry(id).or_insert(n);
+                }
+                "settled" => {
+                    committed += e["cost"].as_u64().unwrap();
+                    settled_at.entry(id).or_insert(n);
+                }
+                other => panic!("{sha}: state {other}"),
+            }
+        }
         assert!(
             committed <= cap_picos,
-            "{sha}: {committed} > {cap_picos}\n{file}"
+            "{subject}: {committed} > {cap_picos}\n{file}"
         );
     }
-    assert!(
-        commits >= 2 * settled,
-        "one commit per reservation and per settlement"
-    );
-    // Some run was refused a reservation: three runs' worth of concurrent reservations do not
-    // fit, and the refused run says so and fails.
-    let codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
-    eprintln!("CODES {codes:?} settled {settled} commits {commits}");
-    assert!(codes.iter().all(|c| *c == 0 || *c == 1), "{codes:?}");
-    for r in &runs {
-        if r.code == 1 {
-            assert_eq!(r.outputs["conclusion"], "failure");
-            assert!(r.summary.contains("budget"), "{}", r.summary);
-        }
+    assert_eq!(reserved_at.len(), 3, "{log}");
+    for (id, r) in &reserved_at {
+        assert!(
+            settled_at[id] > *r,
+            "{id} settled after its reservation\n{log}"
+        );
     }
+    assert_eq!(log.lines().count(), 1 + 3 + 3, "{log}");
+    // Two runs are two clients writing at once, which is the point here; the fake's advice
+    // to one client (mutations one at a time) does not apply across them.
+    let violations: Vec<String> = gh
+        .violations()
+        .into_iter()
+        .filter(|v| !v.contains("concurrent mutations"))
+        .collect();
+    assert_eq!(violations, Vec::<String>::new());
+}
+
+/// The compare-and-swap itself, deterministically: a run whose view of the ledger is stale
+/// (another run reserved since its last write) is refused by GitHub, re-reads, and re-checks
+/// the cap against what the other run holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_ledger_write_is_refused_and_the_cap_rechecked() {
+    use equitr_coder::action::ledger::GitLedger;
+    use equitr_coder::github::client::GitHub;
+    use equitr_coder::github::RepoName;
+    use equitr_coder::llm::ledger::{BudgetError, Ledger, ReservationRequest};
+    use equitr_coder::llm::pricing::Usd;
+    use equitr_coder::llm::{AgentRole, Usage};
+    use std::sync::Arc;
+
+    let gh = FakeGitHub::start().await;
+    let token = setup_repo(&gh);
+    let client = Arc::new(GitHub::with_token(
+        reqwest::Client::new(),
+        &gh.api_url(),
+        &token,
+    ));
+    let usd = |cents: u64| Usd::from_picos(cents * 10_000_000_000);
+    let ledger = |run: &str| {
+        GitLedger::new(
+            client.clone(),
+            RepoName::parse(REPO).unwrap(),
+            run.to_string(),
+            "2026-11".to_string(),
+            Some(usd(100)),
+            None,
+        )
+    };
+    let (a, b) = (ledger("a-1"), ledger("b-1"));
+    let req = |cents| ReservationRequest {
+        role: AgentRole::Worker,
+        model: "gpt-4o-mini".into(),
+        amount: usd(cents),
+    };
+    let a1 = a.reserve(req(40)).await.unwrap();
+    b.reserve(req(40)).await.unwrap();
+    let conflicts = |gh: &FakeGitHub| {
+        gh.requests()
+            .iter()
+            .filter(|q| q.method == "PUT" && q.status == 409)
+            .count()
+    };
+    assert_eq!(conflicts(&gh), 0);
+    // `a` still holds the file as it wrote it: its write names a blob that is gone.
+    match a.reserve(req(40)).await {
+        Err(BudgetError::Exceeded { committed, .. }) => assert_eq!(committed, usd(80)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(conflicts(&gh), 1);
+    // With the fresh view a settlement goes through, and frees room for `a` again.
+    a.settle(a1, usd(10), Usage::default()).await.unwrap();
+    a.reserve(req(40)).await.unwrap();
+    assert_eq!(a.committed().await, usd(50));
+    assert_eq!(a.month().await, Some((usd(10), Some(usd(100)))));
+    let log = gh.git(REPO, &["log", "--format=%s", "equitr/ledger"]);
+    assert_eq!(log.lines().count(), 1 + 4, "{log}");
+    assert_eq!(gh.violations(), Vec::<String>::new());
 }

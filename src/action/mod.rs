@@ -96,9 +96,11 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         .ok_or_else(|| {
             UsageError("the `github_token` input is empty (and GITHUB_TOKEN is not set)".into())
         })?;
-    // Masked in the log even if it was not a secret (a token built by an earlier step).
+    // Masked in the log even if it was not a secret (a token built by an earlier step), with
+    // what is derived from it: the credential git sends.
     for secret in [
         Some(token.clone()),
+        Some(crate::github::git::basic_credential(&token)),
         inputs.get("openai_api_key"),
         inputs.get("anthropic_api_key"),
     ]
@@ -219,6 +221,12 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         });
     }
 
+    // The jobs clone the repository themselves (as `serve` does) under RUNNER_TEMP rather
+    // than work in GITHUB_WORKSPACE: a checkout made by actions/checkout keeps the token in
+    // its .git/config (persist-credentials), which the command sandbox would show to code
+    // from the pull request; it may be at any ref (a PR's merge commit, a detached head);
+    // and it belongs to the workflow's other steps, which must not find our edits in it.
+    // Our clone has the token only in git's environment and is thrown away afterwards.
     let work_root = env
         .get("RUNNER_TEMP")
         .filter(|p| !p.is_empty())
@@ -239,9 +247,13 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
     let monthly_cap = usd(inputs.usd("monthly_budget_usd")?).or(usd(cfg.budget.monthly_usd));
 
     let mut outcome = Outcome {
-        conclusion: "success".into(),
         ..Outcome::default()
     };
+    // GitHub runs a fork's `pull_request*` workflows with a read-only token and without
+    // secrets. Such a run writes nothing to GitHub: a review is shown in the step summary
+    // only, and with a monthly cap nothing runs at all, since its spending could not be
+    // recorded on the ledger branch.
+    let read_only = event_name.starts_with("pull_request") && from_fork(&payload_json);
     let mut texts = Vec::new();
     for req in requests {
         let thread = thread_number(&req.kind);
@@ -257,17 +269,33 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
                     )
                     .await;
             }
-            outcome.conclusion = "denied".into();
+            conclude(&mut outcome, "denied");
             texts.push(format!(
                 "Denied: `{}` is not allowed for this sender.",
                 req.kind.name()
             ));
             continue;
         }
+        if read_only {
+            let why = if !matches!(req.kind, JobKind::Review { .. }) {
+                Some(format!("`{}` would write to the thread", req.kind.name()))
+            } else if monthly_cap.is_some() {
+                Some("the monthly budget's ledger cannot be written, so no model is called".into())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                conclude(&mut outcome, "skipped");
+                texts.push(format!(
+                    "Skipped: this run, for a fork's pull request, has a read-only token: {why}."
+                ));
+                continue;
+            }
+        }
         let needs_model = !matches!(req.kind, JobKind::Help { .. } | JobKind::Cost { .. });
         if needs_model && !has_key(&job_env.llm) {
             // Fork pull requests get no secrets: skip rather than fail.
-            outcome.conclusion = "skipped".into();
+            conclude(&mut outcome, "skipped");
             texts.push("Skipped: no model API key is available to this run (GitHub gives none to workflows on fork pull requests).".into());
             continue;
         }
@@ -315,11 +343,22 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
             kind: req.kind.clone(),
             comment_id: req.comment_id,
         };
-        match dispatch(&job_env, &repo, &spec, &cfg, ledger).await {
+        let done = match (&req.kind, read_only) {
+            (JobKind::Review { pr, .. }, true) => {
+                run::review_unpublished(&job_env, &spec, *pr, &cfg, ledger, true).await
+            }
+            _ => dispatch(&job_env, &repo, &spec, &cfg, ledger).await,
+        };
+        match done {
             Ok(report) => {
-                if !report.succeeded {
-                    outcome.conclusion = "failure".into();
-                }
+                conclude(
+                    &mut outcome,
+                    if report.succeeded {
+                        "success"
+                    } else {
+                        "failure"
+                    },
+                );
                 outcome.cost = match (outcome.cost, report.cost) {
                     (Some(a), Some(b)) => Some(a.saturating_add(b)),
                     (a, b) => a.or(b),
@@ -334,7 +373,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
                 ));
             }
             Err(e) => {
-                outcome.conclusion = "failure".into();
+                conclude(&mut outcome, "failure");
                 texts.push(format!("**{}** failed: {e:#}", req.kind.name()));
             }
         }
@@ -361,6 +400,27 @@ fn has_key(cfg: &Config) -> bool {
         // A broken config is reported by the job itself.
         Err(_) => true,
     })
+}
+
+/// The run's conclusion over several jobs: the most telling one (a failure over a success,
+/// which tells more than a denial or a skip).
+fn conclude(outcome: &mut Outcome, conclusion: &str) {
+    let rank = |c: &str| {
+        ["", "skipped", "denied", "success", "failure"]
+            .iter()
+            .position(|x| *x == c)
+    };
+    if rank(conclusion) > rank(&outcome.conclusion) {
+        outcome.conclusion = conclusion.to_string();
+    }
+}
+
+/// Whether the event's pull request comes from another repository (or from one since
+/// deleted: GitHub then sends `head.repo: null`).
+fn from_fork(payload: &serde_json::Value) -> bool {
+    let pr = &payload["pull_request"];
+    pr.is_object()
+        && pr["head"]["repo"]["full_name"].as_str() != payload["repository"]["full_name"].as_str()
 }
 
 fn actor(v: &serde_json::Value) -> Option<Actor> {
@@ -454,12 +514,10 @@ fn requests(
         }),
         "review" if !is_pr => Err(UsageError(format!("mode `review` needs a pull request event, not `{event_name}`"))),
         "review" => {
-            let from_fork = payload["pull_request"]["head"]["repo"]["full_name"].as_str()
-                != payload["repository"]["full_name"].as_str();
             one(JobKind::Review {
                 pr: need_number("review")?,
                 head_sha: payload["pull_request"]["head"]["sha"].as_str().map(str::to_string),
-                from_fork: from_fork && payload["pull_request"].is_object(),
+                from_fork: from_fork(payload),
             })
         }
         "ask" => one(JobKind::Ask {

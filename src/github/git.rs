@@ -44,12 +44,14 @@ impl Author {
     }
 }
 
+/// What git sends for the token (`base64("x-access-token:TOKEN")`): a secret derived from
+/// it, which a front door that prints to a shared log must mask too (`::add-mask::`).
+pub fn basic_credential(token: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+}
+
 fn basic(token: &str) -> String {
-    let raw = format!("x-access-token:{token}");
-    format!(
-        "Authorization: Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
+    format!("Authorization: Basic {}", basic_credential(token))
 }
 
 impl Checkout {

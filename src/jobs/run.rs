@@ -644,6 +644,119 @@ async fn review_checked(
     pull: &crate::github::api::Pull,
     check: u64,
 ) -> anyhow::Result<JobReport> {
+    let draft = draft_review(
+        env, spec, pr_number, cfg, ledger, enforced, repo, info, pull,
+    )
+    .await?;
+    let body = format!("{}\n{}\n\n{}", draft.head, draft.costs, marker(spec.id));
+    let review_id = repo
+        .create_review(
+            pr_number,
+            &pull.head.sha,
+            draft.event,
+            &body,
+            &draft.comments,
+        )
+        .await?;
+    repo.check_run(
+        Some(check),
+        CHECK,
+        &pull.head.sha,
+        "completed",
+        Some(draft.conclusion),
+        &draft.summary,
+    )
+    .await?;
+    Ok(JobReport {
+        succeeded: draft.complete,
+        summary: format!("review {review_id}: {}", draft.summary),
+        cost: draft.cost,
+        pr_url: Some(pull.html_url.clone()),
+        review_id: Some(review_id),
+        cost_summary: draft.costs,
+    })
+}
+
+/// Review a pull request without writing anything to GitHub: for a token that may only read
+/// (the Action on a fork's `pull_request`, where GitHub hands out a read-only token). The
+/// review, inline findings included, comes back in the report's summary for the caller to
+/// show where it can (the Action's step summary).
+pub async fn review_unpublished(
+    env: &JobEnv,
+    spec: &JobSpec,
+    pr_number: u64,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+) -> anyhow::Result<JobReport> {
+    let repo = Repo {
+        gh: &env.gh,
+        installation: spec.installation,
+        name: &spec.repo,
+    };
+    let info = repo.info().await?;
+    let pull = repo.pull(pr_number).await?;
+    let draft = draft_review(
+        env, spec, pr_number, cfg, ledger, enforced, &repo, &info, &pull,
+    )
+    .await?;
+    let mut text = draft.head;
+    if !draft.comments.is_empty() {
+        text.push_str("\nOn the diff:\n\n");
+        for c in &draft.comments {
+            text.push_str(&format!(
+                "- `{}:{}` {}\n",
+                c.path,
+                c.line,
+                c.body.replace('\n', " ")
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "\nNot posted on the pull request (read-only token): {}; {}.\n",
+        if draft.event == crate::github::api::ReviewEvent::RequestChanges {
+            "it would request changes"
+        } else {
+            "it would comment"
+        },
+        draft.summary
+    ));
+    Ok(JobReport {
+        succeeded: draft.complete,
+        summary: text,
+        cost: draft.cost,
+        pr_url: Some(pull.html_url.clone()),
+        review_id: None,
+        cost_summary: draft.costs,
+    })
+}
+
+/// A review worked out, not yet posted.
+struct ReviewDraft {
+    /// The review body before the cost summary.
+    head: String,
+    comments: Vec<crate::github::api::ReviewComment>,
+    event: crate::github::api::ReviewEvent,
+    /// The check run's conclusion.
+    conclusion: &'static str,
+    summary: String,
+    complete: bool,
+    cost: Option<Usd>,
+    costs: String,
+}
+
+#[allow(clippy::too_many_arguments)] // the review's context, already fetched by the caller
+async fn draft_review(
+    env: &JobEnv,
+    spec: &JobSpec,
+    pr_number: u64,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+    enforced: bool,
+    repo: &Repo<'_>,
+    info: &crate::github::api::RepoInfo,
+    pull: &crate::github::api::Pull,
+) -> anyhow::Result<ReviewDraft> {
     use crate::agent::review::{Finding, ReviewRequest};
     use crate::github::api::{ReviewComment, ReviewEvent};
 
@@ -729,15 +842,11 @@ async fn review_checked(
     let costs = result
         .cost
         .render_markdown(&escalation, ledger.month().await);
-    body.push_str(&format!("\n{costs}\n\n{}", marker(spec.id)));
     let event = if any_blocking {
         ReviewEvent::RequestChanges
     } else {
         ReviewEvent::Comment
     };
-    let review_id = repo
-        .create_review(pr_number, &pull.head.sha, event, &body, &comments)
-        .await?;
     let complete = result.outcome == Outcome::Done;
     let conclusion = match (complete, any_blocking) {
         (_, true) => "failure",
@@ -755,22 +864,15 @@ async fn review_checked(
             .count(),
         result.outcome.describe()
     );
-    repo.check_run(
-        Some(check),
-        CHECK,
-        &pull.head.sha,
-        "completed",
-        Some(conclusion),
-        &summary,
-    )
-    .await?;
-    Ok(JobReport {
-        succeeded: complete,
-        summary: format!("review {review_id}: {summary}"),
+    Ok(ReviewDraft {
+        head: body,
+        comments,
+        event,
+        conclusion,
+        summary,
+        complete,
         cost: result.cost.total(),
-        pr_url: Some(pull.html_url.clone()),
-        review_id: Some(review_id),
-        cost_summary: costs,
+        costs,
     })
 }
 
