@@ -33,6 +33,8 @@ struct Run {
     stderr: String,
     outputs: BTreeMap<String, String>,
     summary: String,
+    /// What the run left in GITHUB_WORKSPACE (it clones on its own; see src/action/mod.rs).
+    workspace: Vec<String>,
 }
 
 struct Runner {
@@ -97,7 +99,12 @@ impl Runner {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let workspace = std::fs::read_dir(p("workspace"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         Run {
+            workspace,
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -166,6 +173,7 @@ async fn an_issue_comment_run_opens_a_pr_and_fills_the_summary_and_outputs() {
     // 2 calls × (100 in × $0.15/M + 20 out × $0.60/M) = $0.000054.
     assert_eq!(run.outputs["cost_usd"], "0.0001", "{:?}", run.outputs);
     assert_eq!(run.outputs["conclusion"], "success");
+    assert_eq!(run.workspace, Vec::<String>::new(), "the workspace is left alone");
     assert!(
         run.outputs["pr_url"].ends_with(&format!("/pull/{}", pr.number)),
         "{:?}",
@@ -186,6 +194,9 @@ async fn an_issue_comment_run_opens_a_pr_and_fills_the_summary_and_outputs() {
     );
     // The token is masked in the log and appears nowhere else.
     assert!(run.stdout.contains(&format!("::add-mask::{token}")));
+    let credential = equitr_coder::github::git::basic_credential(&token);
+    assert!(run.stdout.contains(&format!("::add-mask::{credential}")));
+    assert!(run.stdout.contains("::add-mask::sk-test-action"));
     assert!(!run.stderr.contains(&token) && !run.summary.contains(&token));
     // The month's ledger, on its own branch, holds both calls, settled.
     let ledger = ledger_file(&gh);
@@ -251,8 +262,9 @@ async fn a_fork_pull_request_is_reviewed_without_pushing() {
     assert!(run.summary.contains("read-only token"), "{}", run.summary);
     assert!(llm.requests().is_empty());
 
-    // A model and no monthly cap: the review is made and shown in the step summary; nothing
-    // is written to GitHub — no review, no check run, no push, no ledger.
+    // A model and no monthly cap, with `mode: review` as in action/examples/review.yml (and
+    // mallory has no access to the repository): the review is made and shown in the step
+    // summary; nothing is written to GitHub — no review, no check run, no push, no ledger.
     llm.push(
         "gpt-4o-mini",
         Reply::tool("report_finding", json!({"path": "README.md", "line": 2, "severity": "high", "title": "Script in the README", "body": "Rendered pages may run it."})),
@@ -263,7 +275,7 @@ async fn a_fork_pull_request_is_reviewed_without_pushing() {
     );
     let before = gh.requests().len();
     let mut runner = Runner::new(&gh, &llm, &token);
-    runner.set("INPUT_BUDGET_USD", "1");
+    runner.set("INPUT_BUDGET_USD", "1").set("INPUT_MODE", "review");
     let run = runner.run("pull_request", &pr).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.outputs["conclusion"], "success");
@@ -309,9 +321,8 @@ async fn a_schedule_run_opens_a_refactor_pr() {
     runner
         .set("INPUT_TASK", "Fix the README heading")
         .set("GITHUB_WORKFLOW", "Nightly tidy");
-    // GitHub's `schedule` payload: the cron that fired, the repository, the workflow.
-    let repository = fixture("issue_comment.created.3.json")["repository"].clone();
-    let payload = json!({"schedule": "0 3 * * *", "repository": repository, "workflow": ".github/workflows/equitr.yml"});
+    // The event file of a `schedule` run: the cron that fired, the workflow, the repository.
+    let payload = fixture("schedule.actions.json");
     let run = runner.run("schedule", &payload).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let pr = gh.pulls(REPO).into_iter().next().expect("a PR");
@@ -393,10 +404,11 @@ async fn concurrent_runs_never_pass_the_monthly_cap_together() {
     let llm = ScriptedLlm::start().await;
     // Two runs started at once, each doing the same two-call task. Each run has its own
     // worker model (same price) so that each gets its own script. Every call reports 4,000
-    // output tokens: $0.002415 at gpt-4o-mini's prices, and reserves ≈ $0.0027 (the prompt
-    // + 4,096 output tokens). One run's spending ($0.00483) fits the cap of $0.0085, two
-    // runs' ($0.00966) do not; whatever the interleaving, three calls fit (two settled or
-    // held + one reservation ≤ $0.0081) and a fourth never does (three ≥ $0.0072 + $0.0027).
+    // output tokens: $0.002415 at gpt-4o-mini's prices; it reserves R = its prompt + 4,096
+    // output tokens ≥ $0.0024576, ≈ $0.0027 here. One run's spending ($0.00483) fits the cap
+    // of $0.0095, two runs' ($0.00966) do not. Whatever the interleaving, a third call fits
+    // (at worst one settled + two held: $0.002415 + 2R ≤ $0.0095 while R ≤ $0.0035) and a
+    // fourth never does (three calls ≥ $0.007245, + R ≥ $0.0097).
     let models = ["gpt-4o-mini", "gpt-4o-mini-2024-07-18"];
     for m in models {
         llm.push(
@@ -412,7 +424,7 @@ async fn concurrent_runs_never_pass_the_monthly_cap_together() {
             Reply::tool("finish", json!({"summary": "Fixed the heading."})).usage(100, 0, 4000),
         );
     }
-    let cap_picos: u64 = 8_500_000_000;
+    let cap_picos: u64 = 9_500_000_000;
     let mut payload = fixture("workflow_dispatch.none.1.json");
     payload["repository"] = fixture("issue_comment.created.3.json")["repository"].clone();
     payload["sender"] = fixture("issue_comment.created.3.json")["sender"].clone();
@@ -420,7 +432,7 @@ async fn concurrent_runs_never_pass_the_monthly_cap_together() {
     for (i, m) in models.iter().enumerate() {
         let mut r = Runner::new(&gh, &llm, &token);
         r.set("INPUT_TASK", "Fix the README heading")
-            .set("INPUT_MONTHLY_BUDGET_USD", "0.0085")
+            .set("INPUT_MONTHLY_BUDGET_USD", "0.0095")
             .set("INPUT_WORKER_MODEL", m)
             .set("GITHUB_RUN_ID", &format!("{}", 100 + i))
             .set("GITHUB_WORKFLOW", &format!("tidy {i}"));

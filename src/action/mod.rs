@@ -514,11 +514,22 @@ fn requests(
         }),
         "review" if !is_pr => Err(UsageError(format!("mode `review` needs a pull request event, not `{event_name}`"))),
         "review" => {
-            one(JobKind::Review {
-                pr: need_number("review")?,
-                head_sha: payload["pull_request"]["head"]["sha"].as_str().map(str::to_string),
-                from_fork: from_fork(payload),
-            })
+            // A review the workflow runs on its own (a pull request opened or pushed to) is
+            // automatic, as `triggers.auto_review` is in the App: no sender to check — an
+            // outside contributor's pull request is what a security review is for. A comment
+            // or a submitted review asking for it is a command: its author is checked.
+            let asked = payload["comment"].is_object() || payload["review"].is_object();
+            Ok(vec![Request {
+                kind: JobKind::Review {
+                    pr: need_number("review")?,
+                    head_sha: payload["pull_request"]["head"]["sha"]
+                        .as_str()
+                        .map(str::to_string),
+                    from_fork: from_fork(payload),
+                },
+                requested_by: if asked { sender.clone() } else { None },
+                comment_id: payload["comment"]["id"].as_u64(),
+            }])
         }
         "ask" => one(JobKind::Ask {
             number: need_number("ask")?,
