@@ -224,14 +224,29 @@ async fn a_fork_pull_request_is_reviewed_without_pushing() {
     let runner = Runner::new(&gh, &llm, &token);
     let mut pr = fixture("pull_request.opened.1.json");
     pr["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
+    // Opened by an outsider without any access to the repository.
+    pr["sender"]["login"] = json!("mallory");
+    pr["pull_request"]["user"]["login"] = json!("mallory");
     let cfg = "review: { auto: true }\n";
     gh.set_file_on_default_branch(REPO, ".github/equitr.yml", cfg);
     let run = runner.run("pull_request", &pr).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(gh.reviews(REPO, 2).len(), 1);
+    // `mode: review` (the example workflow) reviews an outsider's pull request too: the
+    // workflow asked for it, not the pull request's author.
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Nothing new."})),
+    );
+    let mut explicit = Runner::new(&gh, &llm, &token);
+    explicit.set("INPUT_MODE", "review");
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: equitr }\n");
+    let run = explicit.run("pull_request", &pr).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let reviews = gh.reviews(REPO, 2);
-    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews.len(), 2, "{}", run.stderr);
     assert_eq!(reviews[0].event, "REQUEST_CHANGES");
-    assert_eq!(run.outputs["review_id"], reviews[0].id.to_string());
+    assert_eq!(run.outputs["review_id"], reviews[1].id.to_string());
     assert!(
         gh.requests()
             .iter()

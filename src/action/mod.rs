@@ -456,11 +456,25 @@ fn requests(
         "review" => {
             let from_fork = payload["pull_request"]["head"]["repo"]["full_name"].as_str()
                 != payload["repository"]["full_name"].as_str();
-            one(JobKind::Review {
-                pr: need_number("review")?,
-                head_sha: payload["pull_request"]["head"]["sha"].as_str().map(str::to_string),
-                from_fork: from_fork && payload["pull_request"].is_object(),
-            })
+            // On a pull request event the workflow itself asked for the review (as automatic
+            // review does in the App): the PR's author is not checked. On a comment, the
+            // commenter is.
+            let requested_by = if event_name.starts_with("pull_request") {
+                None
+            } else {
+                sender.clone()
+            };
+            Ok(vec![Request {
+                kind: JobKind::Review {
+                    pr: need_number("review")?,
+                    head_sha: payload["pull_request"]["head"]["sha"]
+                        .as_str()
+                        .map(str::to_string),
+                    from_fork: from_fork && payload["pull_request"].is_object(),
+                },
+                requested_by,
+                comment_id: payload["comment"]["id"].as_u64(),
+            }])
         }
         "ask" => one(JobKind::Ask {
             number: need_number("ask")?,
