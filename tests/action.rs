@@ -231,6 +231,9 @@ async fn a_fork_pull_request_is_reviewed_without_pushing() {
     let token = gh.mint_token(1, Duration::from_secs(3600));
     let mut pr = fixture("pull_request.opened.1.json");
     pr["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/Hello-World");
+    // Opened by an outsider without any access to the repository.
+    pr["sender"]["login"] = json!("mallory");
+    pr["pull_request"]["user"]["login"] = json!("mallory");
 
     // The usual case: no secrets either (no API key), so no model can be called.
     let llm = ScriptedLlm::start().await;
@@ -464,6 +467,11 @@ async fn concurrent_runs_never_pass_the_monthly_cap_together() {
     let entries = ledger["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 3, "{ledger}");
     assert!(entries.iter().all(|e| e["state"] == "settled"), "{ledger}");
+    // The arithmetic above holds: every reservation R was in [$0.0024576, $0.0035].
+    for e in entries {
+        let r = e["reserved"].as_u64().unwrap();
+        assert!((2_457_600_000..=3_500_000_000).contains(&r), "{e}");
+    }
     let spent: u64 = entries.iter().map(|e| e["cost"].as_u64().unwrap()).sum();
     assert_eq!(spent, 3 * 2_415_000_000);
     assert!(spent <= cap_picos);

@@ -600,3 +600,130 @@ async fn a_review_on_the_bots_pull_request_is_revised_from_its_line_comments() {
         .any(|c| c.body.contains("✅ Pushed the revision") && c.body.contains("$")));
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approve_retried_after_a_failure_still_implements_its_plan() {
+    use equitr_coder::config::repo::RepoConfig;
+    use equitr_coder::jobs::run::approve;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(7001, "acme");
+    gh.add_repo(7001, REPO, &[("b.txt", "teh\n")]);
+    gh.add_issue(REPO, 8, "Fix the typo in b.txt", "It says teh.", "alice");
+    let cfg = RepoConfig::parse("implement:\n  require_plan_approval: true\n").unwrap();
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o",
+        Reply::text("1. Replace teh (PLAN-XYZ).").usage(500, 0, 50),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let env = env(&gh, &llm, work.path()).await;
+    let spec = |id: i64, kind: JobKind| JobSpec {
+        id,
+        repo: RepoName::parse(REPO).unwrap(),
+        installation: InstallationId(7001),
+        kind,
+        comment_id: None,
+    };
+    let ledger = || Arc::new(MemoryLedger::new(None));
+    let implement_job = spec(
+        1,
+        JobKind::Implement {
+            issue: 8,
+            notes: String::new(),
+        },
+    );
+    implement(&env, &implement_job, 8, "", &cfg, ledger(), true)
+        .await
+        .unwrap();
+    // The approve job's first attempt fails right after it marked the plan approved
+    // (GitHub refuses its progress comment; a crash or a SIGTERM release is the same).
+    gh.fail_next(
+        "POST",
+        &format!("/repos/{REPO}/issues/8/comments"),
+        422,
+        vec![],
+    );
+    let approve_job = spec(2, JobKind::Approve { issue: 8 });
+    let first = approve(&env, &approve_job, 8, &cfg, ledger(), true).await;
+    assert!(first.is_err(), "{first:?}");
+    // The same job, retried, resumes the plan it approved.
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("write_file", json!({"path": "b.txt", "content": "the\n"})),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed."})),
+    );
+    let again = approve(&env, &approve_job, 8, &cfg, ledger(), true)
+        .await
+        .unwrap();
+    assert!(again.succeeded, "{again:?}");
+    assert_eq!(gh.branch_files(REPO, "equitr/issue-8")["b.txt"], "the\n");
+    let task = llm.requests_for("gpt-4o-mini")[0].body["messages"].to_string();
+    assert!(task.contains("PLAN-XYZ"), "{task}");
+    // Another job's approve finds nothing waiting.
+    let other = approve(
+        &env,
+        &spec(3, JobKind::Approve { issue: 8 }),
+        8,
+        &cfg,
+        ledger(),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.summary, "no plan to approve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_whose_only_comment_is_a_command_changes_nothing() {
+    use equitr_coder::jobs::run::revise;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(7001, "acme");
+    let repo = gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
+    repo.push_branch(
+        "equitr/issue-3",
+        "main",
+        &[("a.txt", Some("b\n"))],
+        "First try",
+    );
+    gh.add_pr(REPO, 4, "equitr/issue-3", "main", "equitr-test[bot]", false);
+    // "Add single comment" with a command: GitHub sends it as a review too.
+    let review = gh.add_review(
+        REPO,
+        4,
+        "alice",
+        "COMMENT",
+        "",
+        &[("a.txt", 1, "/equitr ask why b?")],
+    );
+    let llm = ScriptedLlm::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let env = env(&gh, &llm, work.path()).await;
+    let spec = JobSpec {
+        id: 31,
+        repo: RepoName::parse(REPO).unwrap(),
+        installation: InstallationId(7001),
+        kind: JobKind::Revise {
+            pr: 4,
+            notes: String::new(),
+            review: Some(review),
+        },
+        comment_id: None,
+    };
+    let r = revise(
+        &env,
+        &spec,
+        4,
+        "",
+        &Default::default(),
+        Arc::new(MemoryLedger::new(None)),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.summary, "the review asks for nothing to change");
+    assert!(llm.requests().is_empty(), "no model call");
+    assert_eq!(gh.branch_files(REPO, "equitr/issue-3")["a.txt"], "b\n");
+}

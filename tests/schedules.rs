@@ -269,4 +269,72 @@ fn next_slots_follow_cron_in_utc() {
     )
     .unwrap_err();
     assert!(dup.to_string().contains("unique"), "{dup}");
+    // Names that differ only in case and punctuation would share a branch: refused too.
+    let clash = RepoConfig::parse(
+        "schedules:\n  - { name: Weekly cleanup, cron: \"0 3 * * 1\", task: a }\n  - { name: weekly-cleanup, cron: \"0 4 * * 1\", task: b }\n",
+    )
+    .unwrap_err();
+    assert_eq!(clash.line, 3, "{clash}");
+    assert!(
+        clash.to_string().contains("equitr/refactor-weekly-cleanup"),
+        "{clash}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_processes_fire_a_due_slot_exactly_once() {
+    use equitr_coder::store::{NewJob, ScheduleSlot};
+    for db in databases().await {
+        eprintln!("-- {}", db.name);
+        let clock = Arc::new(ManualClock::new(FRI_0200));
+        let mut stores = Vec::new();
+        for _ in 0..6 {
+            stores.push(db.store(&clock).await);
+        }
+        let slot = ScheduleSlot {
+            repo: REPO,
+            name: "race",
+            cron: "0 3 * * *",
+            installation_id: 7,
+        };
+        // No dedupe key: only the slot's own bookkeeping may stop the second firing.
+        let job = || NewJob {
+            kind: "schedule".into(),
+            repo: REPO.into(),
+            installation_id: 7,
+            payload: serde_json::json!({}),
+            dedupe_key: None,
+        };
+        let next = |now: i64| Some(now + HOUR);
+        let armed = stores[0].fire_schedule(&slot, next, job()).await.unwrap();
+        assert!(matches!(armed, Fired::Armed { .. }), "{armed:?}");
+        clock.set(FRI_0200 + HOUR);
+        let barrier = Arc::new(tokio::sync::Barrier::new(stores.len()));
+        let tasks: Vec<_> = stores
+            .iter()
+            .map(|s| {
+                let (s, barrier, slot_repo) = (s.clone(), barrier.clone(), REPO);
+                tokio::spawn(async move {
+                    let slot = ScheduleSlot {
+                        repo: slot_repo,
+                        name: "race",
+                        cron: "0 3 * * *",
+                        installation_id: 7,
+                    };
+                    barrier.wait().await;
+                    s.fire_schedule(&slot, next, job()).await
+                })
+            })
+            .collect();
+        let mut queued = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(Fired::Queued { .. }) => queued += 1,
+                Ok(_) => {}
+                Err(e) => panic!("{}: a racing process failed: {e}", db.name),
+            }
+        }
+        assert_eq!(queued, 1, "{}", db.name);
+        db.drop_db().await;
+    }
 }

@@ -819,7 +819,15 @@ async fn a_schedule_missed_while_down_fires_once_at_start_up_and_opens_a_pr() {
             .unwrap();
         assert!(matches!(armed, Fired::Armed { .. }), "{armed:?}");
     }
-    let svc = start_in(&gh, &llm, home.path(), data.path(), &[]).await;
+    // A tick every second: the missed slots have every chance to fire more than once.
+    let svc = start_in(
+        &gh,
+        &llm,
+        home.path(),
+        data.path(),
+        &[("EQUITR_SCHEDULER_TICK_SECS", "1")],
+    )
+    .await;
     let pr = eventually("the scheduled pull request", || {
         gh.pulls(REPO).into_iter().next()
     })
@@ -833,8 +841,8 @@ async fn a_schedule_missed_while_down_fires_once_at_start_up_and_opens_a_pr() {
     );
     let files = gh.branch_files(REPO, "equitr/refactor-weekly-cleanup");
     assert_eq!(files["src/old.rs"], "// nothing left here\n");
-    // Fired once, not once per missed Monday.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Fired once, not once per missed Monday, over several more ticks.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(gh.pulls(REPO).len(), 1);
     assert_eq!(llm.requests_for("gpt-4o-mini").len(), 2);
 

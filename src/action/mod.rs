@@ -161,6 +161,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         .build()
         .map_err(|e| UsageError(format!("HTTP client: {e}")))?;
     let gh = Arc::new(GitHub::with_token(http.clone(), &api_url, &token));
+    gh.set_bot_login(&format!("{ACTIONS_BOT}[bot]"));
     // One token for everything: the installation is only a label here.
     let installation = InstallationId(0);
     let repo = Repo {

@@ -59,6 +59,7 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
             )
         }
     }
+    gh.set_bot_login(&format!("{}[bot]", cfg.app_slug));
     let listener = match tokio::net::TcpListener::bind(&cfg.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -96,6 +96,27 @@ pub struct Schedule {
     pub budget_usd: Option<f64>,
 }
 
+/// The branch a free-standing task works on: `equitr/refactor-<name>`, with the name cut
+/// down to what a ref and a reader can take.
+pub fn refactor_branch(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 48 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    format!(
+        "equitr/refactor-{}",
+        if slug.is_empty() { "task" } else { slug }
+    )
+}
+
 impl Schedule {
     /// The cron expression: five fields (minute hour day-of-month month day-of-week), UTC,
     /// with lists, ranges, steps and names — no seconds field.
@@ -179,11 +200,13 @@ impl RepoConfig {
             if let Err(e) = s.parsed_cron() {
                 return Err(bad(&key, e));
             }
-            if s.name.trim().is_empty() || !names.insert(s.name.as_str()) {
+            // Unique by the branch they work on, so two schedules never share one.
+            let branch = refactor_branch(&s.name);
+            if s.name.trim().is_empty() || !names.insert(branch.clone()) {
                 return Err(bad(
                     &format!("schedules.{i}.name"),
                     format!(
-                        "`{}` must be a non-empty name, unique among the schedules",
+                        "`{}` must be a non-empty name, unique among the schedules (its branch {branch} is taken)",
                         s.name
                     ),
                 ));

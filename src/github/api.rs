@@ -372,11 +372,13 @@ impl Repo<'_> {
         body: &str,
     ) -> Result<Comment, GitHubError> {
         let full = format!("{body}\n\n{marker}");
-        let existing = self
-            .comments(number)
-            .await?
-            .into_iter()
-            .find(|c| c.by_bot() && c.body.as_deref().is_some_and(|b| b.contains(marker)));
+        let existing = self.comments(number).await?.into_iter().find(|c| {
+            let own = match self.gh.bot_login() {
+                Some(login) => c.by(login),
+                None => c.by_bot(),
+            };
+            own && c.body.as_deref().is_some_and(|b| b.contains(marker))
+        });
         match existing {
             Some(c) => self.update_comment(c.id, &full).await,
             None => self.create_comment(number, &full).await,

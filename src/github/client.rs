@@ -126,6 +126,9 @@ pub struct GitHub {
     tokens: Mutex<HashMap<(u64, String), CachedToken>>,
     /// One mutation at a time per installation: GitHub's secondary limits punish bursts.
     mutation_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+    /// The login this client comments as (`<slug>[bot]`, `github-actions[bot]`), once known:
+    /// only its own comments are ever edited.
+    bot_login: std::sync::OnceLock<String>,
 }
 
 /// How the client authenticates: as a GitHub App (JWT, then installation tokens), or with
@@ -159,6 +162,7 @@ impl GitHub {
             clock,
             tokens: Mutex::new(HashMap::new()),
             mutation_locks: Mutex::new(HashMap::new()),
+            bot_login: std::sync::OnceLock::new(),
         }
     }
 
@@ -172,7 +176,17 @@ impl GitHub {
             clock: Arc::new(SystemClock),
             tokens: Mutex::new(HashMap::new()),
             mutation_locks: Mutex::new(HashMap::new()),
+            bot_login: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records the login this client comments as (first call wins).
+    pub fn set_bot_login(&self, login: &str) {
+        let _ = self.bot_login.set(login.to_string());
+    }
+
+    pub fn bot_login(&self) -> Option<&str> {
+        self.bot_login.get().map(String::as_str)
     }
 
     pub fn api_url(&self) -> &str {

@@ -106,7 +106,12 @@ pub async fn implement(
 const PLAN_BEGIN: &str = "<!-- equitr:plan-begin -->";
 const PLAN_END: &str = "<!-- equitr:plan-end -->";
 const PLAN_PENDING: &str = "<!-- equitr:plan=pending -->";
-const PLAN_APPROVED: &str = "<!-- equitr:plan=approved -->";
+const PLAN_SUPERSEDED: &str = "<!-- equitr:plan=superseded -->";
+
+/// The mark of a plan approved by job `job_id`: a retry of that job finds its plan again.
+fn plan_approved(job_id: i64) -> String {
+    format!("<!-- equitr:plan=approved job={job_id} -->")
+}
 
 /// The task an issue gives the agents: the issue fenced as data, the maintainer's notes,
 /// the test command.
@@ -235,21 +240,32 @@ pub async fn approve(
         name: &spec.repo,
     };
     let bot = format!("{}[bot]", env.app_slug);
-    let waiting = repo
+    let mine = plan_approved(spec.id);
+    // The app's plans on this issue, newest first: (comment, body, plan, approved by this job).
+    let plans: Vec<(u64, String, String, bool)> = repo
         .comments(issue_number)
         .await?
         .into_iter()
         .rev()
-        .find_map(|c| {
+        .filter_map(|c| {
             let body = c.body.clone()?;
-            if !c.by(&bot) || !body.contains(PLAN_PENDING) {
+            let ours = body.contains(&mine);
+            if !c.by(&bot) || !(ours || body.contains(PLAN_PENDING)) {
                 return None;
             }
             let start = body.find(PLAN_BEGIN)? + PLAN_BEGIN.len();
             let end = body[start..].find(PLAN_END)? + start;
-            Some((c.id, body.clone(), body[start..end].trim().to_string()))
-        });
-    let Some((comment_id, body, plan)) = waiting else {
+            let plan = body[start..end].trim().to_string();
+            Some((c.id, body, plan, ours))
+        })
+        .collect();
+    // A retry of this job resumes the plan it approved; otherwise the newest pending one.
+    let chosen = plans
+        .iter()
+        .find(|p| p.3)
+        .or_else(|| plans.first())
+        .cloned();
+    let Some((comment_id, body, plan, resumed)) = chosen else {
         repo.upsert_marked_comment(
             issue_number,
             &marker(spec.id),
@@ -265,14 +281,29 @@ pub async fn approve(
             ..JobReport::default()
         });
     };
-    repo.update_comment(
-        comment_id,
-        &body.replace(
-            PLAN_PENDING,
-            &format!("✅ Approved; implementing it.\n\n{PLAN_APPROVED}"),
-        ),
-    )
-    .await?;
+    if !resumed {
+        repo.update_comment(
+            comment_id,
+            &body.replace(
+                PLAN_PENDING,
+                &format!("✅ Approved; implementing it.\n\n{mine}"),
+            ),
+        )
+        .await?;
+    }
+    // Older plans still waiting are superseded: one approval implements one plan.
+    for (id, body, _, _) in plans.iter().filter(|p| p.0 != comment_id) {
+        if body.contains(PLAN_PENDING) {
+            repo.update_comment(
+                *id,
+                &body.replace(
+                    PLAN_PENDING,
+                    &format!("⏭️ Superseded by a newer plan.\n\n{PLAN_SUPERSEDED}"),
+                ),
+            )
+            .await?;
+        }
+    }
     implement_with(
         env,
         spec,
@@ -390,26 +421,7 @@ async fn implement_with(
     })
 }
 
-/// The branch a free-standing task works on: `equitr/refactor-<name>`, with the name cut
-/// down to what a ref and a reader can take.
-pub fn refactor_branch(name: &str) -> String {
-    let mut slug = String::new();
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c.to_ascii_lowercase());
-        } else if !slug.ends_with('-') && !slug.is_empty() {
-            slug.push('-');
-        }
-        if slug.len() >= 48 {
-            break;
-        }
-    }
-    let slug = slug.trim_end_matches('-');
-    format!(
-        "equitr/refactor-{}",
-        if slug.is_empty() { "task" } else { slug }
-    )
-}
+pub use crate::config::repo::refactor_branch;
 
 /// A free-standing task (a schedule, a manual Action run) on branch
 /// `equitr/refactor-<name>`: continues the branch if it exists, pushes, and opens the PR —
@@ -434,9 +446,8 @@ pub async fn refactor(
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.switch_to(&branch).await?;
     let mut work = format!(
-        "A scheduled maintenance task on {} named `{name}`. Make the change it asks for,          keep behaviour the same unless it says otherwise, and keep the change reviewable.
-
-{}",
+        "A maintenance task on {} named `{name}`. Make the change it asks for, keep \
+         behaviour the same unless it says otherwise, and keep the change reviewable.\n\n{}",
         spec.repo,
         // The task comes from the repository's own config or a maintainer's workflow input,
         // still fenced: a config file is text someone committed.
@@ -959,18 +970,32 @@ pub async fn revise(
     {
         let review = repo.review(pr_number, *id).await?;
         let who = review.user.map(|u| u.login).unwrap_or_default();
-        request = format!(
-            "Review by @{who}:\n{}\n",
-            review.body.unwrap_or_default().trim()
-        );
+        let body = review.body.unwrap_or_default().trim().to_string();
+        // A line comment that is a command was run as that command (GitHub sends it as a
+        // review comment too); it is not also a request to change the branch.
+        let is_command = |text: &str| {
+            !crate::github::command::parse(text, &cfg.triggers.command, &env.app_slug).is_empty()
+        };
+        let mut lines = String::new();
         for c in repo.review_comments(pr_number, *id).await? {
+            if is_command(&c.body) {
+                continue;
+            }
             let line = c
                 .line
                 .map(|l| format!("line {l}"))
                 .or(c.original_line.map(|l| format!("line {l} (outdated)")))
                 .unwrap_or_else(|| "file".into());
-            request.push_str(&format!("\n- `{}` {line}: {}", c.path, c.body.trim()));
+            lines.push_str(&format!("\n- `{}` {line}: {}", c.path, c.body.trim()));
         }
+        if lines.is_empty() && (body.is_empty() || is_command(&body)) {
+            return Ok(JobReport {
+                succeeded: true,
+                summary: "the review asks for nothing to change".into(),
+                ..JobReport::default()
+            });
+        }
+        request = format!("Review by @{who}:\n{body}\n{lines}");
     }
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;

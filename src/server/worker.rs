@@ -77,6 +77,8 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
             })
         };
         let result = tokio::select! {
+            // Biased: a job that finished as the abort came is recorded, not released.
+            biased;
             r = run_job(&app, &job).instrument(span.clone()) => r,
             _ = abort.cancelled() => {
                 beat.abort();
