@@ -173,7 +173,11 @@ async fn an_issue_comment_run_opens_a_pr_and_fills_the_summary_and_outputs() {
     // 2 calls × (100 in × $0.15/M + 20 out × $0.60/M) = $0.000054.
     assert_eq!(run.outputs["cost_usd"], "0.0001", "{:?}", run.outputs);
     assert_eq!(run.outputs["conclusion"], "success");
-    assert_eq!(run.workspace, Vec::<String>::new(), "the workspace is left alone");
+    assert_eq!(
+        run.workspace,
+        Vec::<String>::new(),
+        "the workspace is left alone"
+    );
     assert!(
         run.outputs["pr_url"].ends_with(&format!("/pull/{}", pr.number)),
         "{:?}",
@@ -278,7 +282,9 @@ async fn a_fork_pull_request_is_reviewed_without_pushing() {
     );
     let before = gh.requests().len();
     let mut runner = Runner::new(&gh, &llm, &token);
-    runner.set("INPUT_BUDGET_USD", "1").set("INPUT_MODE", "review");
+    runner
+        .set("INPUT_BUDGET_USD", "1")
+        .set("INPUT_MODE", "review");
     let run = runner.run("pull_request", &pr).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.outputs["conclusion"], "success");
