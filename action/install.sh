@@ -11,6 +11,7 @@ else
 fi
 # run_command runs every command in a bubblewrap sandbox; without it commands are refused.
 if ! command -v bwrap >/dev/null 2>&1; then
+  sudo apt-get update -qq
   sudo apt-get install -y --no-install-recommends bubblewrap >/dev/null
 fi
 # Ubuntu 24.04 runners forbid unprivileged user namespaces through AppArmor, which
