@@ -505,7 +505,7 @@ fn requests(
                 None => Vec::new(),
             }),
             other => Err(UsageError(format!(
-                "GITHUB_EVENT_NAME `{other}` is not an event equitr-coder handles (issues, issue_comment, pull_request, pull_request_review_comment, schedule, workflow_dispatch)"
+                "GITHUB_EVENT_NAME `{other}` is not an event equitr-coder handles (issues, issue_comment, pull_request, pull_request_review, pull_request_review_comment, schedule, workflow_dispatch)"
             ))),
         },
         "implement" if is_pr => Err(UsageError("mode `implement` works on issues, not pull requests".into())),
