@@ -727,3 +727,38 @@ async fn a_review_whose_only_comment_is_a_command_changes_nothing() {
     assert!(llm.requests().is_empty(), "no model call");
     assert_eq!(gh.branch_files(REPO, "equitr/issue-3")["a.txt"], "b\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marked_comment_past_the_first_page_is_updated_not_duplicated() {
+    use equitr_coder::github::api::Repo;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(7001, "acme");
+    gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
+    gh.add_issue(REPO, 3, "A long thread", "", "alice");
+    for i in 0..150 {
+        gh.add_comment(REPO, 3, "alice", &format!("comment {i}"));
+    }
+    let llm = ScriptedLlm::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let env = env(&gh, &llm, work.path()).await;
+    let name = RepoName::parse(REPO).unwrap();
+    let repo = Repo {
+        gh: &env.gh,
+        installation: InstallationId(7001),
+        name: &name,
+    };
+    let marker = equitr_coder::jobs::run::marker(77);
+    repo.upsert_marked_comment(3, &marker, "first")
+        .await
+        .unwrap();
+    repo.upsert_marked_comment(3, &marker, "second")
+        .await
+        .unwrap();
+    let marked: Vec<_> = gh
+        .comments(REPO, 3)
+        .into_iter()
+        .filter(|c| c.body.contains(&marker))
+        .collect();
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    assert!(marked[0].body.starts_with("second"));
+}

@@ -335,9 +335,23 @@ impl Repo<'_> {
         .map(|_| ())
     }
 
+    /// Every comment on the thread, oldest first (all pages: a long thread's newest
+    /// comments, the job's own among them, are on its last page).
     pub async fn comments(&self, number: u64) -> Result<Vec<Comment>, GitHubError> {
-        self.get(&format!("/issues/{number}/comments?per_page=100"))
-            .await
+        let mut out = Vec::new();
+        for page in 1.. {
+            let batch: Vec<Comment> = self
+                .get(&format!(
+                    "/issues/{number}/comments?per_page=100&page={page}"
+                ))
+                .await?;
+            let last = batch.len() < 100;
+            out.extend(batch);
+            if last {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     pub async fn create_comment(&self, number: u64, body: &str) -> Result<Comment, GitHubError> {
