@@ -868,3 +868,72 @@ async fn a_schedule_missed_while_down_fires_once_at_start_up_and_opens_a_pr() {
     );
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+/// Many concurrent signed deliveries, a third of them repeated at once: the 2xx answers come
+/// only after the commit (group commit), each delivery is recorded exactly once with exactly
+/// one job, and every repeat is answered as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_deliveries_with_duplicates_is_queued_exactly_once() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    let svc = start(&gh, &llm).await;
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    const IDS: usize = 120;
+    let client = reqwest::Client::new();
+    let sends = (0..IDS).chain((0..IDS).step_by(3)).map(|n| {
+        let (client, body, url) = (
+            client.clone(),
+            body.clone(),
+            format!("http://{}/webhook", svc.addr),
+        );
+        async move {
+            let resp = client
+                .post(url)
+                .header("X-GitHub-Event", "issues")
+                .header("X-GitHub-Delivery", format!("burst-{n}"))
+                .header("X-Hub-Signature-256", sign(SECRET.as_bytes(), &body))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (n, resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    let mut accepted = vec![0; IDS];
+    for (n, status, text) in &answers {
+        match status {
+            202 => accepted[*n] += 1,
+            200 => assert_eq!(text, "duplicate delivery"),
+            s => panic!("burst-{n}: {s} {text}"),
+        }
+    }
+    assert!(accepted.iter().all(|&a| a == 1), "{accepted:?}");
+
+    let db = format!("sqlite://{}/equitr.db", svc._dirs[1].path().display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let deliveries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE delivery_id LIKE 'burst-%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(deliveries, IDS as i64);
+    let per_delivery: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT d.delivery_id, count(j.id) FROM deliveries d LEFT JOIN jobs j \
+         ON j.delivery_id = d.delivery_id WHERE d.delivery_id LIKE 'burst-%' \
+         GROUP BY d.delivery_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(per_delivery.len(), IDS);
+    for (id, jobs) in per_delivery {
+        assert_eq!(jobs, 1, "{id}");
+    }
+    pool.close().await;
+    drop(svc);
+}

@@ -140,6 +140,53 @@ async fn duplicate_delivery_creates_one_set_of_jobs() {
     });
 }
 
+/// Concurrent deliveries share transactions (group commit); duplicates, also inside one batch
+/// and across two processes, still create exactly one set of jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deliveries_with_duplicates_are_recorded_exactly_once() {
+    each_db!(|db, clock| {
+        let a = db.store(&clock).await;
+        let b = db.store(&clock).await;
+        const IDS: usize = 150;
+        let mut tasks = Vec::new();
+        // Each id three times, twice through `a` back to back (likely one batch), once via `b`.
+        for copy in 0..3 {
+            for n in 0..IDS {
+                let s = if copy == 2 { b.clone() } else { a.clone() };
+                tasks.push(tokio::spawn(async move {
+                    let id = format!("burst-{n}");
+                    let outcome = s
+                        .record_delivery(&id, "issues", None, None, None, vec![job("x", "o/r", 1)])
+                        .await
+                        .unwrap();
+                    (n, outcome)
+                }));
+            }
+        }
+        let mut new = vec![0; IDS];
+        let mut job_ids = HashSet::new();
+        for t in tasks {
+            let (n, outcome) = t.await.unwrap();
+            match outcome {
+                DeliveryOutcome::New { job_ids: ids, .. } => {
+                    new[n] += 1;
+                    assert_eq!(ids.len(), 1);
+                    assert!(job_ids.insert(ids[0]), "job id {} twice", ids[0]);
+                }
+                DeliveryOutcome::Duplicate => {}
+            }
+        }
+        assert!(new.iter().all(|&c| c == 1), "{}: {new:?}", db.name);
+        assert_eq!(count(&a, JobState::Queued).await, IDS as i64, "{}", db.name);
+        for id in job_ids {
+            let j = a.job(id).await.unwrap().unwrap();
+            assert!(j.delivery_id.unwrap().starts_with("burst-"));
+        }
+        a.close().await;
+        b.close().await;
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claim_heartbeat_complete() {
     each_db!(|db, clock| {

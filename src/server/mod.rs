@@ -13,6 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use serde_json::json;
 
@@ -140,6 +141,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(Extension(Acks(Arc::new(tokio::sync::Semaphore::new(
+            ACKS_IN_FLIGHT,
+        )))))
         .with_state(app)
 }
 
@@ -168,8 +172,25 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The payload's `action`, read without building the whole document again.
+fn action_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Action {
+        action: Option<String>,
+    }
+    serde_json::from_slice::<Action>(body).ok()?.action
+}
+
+/// At most this many 👀 reactions wait to be sent at a time.
+const ACKS_IN_FLIGHT: usize = 256;
+
+/// The permits for 👀 reactions in flight.
+#[derive(Clone)]
+struct Acks(Arc<tokio::sync::Semaphore>);
+
 async fn webhook(
     State(app): State<Arc<App>>,
+    Extension(acks): Extension<Acks>,
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
@@ -235,9 +256,7 @@ async fn webhook(
             return (StatusCode::OK, "pong".to_string());
         }
     };
-    let action = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_string));
+    let action = action_of(&body);
     let job = NewJob {
         kind: "event".into(),
         repo: repo.to_string(),
@@ -263,9 +282,24 @@ async fn webhook(
         }
         Ok(DeliveryOutcome::New { job_ids, .. }) => {
             outcome("queued");
-            // The 👀 goes out after the commit, without holding up the answer.
-            let app2 = app.clone();
-            tokio::spawn(async move { worker::acknowledge(&app2, &ev).await });
+            // The 👀 goes out after the commit, without holding up the answer. Reactions to
+            // one installation go out one at a time (the client's mutation lock), so under a
+            // burst, or while GitHub is unreachable, they would pile up without bound; past
+            // `ACKS_IN_FLIGHT` waiting reactions the 👀 is skipped (the job still answers).
+            match acks.0.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let app2 = app.clone();
+                    tokio::spawn(async move {
+                        worker::acknowledge(&app2, &ev).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tracing::debug!("too many 👀 reactions waiting; this one is skipped");
+                    app.metrics
+                        .add("equitr_reactions_skipped_total", &[("event", &event)], 1.0);
+                }
+            }
             (StatusCode::ACCEPTED, format!("queued {job_ids:?}"))
         }
         Err(e) => {

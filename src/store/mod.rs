@@ -28,10 +28,12 @@ use sqlx::Connection;
 
 use crate::llm::pricing::Usd;
 
+mod intake;
 mod jobs;
 mod ledger;
 mod schedules;
 
+pub use intake::NewDelivery;
 pub use jobs::{
     ClaimedJob, DeliveryOutcome, ExhaustedJob, Job, JobCount, JobEvent, JobId, JobState, NewJob,
 };
@@ -118,7 +120,7 @@ impl Default for StoreOptions {
 }
 
 /// Errors of the store. Messages are one line and never contain the database password.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid database URL {url}: {detail}")]
     InvalidUrl { url: String, detail: String },
@@ -195,6 +197,8 @@ pub struct Store {
     pub(crate) pool: Pool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) max_attempts: i64,
+    /// The group-commit writer of [`Store::record_delivery`]; `None` in the writer's own copy.
+    pub(crate) intake: Option<Arc<intake::Intake>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -281,11 +285,14 @@ impl Store {
                 "expected sqlite://path or postgres://user@host/database".into(),
             ));
         };
-        Ok(Store {
+        let mut store = Store {
             pool,
             clock: opts.clock,
             max_attempts: i64::from(opts.max_attempts),
-        })
+            intake: None,
+        };
+        store.intake = Some(Arc::new(intake::Intake::start(store.clone())));
+        Ok(store)
     }
 
     /// A round trip to the database, for `/readyz`.
