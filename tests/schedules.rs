@@ -338,3 +338,48 @@ async fn racing_processes_fire_a_due_slot_exactly_once() {
         db.drop_db().await;
     }
 }
+
+/// A schedule taken out of the config is forgotten: put back days later, it is armed for its
+/// next slot instead of firing at once for the slots it had while it was gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_schedule_put_back_later_does_not_fire_at_once() {
+    use equitr_coder::server::scheduler::CONFIG_TTL;
+    let ttl = CONFIG_TTL.as_millis() as i64;
+    let nightly =
+        "schedules:\n  - { name: nightly, cron: \"0 3 * * *\", task: \"Remove dead code\" }\n";
+    let gh = fake().await;
+    for db in databases().await {
+        eprintln!("-- {}", db.name);
+        gh.set_file_on_default_branch(REPO, ".github/equitr.yml", nightly);
+        let clock = Arc::new(ManualClock::new(FRI_0200));
+        let store = db.store(&clock).await;
+        let s = Scheduler::new(store.clone(), github(&gh), "p1".into());
+        assert!(matches!(only(s.tick().await.unwrap()), Fired::Armed { .. }));
+
+        // Removed: once the cached config expires, the tick has nothing for the repository.
+        gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "schedules: []\n");
+        clock.set(FRI_0200 + ttl);
+        assert_eq!(s.tick().await.unwrap().unwrap(), Vec::new());
+
+        // Back three days later, past three of its slots: armed again, nothing queued.
+        gh.set_file_on_default_branch(REPO, ".github/equitr.yml", nightly);
+        clock.set(FRI_0200 + 3 * DAY + 2 * HOUR);
+        assert_eq!(
+            only(s.tick().await.unwrap()),
+            Fired::Armed {
+                next_slot: FRI_0200 + 3 * DAY + HOUR + DAY
+            }
+        );
+        let queued: i64 = store
+            .jobs_by_state()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.kind == "schedule")
+            .map(|c| c.count)
+            .sum();
+        assert_eq!(queued, 0);
+        db.drop_db().await;
+    }
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}

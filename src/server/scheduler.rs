@@ -187,6 +187,11 @@ impl Scheduler {
                 Vec::new()
             }
         };
+        let names: Vec<&str> = schedules.iter().map(|s| s.name.as_str()).collect();
+        let removed = self.store.disarm_schedules_except(&key, &names).await?;
+        if removed > 0 {
+            tracing::info!(repo = %name, removed, "schedules removed from the config are disarmed");
+        }
         self.configs
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -167,6 +167,34 @@ impl Store {
         })
     }
 
+    /// Forgets the schedules of `repo` not named in `keep` (removed from its config), so a
+    /// schedule added again later is armed afresh rather than firing at once for the slots
+    /// it had while it was gone. Their runs stay, for `/equitr cost`.
+    pub async fn disarm_schedules_except(
+        &self,
+        repo: &str,
+        keep: &[&str],
+    ) -> Result<u64, StoreError> {
+        let names: Vec<String> = with_pool!(self, |pool, _| sqlx::query_scalar(
+            "SELECT name FROM schedules WHERE repo = $1"
+        )
+        .bind(repo)
+        .fetch_all(pool)
+        .await?);
+        let mut removed = 0;
+        for name in names.iter().filter(|n| !keep.contains(&n.as_str())) {
+            removed += with_pool!(self, |pool, _| sqlx::query(
+                "DELETE FROM schedules WHERE repo = $1 AND name = $2"
+            )
+            .bind(repo)
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        }
+        Ok(removed)
+    }
+
     /// Each schedule's spend in a month (`YYYY-MM`) for a repository, by schedule name.
     pub async fn schedule_month_spend(
         &self,
