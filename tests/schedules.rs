@@ -10,7 +10,7 @@ use std::time::Duration;
 use equitr_coder::github::client::{AppAuth, GitHub, SystemClock};
 use equitr_coder::jobs::JobKind;
 use equitr_coder::llm::pricing::Usd;
-use equitr_coder::server::scheduler::{Scheduler, TickEntry};
+use equitr_coder::server::scheduler::{Scheduler, TickEntry, LEASE_NAME};
 use equitr_coder::store::{Fired, ManualClock};
 use support::db::databases;
 use support::github::FakeGitHub;
@@ -194,6 +194,18 @@ async fn two_processes_fire_each_slot_once() {
         assert!(other.tick().await.unwrap().is_none());
         clock.set(FRI_0200 + HOUR + 121_000);
         assert!(other.tick().await.unwrap().is_some());
+        // A process shutting down gives the lease back: the other takes it at once. Only the
+        // holder can give it back.
+        let (leader_name, other_name) = if ra.is_some() {
+            ("p1", "p2")
+        } else {
+            ("p2", "p1")
+        };
+        assert!(!a.release_lease(LEASE_NAME, leader_name).await.unwrap());
+        assert!(leader.tick().await.unwrap().is_none());
+        assert!(a.release_lease(LEASE_NAME, other_name).await.unwrap());
+        assert!(leader.tick().await.unwrap().is_some());
+        assert!(other.tick().await.unwrap().is_none());
 
         // The first slot's run ends, so the next slot may fire.
         let first = a

@@ -326,12 +326,9 @@ pub async fn serve(
     let grace = app.cfg.shutdown_grace;
     let mut workers =
         futures::future::join_all(worker::spawn(app.clone(), stop.clone(), abort.clone()));
+    let owner = format!("{}-{}", worker::hostname(), std::process::id());
     let scheduler = app.cfg.scheduler_tick.map(|every| {
-        let sched = scheduler::Scheduler::new(
-            app.store.clone(),
-            app.gh.clone(),
-            format!("{}-{}", worker::hostname(), std::process::id()),
-        );
+        let sched = scheduler::Scheduler::new(app.store.clone(), app.gh.clone(), owner.clone());
         let stop = stop.clone();
         tokio::spawn(async move {
             loop {
@@ -346,6 +343,7 @@ pub async fn serve(
         })
     });
     let stop2 = stop.clone();
+    let store = app.store.clone();
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -355,6 +353,11 @@ pub async fn serve(
     stop.cancel();
     if let Some(s) = scheduler {
         s.abort();
+        let _ = s.await; // cancelled, or already ended: either way no tick is running now
+                         // Another process takes the scheduler over at its next tick, not after the lease.
+        if let Err(e) = store.release_lease(scheduler::LEASE_NAME, &owner).await {
+            tracing::warn!(error = %e, "scheduler lease not released; it expires by itself");
+        }
     }
     // Running jobs get the grace period to finish; then they are stopped and released to
     // the queue at once (their attempt given back), so another process — or this one after

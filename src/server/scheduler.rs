@@ -27,6 +27,9 @@ use crate::store::{Fired, NewJob, ScheduleSlot, Store, UnixMillis};
 /// every minute must not read every repository's config every minute.
 pub const CONFIG_TTL: Duration = Duration::from_secs(600);
 
+/// The name of the scheduler's lease in the database.
+pub const LEASE_NAME: &str = "scheduler";
+
 /// The scheduler lease outlives a tick comfortably; a crashed holder frees it by expiry.
 const LEASE: Duration = Duration::from_secs(120);
 
@@ -70,11 +73,7 @@ impl Scheduler {
 
     /// One pass: `Ok(None)` when another process holds the lease.
     pub async fn tick(&self) -> anyhow::Result<Option<Vec<TickEntry>>> {
-        if !self
-            .store
-            .try_lease("scheduler", &self.owner, LEASE)
-            .await?
-        {
+        if !self.store.try_lease(LEASE_NAME, &self.owner, LEASE).await? {
             return Ok(None);
         }
         let mut out = Vec::new();

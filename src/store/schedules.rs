@@ -58,6 +58,20 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Gives up the lease `name` if `owner` holds it (a process shutting down), so another
+    /// process takes it at its next attempt instead of after the expiry.
+    pub async fn release_lease(&self, name: &str, owner: &str) -> Result<bool, StoreError> {
+        let n = with_pool!(self, |pool, _| sqlx::query(
+            "DELETE FROM leases WHERE name = $1 AND owner = $2"
+        )
+        .bind(name)
+        .bind(owner)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n == 1)
+    }
+
     /// Fires the schedule if its slot is due at `now` (the store's clock): queues `job`,
     /// records the slot, and arms the next one, `next_after(now)`. A schedule seen for the
     /// first time, or whose cron expression changed, is only armed.
