@@ -411,18 +411,19 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
         kind,
         comment_id: None,
     };
+    let notes = "Keep the trailing newline (NOTE-42). -->";
     let implement_spec = spec(
         1,
         JobKind::Implement {
             issue: 8,
-            notes: String::new(),
+            notes: notes.into(),
         },
     );
     let report = implement(
         &env,
         &implement_spec,
         8,
-        "",
+        notes,
         &cfg,
         Arc::new(MemoryLedger::new(None)),
         true,
@@ -488,6 +489,8 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
     let task = worker[0].body["messages"].to_string();
     assert!(task.contains("PLAN-XYZ"), "{task}");
     assert!(!task.contains("FORGED"), "{task}");
+    // The notes the plan was asked with reach the worker with the plan.
+    assert!(task.contains("NOTE-42"), "{task}");
     let plan_comment = gh
         .comments(REPO, 8)
         .into_iter()

@@ -108,6 +108,33 @@ const PLAN_END: &str = "<!-- equitr:plan-end -->";
 const PLAN_PENDING: &str = "<!-- equitr:plan=pending -->";
 const PLAN_SUPERSEDED: &str = "<!-- equitr:plan=superseded -->";
 
+/// The maintainer's notes of `implement <notes>`, kept in the plan's comment (base64, so no
+/// text can close the HTML comment) for `approve` to hand to the worker with the plan.
+const PLAN_NOTES: &str = "<!-- equitr:plan-notes=";
+
+fn plan_notes_mark(notes: &str) -> String {
+    use base64::Engine as _;
+    if notes.trim().is_empty() {
+        return String::new();
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(notes.trim());
+    format!("{PLAN_NOTES}{b64} -->\n")
+}
+
+/// The notes kept by [`plan_notes_mark`] in a plan comment of the app's, if any.
+fn plan_notes(body: &str) -> String {
+    use base64::Engine as _;
+    let Some(start) = body.find(PLAN_NOTES).map(|i| i + PLAN_NOTES.len()) else {
+        return String::new();
+    };
+    let b64 = body[start..].split(" -->").next().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
 /// The mark of a plan approved by job `job_id`: a retry of that job finds its plan again.
 fn plan_approved(job_id: i64) -> String {
     format!("<!-- equitr:plan=approved job={job_id} -->")
@@ -195,7 +222,8 @@ async fn propose_plan(
                     "📝 **Plan for this issue** — nothing changes until a maintainer approves it.\n\n\
                      {PLAN_BEGIN}\n{plan}\n{PLAN_END}\n\n\
                      Reply `{command} approve` to implement this plan, or `{command} implement <notes>` \
-                     for a new one.\n\n<details><summary>Cost of the plan</summary>\n\n{costs}\n</details>\n\n{PLAN_PENDING}"
+                     for a new one.\n\n<details><summary>Cost of the plan</summary>\n\n{costs}\n</details>\n\n{}{PLAN_PENDING}",
+                    plan_notes_mark(notes)
                 ),
             )
         }
@@ -304,11 +332,12 @@ pub async fn approve(
             .await?;
         }
     }
+    // The notes the plan was written with go to the worker too.
     implement_with(
         env,
         spec,
         issue_number,
-        "",
+        &plan_notes(&body),
         Some(&plan),
         cfg,
         ledger,
