@@ -394,4 +394,15 @@ async fn a_removed_schedule_put_back_later_does_not_fire_at_once() {
         db.drop_db().await;
     }
     assert_eq!(gh.violations(), Vec::<String>::new());
+    // The token that lists the installation's repositories may do nothing else; the one
+    // that reads a repository's config covers that repository only.
+    for (repos, permissions) in gh.tokens() {
+        match repos {
+            None => assert_eq!(
+                permissions.into_iter().collect::<Vec<_>>(),
+                vec![("metadata".to_string(), "read".to_string())]
+            ),
+            Some(repos) => assert_eq!(repos.len(), 1, "{repos:?}"),
+        }
+    }
 }

@@ -143,8 +143,9 @@ enum Auth {
 pub enum As<'a> {
     App,
     Installation(InstallationId, &'a RepoName),
-    /// An installation token for all of the installation's repositories: only for listing
-    /// them (the scheduler); jobs use tokens scoped to their repository.
+    /// An installation token for all of the installation's repositories, with `metadata:
+    /// read` only: for listing them (the scheduler); jobs use tokens scoped to their
+    /// repository.
     InstallationAll(InstallationId),
 }
 
@@ -230,7 +231,8 @@ impl GitHub {
         let path = format!("/app/installations/{}/access_tokens", installation.0);
         let body = match repo {
             Some(repo) => serde_json::json!({ "repositories": [repo.name] }),
-            None => serde_json::json!({}),
+            // Installation-wide tokens only list repositories: they get nothing else.
+            None => serde_json::json!({ "permissions": { "metadata": "read" } }),
         };
         let resp: TokenResponse = self
             .send_json(Method::POST, &path, As::App, Some(&body))

@@ -708,6 +708,21 @@ impl FakeGitHub {
 
     // ---- inspection ----
 
+    /// Every installation token issued so far: the repositories it covers (`None`: all of
+    /// the installation's) and its permissions.
+    pub fn tokens(&self) -> Vec<(Option<Vec<String>>, BTreeMap<String, String>)> {
+        self.lock()
+            .tokens
+            .values()
+            .map(|t| {
+                (
+                    t.repos.as_ref().map(|r| r.iter().cloned().collect()),
+                    t.permissions.clone(),
+                )
+            })
+            .collect()
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
     }

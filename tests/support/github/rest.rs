@@ -890,6 +890,9 @@ fn route(
             paginate(all, q, &format!("{}/app/installations", server.app.api_url))
         }),
         ("GET", ["installation", "repositories"]) => match caller {
+            Caller::Installation(t) if !allows(t, "metadata", "read") => {
+                error(403, "Resource not accessible by integration")
+            }
             Caller::Installation(t) => {
                 let inner = server.lock();
                 let repos: Vec<Value> = inner
