@@ -157,6 +157,9 @@ pub(crate) struct Installation {
     permissions: BTreeMap<String, String>,
 }
 
+/// A token's or an installation's permissions: name → `read` | `write` | `admin`.
+pub type Permissions = BTreeMap<String, String>;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Token {
     installation: u64,
@@ -710,7 +713,7 @@ impl FakeGitHub {
 
     /// Every installation token issued so far: the repositories it covers (`None`: all of
     /// the installation's) and its permissions.
-    pub fn tokens(&self) -> Vec<(Option<Vec<String>>, BTreeMap<String, String>)> {
+    pub fn tokens(&self) -> Vec<(Option<Vec<String>>, Permissions)> {
         self.lock()
             .tokens
             .values()
