@@ -866,6 +866,53 @@ async fn a_schedule_missed_while_down_fires_once_at_start_up_and_opens_a_pr() {
         "{}",
         cost.body
     );
+
+    // A week later the next run fails (GitHub refuses to update the PR): there is no issue
+    // thread, so the failure is told on the schedule's open PR, with what it cost.
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "src/old.rs", "content": "// still nothing here\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Tidied src/old.rs."})),
+    );
+    gh.fail_next(
+        "PATCH",
+        &format!("/repos/{REPO}/pulls/{}", pr.number),
+        422,
+        vec![],
+    );
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/equitr.db", data.path().display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE schedules SET next_slot = 0")
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let failure = eventually("the scheduled run's failure on its PR", || {
+        gh.comments(REPO, pr.number)
+            .into_iter()
+            .find(|c| c.body.contains("❌ This job failed"))
+    })
+    .await;
+    assert!(
+        failure.body.contains("GitHub answered 422 to PATCH"),
+        "{}",
+        failure.body
+    );
+    assert!(
+        failure.body.contains(
+            "Spent on models before it stopped: $0.0001. The schedule runs again at its next slot."
+        ),
+        "{}",
+        failure.body
+    );
+    assert_eq!(gh.pulls(REPO).len(), 1);
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
 

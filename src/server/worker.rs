@@ -143,10 +143,9 @@ struct Reported(String);
 /// An error the job could not report itself (GitHub or git failed under it): say on the
 /// thread what happened and what it cost, in the job's own marked comment.
 async fn report_failure(app: &App, job: &ClaimedJob, e: &anyhow::Error) {
-    let Ok(ev) = serde_json::from_value::<Event>(job.payload["event"].clone()) else {
-        return;
-    };
-    let Some((repo, inst, number)) = thread_of(&ev) else {
+    let Some((repo, inst, number)) =
+        job_thread(app, &job.payload, &job.repo, job.installation_id).await
+    else {
         return;
     };
     let spent = match app.store.job_spend(job.id).await {
@@ -159,9 +158,13 @@ async fn report_failure(app: &App, job: &ClaimedJob, e: &anyhow::Error) {
         name: &repo,
     };
     // The error chain names the operation that failed; outbound text is scrubbed of tokens.
-    let text = format!(
-        "❌ This job failed: {e:#}\n\nSpent on models before it stopped: {spent}. Nothing more will happen for this request; ask again to retry."
-    );
+    let next = if job.payload.get("schedule").is_some() {
+        "The schedule runs again at its next slot."
+    } else {
+        "Nothing more will happen for this request; ask again to retry."
+    };
+    let text =
+        format!("❌ This job failed: {e:#}\n\nSpent on models before it stopped: {spent}. {next}");
     if let Err(err) = r
         .upsert_marked_comment(number, &run::marker(job.id), &text)
         .await
@@ -176,10 +179,9 @@ async fn report_exhausted(app: &App) {
         return;
     };
     for j in jobs {
-        let Ok(ev) = serde_json::from_value::<Event>(j.payload["event"].clone()) else {
-            continue;
-        };
-        if let Some((repo, inst, number)) = thread_of(&ev) {
+        if let Some((repo, inst, number)) =
+            job_thread(app, &j.payload, &j.repo, j.installation_id).await
+        {
             let r = Repo {
                 gh: &app.gh,
                 installation: inst,
@@ -197,6 +199,33 @@ async fn report_exhausted(app: &App) {
                 .await;
         }
     }
+}
+
+/// Where a job reports: its event's issue or PR; for a scheduled task, the PR its branch has
+/// open (none yet: the failure is in the log and the metrics only, as there is no thread).
+async fn job_thread(
+    app: &App,
+    payload: &serde_json::Value,
+    repo: &str,
+    installation: i64,
+) -> Option<(RepoName, InstallationId, u64)> {
+    if let Ok(ev) = serde_json::from_value::<Event>(payload["event"].clone()) {
+        return thread_of(&ev);
+    }
+    let JobKind::Refactor { name, .. } =
+        serde_json::from_value::<JobKind>(payload["schedule"].clone()).ok()?
+    else {
+        return None;
+    };
+    let repo = RepoName::parse(repo)?;
+    let inst = InstallationId(u64::try_from(installation).ok()?);
+    let r = Repo {
+        gh: &app.gh,
+        installation: inst,
+        name: &repo,
+    };
+    let pull = r.open_pull_for(&run::refactor_branch(&name)).await.ok()??;
+    Some((repo, inst, pull.number))
 }
 
 fn thread_of(ev: &Event) -> Option<(RepoName, InstallationId, u64)> {
