@@ -607,3 +607,64 @@ async fn a_stale_ledger_write_is_refused_and_the_cap_rechecked() {
     assert_eq!(log.lines().count(), 1 + 4, "{log}");
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+/// With a personal access token (a machine user's) GitHub shows the run's comments as that
+/// user's, not a bot's, and delivers them as events like anyone else's: the run learns who
+/// it is from the token, a re-run edits its comment instead of posting a second, and its own
+/// words — here a model's answer with a command on a line of its own — start nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_personal_access_token_run_knows_its_own_comments() {
+    let gh = FakeGitHub::start().await;
+    setup_repo(&gh);
+    let pat = gh.mint_user_token(1, "equitr-machine");
+    gh.set_permission(REPO, "equitr-machine", "write");
+    let llm = ScriptedLlm::start().await;
+    let answer = |llm: &ScriptedLlm| {
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool(
+                "finish",
+                json!({"summary": "The heading is on line 1.\n/equitr implement\nThat is all."}),
+            ),
+        )
+    };
+    answer(&llm);
+    let runner = Runner::new(&gh, &llm, &pat);
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr ask where is the heading?");
+    let run = runner.run("issue_comment", &c).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let mine = |gh: &FakeGitHub| -> Vec<_> {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .filter(|c| c.user == "equitr-machine")
+            .collect()
+    };
+    let posted = mine(&gh);
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert!(posted[0].body.contains("line 1"), "{}", posted[0].body);
+
+    // The workflow re-run (same run, next attempt): the answer is edited in place.
+    answer(&llm);
+    let mut rerun = Runner::new(&gh, &llm, &pat);
+    rerun.set("GITHUB_RUN_ATTEMPT", "2");
+    let run = rerun.run("issue_comment", &c).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(mine(&gh).len(), 1, "{:?}", mine(&gh));
+
+    // GitHub delivers the answer back as an `issue_comment` by equitr-machine, who may
+    // write: it is the run's own text, and nothing runs.
+    let calls = llm.requests().len();
+    let mut own = fixture("issue_comment.created.3.json");
+    own["comment"]["id"] = json!(posted[0].id);
+    own["comment"]["body"] = json!(mine(&gh)[0].body);
+    own["comment"]["user"]["login"] = json!("equitr-machine");
+    own["sender"]["login"] = json!("equitr-machine");
+    let run = runner.run("issue_comment", &own).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.outputs["conclusion"], "skipped", "{:?}", run.outputs);
+    assert_eq!(llm.requests().len(), calls);
+    assert!(gh.pulls(REPO).is_empty());
+    assert_eq!(mine(&gh).len(), 1);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}

@@ -161,7 +161,6 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         .build()
         .map_err(|e| UsageError(format!("HTTP client: {e}")))?;
     let gh = Arc::new(GitHub::with_token(http.clone(), &api_url, &token));
-    gh.set_bot_login(&format!("{ACTIONS_BOT}[bot]"));
     // One token for everything: the installation is only a label here.
     let installation = InstallationId(0);
     let repo = Repo {
@@ -169,6 +168,14 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         installation,
         name: &repo_name,
     };
+    // Whose comments are this run's own (to edit them on a re-run, to find its plans): the
+    // user of a personal access token, else the workflow token's `github-actions[bot]`.
+    let login = match repo.token_user().await {
+        Ok(Some(user)) => user,
+        Ok(None) => format!("{ACTIONS_BOT}[bot]"),
+        Err(e) => return Err(UsageError(format!("github_token: {e}"))),
+    };
+    gh.set_bot_login(&login);
 
     let event = webhook::parse_action_event(&event_name, &payload, installation)
         .map_err(|e| UsageError(format!("GITHUB_EVENT_PATH: {e}")))?;

@@ -358,9 +358,28 @@ impl Repo<'_> {
         self.write(
             Method::POST,
             &format!("/issues/{number}/comments"),
-            json!({ "body": super::scrub::scrub(body) }),
+            json!({ "body": super::scrub::scrub(&own_output(body)) }),
         )
         .await
+    }
+
+    /// Who the token acts as, when it is a user's (a personal access token): `GET /user`.
+    /// `None` for an installation token (GitHub refuses it that endpoint) — the workflow's
+    /// `GITHUB_TOKEN` or an app's.
+    pub async fn token_user(&self) -> Result<Option<String>, GitHubError> {
+        #[derive(Deserialize)]
+        struct User {
+            login: String,
+        }
+        match self
+            .gh
+            .send_json::<User>(Method::GET, "/user", self.who(), None)
+            .await
+        {
+            Ok(u) => Ok(Some(u.login)),
+            Err(e) if matches!(e.status(), Some(401 | 403)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Edit with PATCH, the documented method (octocrab uses POST).
@@ -372,7 +391,7 @@ impl Repo<'_> {
         self.write(
             Method::PATCH,
             &format!("/issues/comments/{comment_id}"),
-            json!({ "body": super::scrub::scrub(body) }),
+            json!({ "body": super::scrub::scrub(&own_output(body)) }),
         )
         .await
     }
@@ -487,7 +506,7 @@ impl Repo<'_> {
         let comments: Vec<ReviewComment> = comments
             .iter()
             .map(|c| ReviewComment {
-                body: super::scrub::scrub(&c.body),
+                body: super::scrub::scrub(&own_output(&c.body)),
                 ..c.clone()
             })
             .collect();
@@ -498,7 +517,7 @@ impl Repo<'_> {
                 json!({
                     "commit_id": commit_id,
                     "event": event.as_str(),
-                    "body": super::scrub::scrub(body),
+                    "body": super::scrub::scrub(&own_output(body)),
                     "comments": comments,
                 }),
             )
@@ -560,6 +579,27 @@ pub struct ListedRepo {
     pub default_branch: String,
     #[serde(default)]
     pub archived: bool,
+}
+
+/// Every comment, review and line comment this product writes carries a hidden mark, so that
+/// its own words never trigger it: with a personal access token (or another app's token) in
+/// the Action its comments are not a bot's, and GitHub delivers them as events like anyone
+/// else's — a help text listing commands, or a review of its own PR, would otherwise start
+/// jobs, even loops. Text that already carries a mark (a job's `<!-- equitr:job=N -->`) is
+/// left as it is.
+pub const OWN_MARK: &str = "<!-- equitr:";
+
+fn own_output(body: &str) -> String {
+    if body.contains(OWN_MARK) {
+        body.to_string()
+    } else {
+        format!("{body}\n\n<!-- equitr:bot -->")
+    }
+}
+
+/// Whether text was written by this product (see [`OWN_MARK`]).
+pub fn is_own_output(body: &str) -> bool {
+    body.contains(OWN_MARK)
 }
 
 /// Every installation of the app (`GET /app/installations`, all pages).

@@ -7,6 +7,7 @@ pub mod run;
 use serde::{Deserialize, Serialize};
 
 use crate::config::repo::RepoConfig;
+use crate::github::api::is_own_output;
 use crate::github::command::{self, Command, CommandParseError};
 use crate::github::webhook::{Event, PrAction};
 use crate::github::Actor;
@@ -198,7 +199,7 @@ pub fn triage(event: &Event, cfg: &RepoConfig, app_slug: &str) -> Vec<Request> {
             author,
             ..
         } => {
-            if author.is_bot {
+            if author.is_bot || is_own_output(body) {
                 return vec![];
             }
             let commands = match previous_body {
@@ -225,6 +226,7 @@ pub fn triage(event: &Event, cfg: &RepoConfig, app_slug: &str) -> Vec<Request> {
             ..
         } => {
             if author.is_bot
+                || is_own_output(body)
                 || *from_fork
                 || state == "approved"
                 || !head_ref.starts_with("equitr/")
@@ -261,7 +263,7 @@ pub fn triage(event: &Event, cfg: &RepoConfig, app_slug: &str) -> Vec<Request> {
             author,
             ..
         } => {
-            if author.is_bot {
+            if author.is_bot || is_own_output(body) {
                 return vec![];
             }
             command::parse(body, prefix, app_slug)

@@ -267,7 +267,11 @@ pub async fn approve(
         installation: spec.installation,
         name: &spec.repo,
     };
-    let bot = format!("{}[bot]", env.app_slug);
+    // The login the plans were posted as: the app's bot, or the user of the Action's token.
+    let bot = env
+        .gh
+        .bot_login()
+        .map_or_else(|| format!("{}[bot]", env.app_slug), str::to_string);
     let mine = plan_approved(spec.id);
     // The app's plans on this issue, newest first: (comment, body, plan, approved by this job).
     let plans: Vec<(u64, String, String, bool)> = repo

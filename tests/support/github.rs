@@ -167,6 +167,10 @@ pub(crate) struct Token {
     /// Lower-case full names; `None` = every repository of the installation.
     repos: Option<BTreeSet<String>>,
     permissions: BTreeMap<String, String>,
+    /// A user's token (a personal access token): GitHub shows this login as the author of
+    /// what it writes, and `GET /user` answers with it. `None`: an installation token, whose
+    /// author is the app's bot.
+    user: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -696,8 +700,19 @@ impl FakeGitHub {
                 expires: SystemTime::now() + ttl,
                 repos: None,
                 permissions,
+                user: None,
             },
         );
+        token
+    }
+
+    /// A personal access token of `login` (a machine user, say) with the installation's
+    /// permissions on its repositories: what it writes is authored by `login`, a `User`.
+    pub fn mint_user_token(&self, installation: u64, login: &str) -> String {
+        let token = self.mint_token(installation, Duration::from_secs(3600));
+        if let Some(t) = self.lock().tokens.get_mut(&token) {
+            t.user = Some(login.to_string());
+        }
         token
     }
 

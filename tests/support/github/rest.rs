@@ -889,6 +889,14 @@ fn route(
                 .collect();
             paginate(all, q, &format!("{}/app/installations", server.app.api_url))
         }),
+        ("GET", ["user"]) => match caller {
+            Caller::Installation(t) => match &t.user {
+                Some(login) => Reply::json(200, user(login)),
+                None => error(403, "Resource not accessible by integration"),
+            },
+            Caller::Refused(m) => error(401, m),
+            _ => error(401, "Requires authentication"),
+        },
         ("GET", ["installation", "repositories"]) => match caller {
             Caller::Installation(t) if !allows(t, "metadata", "read") => {
                 error(403, "Resource not accessible by integration")
@@ -990,6 +998,7 @@ fn create_token(server: &Server, id: &str, body: &Value) -> Reply {
             expires,
             repos: scoped,
             permissions: permissions.clone(),
+            user: None,
         },
     );
     let mut v = json!({
@@ -1082,7 +1091,11 @@ fn repo_route(
             .then(forbidden_integration)
     };
     let api = server.app.api_url.clone();
-    let bot = format!("{}[bot]", server.app.slug);
+    // Who writes: the app's bot, or the user of a personal access token.
+    let bot = token
+        .user
+        .clone()
+        .unwrap_or_else(|| format!("{}[bot]", server.app.slug));
     let num = |s: &str| s.parse::<u64>().ok();
     let w = if m == "GET" { "read" } else { "write" };
     match (m, rest) {
