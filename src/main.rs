@@ -5,15 +5,35 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc rather than glibc's malloc: webhook intake allocates and frees many small JSON
-/// nodes per delivery from several threads, where glibc spent a third of `serve`'s CPU
-/// (`scripts/bench-intake` with perf); with mimalloc's per-thread free lists intake takes
-/// about 210 instead of 330 µs of CPU per delivery (README "Benchmarks"). The price is idle RSS: 26 MB instead of 14 MB, because mimalloc
-/// commits its arena eagerly on Linux; `MIMALLOC_ARENA_EAGER_COMMIT=0` in the environment
-/// brings it back to 15 MB at the same throughput (it cannot be set from here: mimalloc reads
-/// its options before `main`).
+/// mimalloc rather than glibc's malloc: webhook intake allocates and frees many small objects
+/// per delivery from several threads, where glibc spent a third of `serve`'s CPU
+/// (`scripts/bench-intake` with perf). For its idle memory see `no_transparent_huge_pages`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc commits its arenas eagerly and marks them `MADV_HUGEPAGE`, so on a kernel with
+/// transparent huge pages in `madvise` (or `always`) mode every touched arena region costs
+/// resident memory 2 MiB at a time: `serve` idled at 26-31 MB instead of 18 MB. Turning THP
+/// off for this process (`PR_SET_THP_DISABLE`; child processes such as git inherit it, which
+/// does them no harm) keeps small pages at no measurable throughput cost (README
+/// "Benchmarks"). It must happen before the first allocation — mimalloc's constructor and
+/// Rust's runtime allocate before `main` — so it runs from `.preinit_array`, ahead of every
+/// constructor of the executable (mimalloc's own switch, `MIMALLOC_ALLOW_THP=0`, is an
+/// environment variable read in its constructor). Best effort: on failure the process only
+/// uses more memory.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".preinit_array"]
+static NO_TRANSPARENT_HUGE_PAGES: extern "C" fn() = no_transparent_huge_pages;
+
+#[cfg(target_os = "linux")]
+extern "C" fn no_transparent_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments only and touches no memory
+    // of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
 
 fn main() -> ExitCode {
     let cli = match equitr_coder::cli::Cli::try_parse() {

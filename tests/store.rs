@@ -187,6 +187,51 @@ async fn concurrent_deliveries_with_duplicates_are_recorded_exactly_once() {
     });
 }
 
+/// Deliveries racing with one dedupe key, most of them in one group-committed batch: exactly
+/// one job is queued, every other delivery is `New` with the key reported as deduplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_dedupe_key_in_a_burst_queues_one_job() {
+    each_db!(|db, clock| {
+        let a = db.store(&clock).await;
+        let mut tasks = Vec::new();
+        for n in 0..40 {
+            let s = a.clone();
+            tasks.push(tokio::spawn(async move {
+                let jobs = vec![
+                    NewJob {
+                        dedupe_key: Some("issue-9".into()),
+                        ..job("implement", "o/r", 1)
+                    },
+                    job("plain", "o/r", 1),
+                ];
+                s.record_delivery(&format!("k-{n}"), "issues", None, None, None, jobs)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let (mut queued, mut deduplicated, mut plain) = (0, 0, HashSet::new());
+        for t in tasks {
+            match t.await.unwrap() {
+                DeliveryOutcome::New {
+                    job_ids,
+                    deduplicated: d,
+                } => {
+                    queued += job_ids.len() - 1;
+                    deduplicated += d.len();
+                    assert!(d.iter().all(|k| k == "issue-9"), "{d:?}");
+                    let last = *job_ids.last().unwrap();
+                    assert_eq!(a.job(last).await.unwrap().unwrap().kind, "plain");
+                    assert!(plain.insert(last));
+                }
+                DeliveryOutcome::Duplicate => panic!("no id was repeated"),
+            }
+        }
+        assert_eq!((queued, deduplicated), (1, 39), "{}", db.name);
+        assert_eq!(count(&a, JobState::Queued).await, 41, "{}", db.name);
+        a.close().await;
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claim_heartbeat_complete() {
     each_db!(|db, clock| {

@@ -172,15 +172,6 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The payload's `action`, read without building the whole document again.
-fn action_of(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Action {
-        action: Option<String>,
-    }
-    serde_json::from_slice::<Action>(body).ok()?.action
-}
-
 /// At most this many 👀 reactions wait to be sent at a time.
 const ACKS_IN_FLIGHT: usize = 256;
 
@@ -194,16 +185,14 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    let event = header(&headers, "x-github-event").unwrap_or("").to_string();
-    let delivery = header(&headers, "x-github-delivery")
-        .unwrap_or("")
-        .to_string();
+    let event = header(&headers, "x-github-event").unwrap_or("");
+    let delivery = header(&headers, "x-github-delivery").unwrap_or("");
     let span = tracing::info_span!("webhook", delivery = %delivery, event = %event);
     let _enter = span.enter();
     let outcome = |o: &str| {
         app.metrics.add(
             "equitr_deliveries_total",
-            &[("event", &event), ("outcome", o)],
+            &[("event", event), ("outcome", o)],
             1.0,
         )
     };
@@ -224,7 +213,10 @@ async fn webhook(
             "missing X-GitHub-Event or X-GitHub-Delivery".to_string(),
         );
     }
-    let parsed = match webhook::parse(&event, &body) {
+    let webhook::Parsed {
+        event: parsed,
+        action,
+    } = match webhook::parse_delivery(event, &body) {
         Ok(p) => p,
         Err(e) => {
             outcome("malformed");
@@ -256,7 +248,6 @@ async fn webhook(
             return (StatusCode::OK, "pong".to_string());
         }
     };
-    let action = action_of(&body);
     let job = NewJob {
         kind: "event".into(),
         repo: repo.to_string(),
@@ -267,8 +258,8 @@ async fn webhook(
     match app
         .store
         .record_delivery(
-            &delivery,
-            &event,
+            delivery,
+            event,
             action.as_deref(),
             Some(&repo.to_string()),
             Some(installation.0 as i64),
@@ -297,7 +288,7 @@ async fn webhook(
                 Err(_) => {
                     tracing::debug!("too many 👀 reactions waiting; this one is skipped");
                     app.metrics
-                        .add("equitr_reactions_skipped_total", &[("event", &event)], 1.0);
+                        .add("equitr_reactions_skipped_total", &[("event", event)], 1.0);
                 }
             }
             (StatusCode::ACCEPTED, format!("queued {job_ids:?}"))

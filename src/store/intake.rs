@@ -14,9 +14,10 @@
 //! error (the webhook answers 503 and GitHub may redeliver) and none of them is recorded.
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::jobs::{DeliveryOutcome, NewJob};
-use super::{begin_write, with_pool, Store, StoreError};
+use super::{begin_write_on, with_held, Held, Store, StoreError};
 
 /// At most this many deliveries per transaction: bounds the time one commit holds the write
 /// lock (the workers' claims wait for it on SQLite) and the memory of a batch.
@@ -42,6 +43,9 @@ type Reply = oneshot::Sender<Result<DeliveryOutcome, StoreError>>;
 #[derive(Debug)]
 pub(crate) struct Intake {
     tx: mpsc::Sender<(NewDelivery, Reply)>,
+    /// Cancelled by [`Store::close`]: the writer gives its connection back to the pool, which
+    /// waits for it.
+    closing: CancellationToken,
 }
 
 impl Intake {
@@ -49,8 +53,14 @@ impl Intake {
     /// keep its own channel open and never stop).
     pub(crate) fn start(store: Store) -> Intake {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(store, rx));
-        Intake { tx }
+        let closing = CancellationToken::new();
+        tokio::spawn(write(store, rx, closing.clone()));
+        Intake { tx, closing }
+    }
+
+    /// Makes the writer let go of its connection now and after every later batch.
+    pub(crate) fn release(&self) {
+        self.closing.cancel();
     }
 
     pub(crate) async fn record(&self, d: NewDelivery) -> Result<DeliveryOutcome, StoreError> {
@@ -61,13 +71,43 @@ impl Intake {
     }
 }
 
-async fn write(store: Store, mut rx: mpsc::Receiver<(NewDelivery, Reply)>) {
+async fn write(
+    store: Store,
+    mut rx: mpsc::Receiver<(NewDelivery, Reply)>,
+    closing: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // The writer keeps one connection rather than taking whichever the pool hands out: on
+    // SQLite a connection's page cache survives its own commits but is thrown away when
+    // another connection wrote, so rotating through the pool re-read the tables' pages from
+    // the OS for every batch. A pool of one (`:memory:`) is not kept from everyone else.
+    let keep = store.max_connections() > 1;
+    let mut conn: Option<Held> = None;
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+            _ = closing.cancelled(), if conn.is_some() => {
+                conn = None;
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let (deliveries, r): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         replies.extend(r);
-        match store.record_deliveries(&deliveries).await {
+        let result = store.record_deliveries_on(&mut conn, &deliveries).await;
+        if result.is_err() {
+            // Whatever went wrong, the next batch starts on a fresh connection.
+            if let Some(c) = conn.take() {
+                c.close_on_drop();
+            }
+        }
+        if !keep || closing.is_cancelled() {
+            conn = None;
+        }
+        match result {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {
                     // A caller that gave up (its request was dropped) needs no answer.
@@ -109,7 +149,9 @@ impl Store {
         match &self.intake {
             Some(intake) => intake.record(d).await,
             None => {
-                let mut outcomes = self.record_deliveries(std::slice::from_ref(&d)).await?;
+                let mut outcomes = self
+                    .record_deliveries_on(&mut None, std::slice::from_ref(&d))
+                    .await?;
                 outcomes
                     .pop()
                     .ok_or_else(|| StoreError::Database("no outcome for the delivery".into()))
@@ -118,8 +160,16 @@ impl Store {
     }
 
     /// Records `deliveries` in one transaction: all of them or, on error, none.
-    pub(crate) async fn record_deliveries(
+    ///
+    /// Each table takes one multi-row `INSERT … RETURNING` per chunk of rows rather than one
+    /// statement per row: on SQLite every statement is a round trip to the connection's
+    /// thread. Chunks are powers of two ([`chunks`]), so a handful of statement shapes stay in
+    /// the connection's prepared-statement cache whatever the batch size.
+    ///
+    /// On the connection in `conn`, or on one taken from the pool and left there.
+    pub(crate) async fn record_deliveries_on(
         &self,
+        conn: &mut Option<Held>,
         deliveries: &[NewDelivery],
     ) -> Result<Vec<DeliveryOutcome>, StoreError> {
         let now = self.now();
@@ -136,67 +186,132 @@ impl Store {
             .map_err(|e| StoreError::OutOfRange(format!("job payload: {e}")))?;
         // Rows are locked in delivery-id order, the same in every process, so two PostgreSQL
         // replicas committing overlapping batches cannot deadlock on each other's ids. The
-        // sort is stable: of one id repeated in the batch, the first to arrive is `New`.
+        // sort is stable: of one id repeated in the batch, the first to arrive is `New`, and
+        // the later copies are `Duplicate` without being sent to the database.
         let mut order: Vec<usize> = (0..deliveries.len()).collect();
         order.sort_by(|&a, &b| deliveries[a].delivery_id.cmp(&deliveries[b].delivery_id));
         let mut outcomes: Vec<Option<DeliveryOutcome>> = vec![None; deliveries.len()];
-        with_pool!(self, |pool, dialect| {
-            let mut tx = begin_write(pool, dialect).await?;
-            for &i in &order {
-                let (d, payloads) = (&deliveries[i], &payloads[i]);
-                let inserted = sqlx::query(
+        let mut firsts: Vec<usize> = Vec::with_capacity(order.len());
+        for &i in &order {
+            match firsts.last() {
+                Some(&f) if deliveries[f].delivery_id == deliveries[i].delivery_id => {
+                    outcomes[i] = Some(DeliveryOutcome::Duplicate)
+                }
+                _ => firsts.push(i),
+            }
+        }
+        let held = match conn {
+            Some(c) => c,
+            None => conn.insert(self.acquire().await?),
+        };
+        with_held!(held, |c, dialect| {
+            let mut tx = begin_write_on(c, dialect).await?;
+            // Deliveries: the ids that come back are new, the others were recorded before.
+            let mut inserted = std::collections::HashSet::with_capacity(firsts.len());
+            for chunk in chunks(&firsts) {
+                let sql = insert_sql(
                     "INSERT INTO deliveries (delivery_id, event, action, repo, installation_id, \
-                     received_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (delivery_id) DO NOTHING",
-                )
-                .bind(&d.delivery_id)
-                .bind(&d.event)
-                .bind(&d.action)
-                .bind(&d.repo)
-                .bind(d.installation_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
+                     received_at) VALUES ",
+                    "($n, $n, $n, $n, $n, $1)",
+                    1,
+                    chunk.len(),
+                    " ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+                );
+                let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now);
+                for &i in chunk {
+                    let d = &deliveries[i];
+                    q = q
+                        .bind(&d.delivery_id)
+                        .bind(&d.event)
+                        .bind(&d.action)
+                        .bind(&d.repo)
+                        .bind(d.installation_id);
+                }
+                inserted.extend(q.fetch_all(&mut *tx).await?);
+            }
+            // Jobs of the new deliveries, in delivery-id order then the order given. A dedupe
+            // key already used earlier in the batch is deduplicated here (the first job with
+            // it is queued, or a live job has it), so no two rows of a statement conflict.
+            let mut wanted: Vec<(usize, usize)> = Vec::new();
+            let mut keys = std::collections::HashSet::new();
+            for &i in &firsts {
+                let d = &deliveries[i];
+                if !inserted.contains(&d.delivery_id) {
                     outcomes[i] = Some(DeliveryOutcome::Duplicate);
                     continue;
                 }
-                let mut job_ids = Vec::with_capacity(d.jobs.len());
-                let mut deduplicated = Vec::new();
-                for (job, payload) in d.jobs.iter().zip(payloads) {
-                    // DO NOTHING without a target: the only other unique index is the partial
-                    // one on live dedupe keys, and the id is generated.
-                    let id: Option<i64> = sqlx::query_scalar(
-                        "INSERT INTO jobs (delivery_id, kind, repo, installation_id, payload, \
-                         dedupe_key, state, attempts, max_attempts, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, $8) \
-                         ON CONFLICT DO NOTHING RETURNING id",
-                    )
-                    .bind(&d.delivery_id)
-                    .bind(&job.kind)
-                    .bind(&job.repo)
-                    .bind(job.installation_id)
-                    .bind(payload)
-                    .bind(&job.dedupe_key)
-                    .bind(self.max_attempts)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    match (id, &job.dedupe_key) {
-                        (Some(id), _) => job_ids.push(id),
-                        (None, Some(key)) => deduplicated.push(key.clone()),
-                        (None, None) => {
-                            return Err(StoreError::Database(
-                                "a job insert was skipped without a dedupe key".into(),
-                            ))
+                outcomes[i] = Some(DeliveryOutcome::New {
+                    job_ids: Vec::with_capacity(d.jobs.len()),
+                    deduplicated: Vec::new(),
+                });
+                for (j, job) in d.jobs.iter().enumerate() {
+                    match &job.dedupe_key {
+                        Some(key) if !keys.insert(key.as_str()) => {
+                            if let Some(DeliveryOutcome::New { deduplicated, .. }) =
+                                &mut outcomes[i]
+                            {
+                                deduplicated.push(key.clone());
+                            }
                         }
+                        _ => wanted.push((i, j)),
                     }
                 }
-                outcomes[i] = Some(DeliveryOutcome::New {
-                    job_ids,
-                    deduplicated,
-                });
+            }
+            for chunk in chunks(&wanted) {
+                // DO NOTHING without a target: the only other unique index is the partial
+                // one on live dedupe keys, and the id is generated.
+                let sql = insert_sql(
+                    "INSERT INTO jobs (delivery_id, kind, repo, installation_id, payload, \
+                     dedupe_key, state, attempts, max_attempts, created_at, updated_at) VALUES ",
+                    "($n, $n, $n, $n, $n, $n, 'queued', 0, $1, $2, $2)",
+                    2,
+                    chunk.len(),
+                    " ON CONFLICT DO NOTHING RETURNING id, dedupe_key",
+                );
+                let mut q = sqlx::query_as::<_, (i64, Option<String>)>(&sql)
+                    .bind(self.max_attempts)
+                    .bind(now);
+                for &(i, j) in chunk {
+                    let (d, job) = (&deliveries[i], &deliveries[i].jobs[j]);
+                    q = q
+                        .bind(&d.delivery_id)
+                        .bind(&job.kind)
+                        .bind(&job.repo)
+                        .bind(job.installation_id)
+                        .bind(&payloads[i][j])
+                        .bind(&job.dedupe_key);
+                }
+                let mut rows = q.fetch_all(&mut *tx).await?;
+                // Ids are generated in the order of the rows, whatever order RETURNING uses;
+                // a row not returned had a dedupe key that a live job holds.
+                rows.sort_unstable_by_key(|r| r.0);
+                let taken: std::collections::HashSet<&str> =
+                    rows.iter().filter_map(|r| r.1.as_deref()).collect();
+                let mut ids = rows.iter().map(|r| r.0);
+                for &(i, j) in chunk {
+                    let Some(DeliveryOutcome::New {
+                        job_ids,
+                        deduplicated,
+                    }) = &mut outcomes[i]
+                    else {
+                        return Err(StoreError::Database("a job of no new delivery".into()));
+                    };
+                    match &deliveries[i].jobs[j].dedupe_key {
+                        Some(key) if !taken.contains(key.as_str()) => {
+                            deduplicated.push(key.clone())
+                        }
+                        _ => job_ids.push(ids.next().ok_or_else(|| {
+                            StoreError::Database(
+                                "a job insert was skipped without a dedupe key".into(),
+                            )
+                        })?),
+                    }
+                }
+                if ids.next().is_some() {
+                    return Err(StoreError::Database(
+                        "more jobs inserted than were sent".into(),
+                    ));
+                }
             }
             tx.commit().await?;
         });
@@ -205,5 +320,76 @@ impl Store {
             .into_iter()
             .map(|o| o.ok_or_else(|| StoreError::Database("a delivery was skipped".into())))
             .collect()
+    }
+}
+
+/// `items` in chunks of at most [`MAX_BATCH`], each a power of two long (largest first):
+/// the statement for a chunk of `n` rows is the same text for every batch.
+fn chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let n = items.len().min(MAX_BATCH);
+        // The largest power of two not above `n` (n >= 1).
+        let n = 1 << (usize::BITS - 1 - n.leading_zeros());
+        let (head, tail) = items.split_at(n);
+        items = tail;
+        Some(head)
+    })
+}
+
+/// `head` + `rows` copies of `row` separated by commas + `tail`, where each `$n` in `row` is
+/// numbered on from the parameters used so far; the first `shared` parameters (`$1`…) are
+/// bound once and shared by every row.
+fn insert_sql(head: &str, row: &str, shared: usize, rows: usize, tail: &str) -> String {
+    let mut next = shared;
+    let mut sql = String::with_capacity(head.len() + rows * (row.len() + 8) + tail.len());
+    sql.push_str(head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        let mut parts = row.split("$n");
+        if let Some(first) = parts.next() {
+            sql.push_str(first);
+        }
+        for part in parts {
+            next += 1;
+            sql.push('$');
+            sql.push_str(&next.to_string());
+            sql.push_str(part);
+        }
+    }
+    sql.push_str(tail);
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunks, insert_sql};
+
+    #[test]
+    fn chunks_are_powers_of_two_largest_first() {
+        let items: Vec<usize> = (0..300).collect();
+        let lens: Vec<usize> = chunks(&items).map(<[usize]>::len).collect();
+        assert_eq!(lens, [256, 32, 8, 4]);
+        assert_eq!(chunks::<u8>(&[]).count(), 0);
+        let flat: Vec<usize> = chunks(&items).flatten().copied().collect();
+        assert_eq!(flat, items);
+    }
+
+    #[test]
+    fn insert_sql_numbers_each_row_after_the_shared_parameters() {
+        assert_eq!(
+            insert_sql(
+                "INSERT INTO t VALUES ",
+                "($n, $1, $n)",
+                1,
+                2,
+                " RETURNING x"
+            ),
+            "INSERT INTO t VALUES ($2, $1, $3), ($4, $1, $5) RETURNING x"
+        );
     }
 }

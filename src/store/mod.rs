@@ -191,6 +191,51 @@ pub(crate) async fn begin_write<DB: sqlx::Database>(
     }
 }
 
+/// A connection taken from the pool and kept by its taker (the intake writer).
+#[derive(Debug)]
+pub(crate) enum Held {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl Held {
+    /// Closes the connection when dropped instead of returning it to the pool.
+    pub(crate) fn close_on_drop(mut self) {
+        match &mut self {
+            Held::Sqlite(c) => c.close_on_drop(),
+            Held::Postgres(c) => c.close_on_drop(),
+        }
+    }
+}
+
+/// [`with_pool!`] for a [`Held`] connection: `$conn` is the dialect's `PoolConnection`.
+macro_rules! with_held {
+    ($held:expr, |$conn:ident, $dialect:pat_param| $body:expr) => {
+        match $held {
+            $crate::store::Held::Sqlite($conn) => {
+                let $dialect = $crate::store::Dialect::Sqlite;
+                $body
+            }
+            $crate::store::Held::Postgres($conn) => {
+                let $dialect = $crate::store::Dialect::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_held;
+
+/// [`begin_write`] on a connection of one's own.
+pub(crate) async fn begin_write_on<DB: sqlx::Database>(
+    conn: &mut sqlx::pool::PoolConnection<DB>,
+    dialect: Dialect,
+) -> Result<sqlx::Transaction<'_, DB>, sqlx::Error> {
+    match dialect {
+        Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+        Dialect::Postgres => conn.begin().await,
+    }
+}
+
 /// The store. Cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -311,9 +356,26 @@ impl Store {
         }
     }
 
-    /// Closes the pool, waiting for connections in use to come back.
+    /// Closes the pool, waiting for connections in use to come back (the intake writer's
+    /// too: it is told to let go of it).
     pub async fn close(&self) {
+        if let Some(intake) = &self.intake {
+            intake.release();
+        }
         with_pool!(self, |pool, _| pool.close().await)
+    }
+
+    /// A connection of the pool, kept until the [`Held`] is dropped.
+    pub(crate) async fn acquire(&self) -> Result<Held, StoreError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Held::Sqlite(p.acquire().await?),
+            Pool::Postgres(p) => Held::Postgres(p.acquire().await?),
+        })
+    }
+
+    /// The pool's size.
+    pub(crate) fn max_connections(&self) -> u32 {
+        with_pool!(self, |pool, _| pool.options().get_max_connections())
     }
 
     pub(crate) fn now(&self) -> UnixMillis {
