@@ -446,6 +446,47 @@ async fn an_exhausted_monthly_cap_refuses_without_calling_a_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repo_config_cannot_raise_the_operators_per_run_cap() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    // The repository asks for $100 a run; the operator allows $0.0001 (EQUITR_BUDGET is
+    // `llm.budget`), less than any call's reservation.
+    gh.set_file_on_default_branch(
+        REPO,
+        ".github/equitr.yml",
+        "triggers: { label: bug }\nbudget: { per_run_usd: 100 }\n",
+    );
+    gh.add_issue(REPO, 1, "Spelling error", "It says Helo.", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let _svc = start_in(
+        &gh,
+        &llm,
+        home.path(),
+        data.path(),
+        &[("EQUITR_BUDGET", "0.0001")],
+    )
+    .await;
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    assert_eq!(
+        deliver(&_svc, "issues", "cap-1", &body, SECRET).await.0,
+        202
+    );
+    eventually("the refusal", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("budget reached"))
+    })
+    .await;
+    assert!(llm.requests().is_empty(), "no model call");
+    assert!(gh.pulls(REPO).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_on_one_postgres_never_run_a_job_twice() {
     let Ok(base) = std::env::var("EQUITR_TEST_POSTGRES_URL") else {
         eprintln!("skipping postgres: EQUITR_TEST_POSTGRES_URL not set");

@@ -650,11 +650,17 @@ fn ledger_with(
     run_cap: Option<Usd>,
 ) -> anyhow::Result<Arc<dyn Ledger>> {
     let usd = |v: Option<f64>| v.and_then(Usd::from_dollars_f64);
-    let per_run = usd(cfg.budget.per_run_usd).or(usd(app.cfg.llm.llm.budget));
-    let per_run_cap = match (per_run, run_cap) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    // The repository's `budget.per_run_usd`, the operator's `llm.budget` and a schedule's
+    // `budget_usd` each bound a run; the lowest holds. A repo file can tighten the operator's
+    // cap but never raise it.
+    let per_run_cap = [
+        usd(cfg.budget.per_run_usd),
+        usd(app.cfg.llm.llm.budget),
+        run_cap,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     let scope = LedgerScope {
         job_id: job.id,
         repo: spec.repo.to_string(),
