@@ -340,6 +340,87 @@ async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(REPO, 1, "Spelling error", "It says Helo.", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    // A model that stalls past the lease: meanwhile another process takes the job over.
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello World\n"}),
+        )
+        .after(Duration::from_secs(3)),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let lease = [("EQUITR_JOB_LEASE_SECS", "2")];
+    let svc = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    assert_eq!(
+        deliver(&svc, "issues", "lost-1", &body, SECRET).await.0,
+        202
+    );
+    eventually("the first model call", || {
+        (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
+    })
+    .await;
+    // What a second process's claim of an expired lease looks like in the store.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/equitr.db", data.path().display()))
+        .await
+        .unwrap();
+    let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let taken = sqlx::query(
+        "UPDATE jobs SET lease_owner = 'another-process', lease_expires_at = $1 WHERE state = 'running'",
+    )
+    .bind(far)
+    .execute(&db)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(taken, 1);
+
+    let lost = "equitr_jobs_finished_total{kind=\"event\",state=\"lost\"} 1";
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = reqwest::get(format!("http://{}/metrics", svc.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains(lost) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(m.contains(lost), "the job stopped: {m}");
+    // Past the stalled answer: the stopped job never asks the model again nor pushes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(llm.requests_for("gpt-4o-mini").len(), 1, "{m}");
+    assert!(
+        gh.pulls(REPO).is_empty(),
+        "no PR from a job it no longer owns"
+    );
+    assert!(
+        gh.branch_sha(REPO, "equitr/issue-1").is_none(),
+        "nothing pushed"
+    );
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    drop(svc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_a_running_job_after_the_grace_period() {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");

@@ -61,19 +61,32 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
         let started = Instant::now();
         let span = tracing::info_span!("job", id = job.id, repo = %job.repo, kind = %job.kind);
         // Not `span.enter()`: a guard held across awaits attaches other tasks' events to it.
-        // The lease is renewed while the job runs; a crashed process stops renewing it.
+        // The lease is renewed while the job runs; a crashed process stops renewing it. A
+        // lease this worker no longer holds (taken over after a stall, or not renewable for a
+        // whole lease period) stops the job: another worker may be running it already.
+        let lost = CancellationToken::new();
         let beat = {
             let app = app.clone();
             let worker_id = worker_id.clone();
             let id = job.id;
+            let lost = lost.clone();
             tokio::spawn(async move {
+                let mut renewed = Instant::now();
                 loop {
                     tokio::time::sleep(app.cfg.lease / 3).await;
                     match app.store.heartbeat(id, &worker_id, app.cfg.lease).await {
-                        Ok(true) => {}
-                        _ => break,
+                        Ok(true) => renewed = Instant::now(),
+                        Ok(false) => break,
+                        Err(e) if renewed.elapsed() >= app.cfg.lease => {
+                            tracing::warn!(job = id, error = %e, "lease could not be renewed for a whole lease period");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(job = id, error = %e, "could not renew the lease; retrying")
+                        }
                     }
                 }
+                lost.cancel();
             })
         };
         let result = tokio::select! {
@@ -97,6 +110,17 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
                     1.0,
                 );
                 break;
+            }
+            _ = lost.cancelled() => {
+                // Dropping the job's future stops it at its next await, before it pushes or
+                // comments again; the worker that holds the lease now finishes the job.
+                span.in_scope(|| tracing::warn!("job's lease was lost; stopped it here"));
+                app.metrics.add(
+                    "equitr_jobs_finished_total",
+                    &[("kind", &job.kind), ("state", "lost")],
+                    1.0,
+                );
+                continue;
             }
         };
         beat.abort();

@@ -66,6 +66,8 @@ pub struct Reply {
     lead_text: Option<String>,
     /// Report the output as cut by `max_tokens`.
     truncated: bool,
+    /// Answer only after this long.
+    delay: Option<std::time::Duration>,
 }
 
 impl Reply {
@@ -79,6 +81,7 @@ impl Reply {
             headers: Vec::new(),
             lead_text: None,
             truncated: false,
+            delay: None,
         }
     }
 
@@ -142,6 +145,12 @@ impl Reply {
     /// Adds any response header.
     pub fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Answers only after `d` (a slow model).
+    pub fn after(mut self, d: std::time::Duration) -> Reply {
+        self.delay = Some(d);
         self
     }
 
@@ -315,6 +324,9 @@ async fn chat(State(state): State<Shared>, uri: Uri, headers: HeaderMap, body: B
 }
 
 async fn render(state: &Shared, dialect: Dialect, n: usize, model: &str, r: Reply) -> Response {
+    if let Some(d) = r.delay {
+        tokio::time::sleep(d).await;
+    }
     let (code, body): (u16, String) = match r.kind.clone() {
         Kind::Hang => {
             std::future::pending::<()>().await;
