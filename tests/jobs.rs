@@ -161,6 +161,60 @@ async fn an_issue_becomes_a_pull_request_with_its_cost_summary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_landed_before_a_5xx_are_not_made_twice() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(7001, "acme");
+    gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
+    gh.add_issue(REPO, 6, "Fix the typo in a.txt", "It says a.", "alice");
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("write_file", json!({"path": "a.txt", "content": "b\n"})),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed."})),
+    );
+    // GitHub creates the progress comment and the PR, then a proxy answers 502.
+    gh.fail_next_after_applying("POST", &format!("/repos/{REPO}/issues/6/comments"), 502);
+    gh.fail_next_after_applying("POST", &format!("/repos/{REPO}/pulls"), 502);
+    let work = tempfile::tempdir().unwrap();
+    let env = env(&gh, &llm, work.path()).await;
+    let spec = JobSpec {
+        id: 8,
+        repo: RepoName::parse(REPO).unwrap(),
+        installation: InstallationId(7001),
+        kind: JobKind::Implement {
+            issue: 6,
+            notes: String::new(),
+        },
+        comment_id: None,
+    };
+    let ledger = Arc::new(MemoryLedger::new(None));
+    let r = implement(&env, &spec, 6, "", &Default::default(), ledger, false)
+        .await
+        .unwrap();
+    assert!(r.succeeded, "{r:?}");
+    assert_eq!(gh.pulls(REPO).len(), 1, "one PR");
+    let comments = gh.comments(REPO, 6);
+    assert_eq!(comments.len(), 1, "one comment: {comments:?}");
+    assert!(
+        comments[0].body.contains("✅ Opened"),
+        "{}",
+        comments[0].body
+    );
+    let posts = |p: &str| {
+        gh.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == p)
+            .count()
+    };
+    assert_eq!(posts(&format!("/repos/{REPO}/pulls")), 1, "no second POST");
+    assert_eq!(posts(&format!("/repos/{REPO}/issues/6/comments")), 1);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_job_updates_its_pull_request_and_comment() {
     let gh = FakeGitHub::start().await;
     gh.add_installation(7001, "acme");

@@ -405,17 +405,32 @@ impl Repo<'_> {
         body: &str,
     ) -> Result<Comment, GitHubError> {
         let full = format!("{body}\n\n{marker}");
-        let existing = self.comments(number).await?.into_iter().find(|c| {
+        if let Some(c) = self.marked_comment(number, marker).await? {
+            return self.update_comment(c.id, &full).await;
+        }
+        match self.create_comment(number, &full).await {
+            // The POST may have landed before it failed: look again before creating again.
+            Err(e) if e.is_ambiguous() => match self.marked_comment(number, marker).await? {
+                Some(c) => self.update_comment(c.id, &full).await,
+                None => self.create_comment(number, &full).await,
+            },
+            r => r,
+        }
+    }
+
+    /// This app's comment on the thread that carries `marker`.
+    async fn marked_comment(
+        &self,
+        number: u64,
+        marker: &str,
+    ) -> Result<Option<Comment>, GitHubError> {
+        Ok(self.comments(number).await?.into_iter().find(|c| {
             let own = match self.gh.bot_login() {
                 Some(login) => c.by(login),
                 None => c.by_bot(),
             };
             own && c.body.as_deref().is_some_and(|b| b.contains(marker))
-        });
-        match existing {
-            Some(c) => self.update_comment(c.id, &full).await,
-            None => self.create_comment(number, &full).await,
-        }
+        }))
     }
 
     /// A submitted review: its body, state and author.
@@ -469,12 +484,22 @@ impl Repo<'_> {
         base: &str,
         body: &str,
     ) -> Result<Pull, GitHubError> {
-        self.write(
-            Method::POST,
-            "/pulls",
-            json!({ "title": super::scrub::scrub(title), "head": head, "base": base, "body": super::scrub::scrub(body) }),
-        )
-        .await
+        let created = self
+            .write(
+                Method::POST,
+                "/pulls",
+                json!({ "title": super::scrub::scrub(title), "head": head, "base": base, "body": super::scrub::scrub(body) }),
+            )
+            .await;
+        match created {
+            // The POST may have opened the PR before it failed: GitHub allows one open PR
+            // per head, so the branch's open PR is the one we asked for.
+            Err(e) if e.is_ambiguous() => match self.open_pull_for(head).await? {
+                Some(p) => Ok(p),
+                None => Err(e),
+            },
+            r => r,
+        }
     }
 
     pub async fn update_pull(

@@ -50,6 +50,16 @@ impl GitHubError {
             _ => None,
         }
     }
+
+    /// A failure after which a write may or may not have taken effect (a 5xx, a dropped
+    /// connection): the caller looks before it creates again.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            GitHubError::Status { status, .. } => *status >= 500,
+            GitHubError::Transport { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// What GitHub's clock-skew rules allow: `iat` a minute in the past, `exp` under ten minutes.
@@ -72,6 +82,9 @@ const TOKEN_MARGIN_SECS: u64 = 5 * 60;
 /// The longest rate-limit wait we sit through before giving the job back.
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
 const MAX_RETRIES: u32 = 4;
+/// GitHub: a secondary rate limit without `retry-after` or a reset means "wait at least one
+/// minute before retrying".
+const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 pub struct AppAuth {
     app_id: u64,
@@ -301,6 +314,13 @@ impl GitHub {
             Some(l) => Some(l.lock().await),
             None => None,
         };
+        // A POST that failed with a 5xx or mid-flight may have created its comment, review or
+        // check run already: retrying it blindly duplicates them. POSTs are retried only where
+        // GitHub answers a repeat with the same object (a token, a reaction), or when the
+        // connection was never made; callers reconcile the rest (`GitHubError::is_ambiguous`).
+        let retry_ambiguous = method != Method::POST
+            || path.ends_with("/access_tokens")
+            || path.ends_with("/reactions");
         let url = format!("{}{}", self.api_url, path);
         let mut attempt = 0;
         loop {
@@ -319,7 +339,7 @@ impl GitHub {
             }
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) if attempt < MAX_RETRIES => {
+                Err(e) if attempt < MAX_RETRIES && (retry_ambiguous || e.is_connect()) => {
                     tracing::warn!(path, error = %e, "GitHub unreachable; retrying");
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt)).await;
@@ -340,8 +360,12 @@ impl GitHub {
                 return Ok(text);
             }
             let retry_after = match status {
-                StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => wait,
-                s if s.is_server_error() => Some(backoff(attempt + 1)),
+                // GitHub's documented order: Retry-After, then the primary limit's reset, then
+                // (a secondary limit that names neither) at least a minute.
+                StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                    wait.or_else(|| secondary_limit(&text))
+                }
+                s if s.is_server_error() && retry_ambiguous => Some(backoff(attempt + 1)),
                 _ => None,
             };
             match retry_after {
@@ -388,6 +412,15 @@ fn rate_limit_wait(resp: &reqwest::Response, now: u64) -> Option<Duration> {
         return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
     }
     None
+}
+
+/// A 403/429 body that names a secondary rate limit but no header says how long: GitHub asks
+/// for at least a minute.
+fn secondary_limit(body: &str) -> Option<Duration> {
+    error_message(body)
+        .to_ascii_lowercase()
+        .contains("secondary rate limit")
+        .then_some(SECONDARY_LIMIT_WAIT)
 }
 
 /// Full-jitter exponential backoff: up to 0.5 s, 1 s, 2 s, 4 s.
@@ -443,6 +476,16 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2016-07-11T22:14:10Z"), Some(1_468_275_250));
         assert_eq!(parse_rfc3339("2016-07-11 22:14:10"), None);
+    }
+
+    #[test]
+    fn a_secondary_limit_without_headers_waits_a_minute() {
+        // GitHub's body for a secondary rate limit (docs.github.com, "Rate limits for the REST
+        // API"); a plain permission refusal is not waited on.
+        let limited = r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.","documentation_url":"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits","status":"403"}"#;
+        assert_eq!(secondary_limit(limited), Some(Duration::from_secs(60)));
+        let refused = r#"{"message":"Resource not accessible by integration","status":"403"}"#;
+        assert_eq!(secondary_limit(refused), None);
     }
 
     #[test]

@@ -148,6 +148,9 @@ struct Injected {
     path_prefix: String,
     status: u16,
     headers: Vec<(String, String)>,
+    /// Serve the request first, then answer the error (a write that landed before the
+    /// connection or a proxy failed).
+    applied: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -673,6 +676,19 @@ impl FakeGitHub {
             path_prefix: path_prefix.to_string(),
             status,
             headers,
+            applied: false,
+        });
+    }
+
+    /// Like [`FakeGitHub::fail_next`], but the request is carried out before the error is
+    /// answered: the client cannot tell whether its write happened.
+    pub fn fail_next_after_applying(&self, method: &str, path_prefix: &str, status: u16) {
+        self.lock().failures.push(Injected {
+            method: method.to_ascii_uppercase(),
+            path_prefix: path_prefix.to_string(),
+            status,
+            headers: Vec::new(),
+            applied: true,
         });
     }
 

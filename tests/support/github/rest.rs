@@ -457,6 +457,7 @@ pub async fn serve(
         Caller::Installation(t) => Some(t.installation),
         _ => None,
     };
+    let mut applied = None;
     let injected = {
         let mut inner = server.lock();
         if let Some((until, why)) = inner.not_before.clone() {
@@ -477,7 +478,13 @@ pub async fn serve(
         for p in problems {
             inner.violations.push(format!("{label}: {p}"));
         }
-        take_failure(&mut inner, &m, &path).map(|f| injected_reply(&mut inner, f, installation))
+        match take_failure(&mut inner, &m, &path) {
+            Some(f) if f.applied => {
+                applied = Some(f);
+                None
+            }
+            f => f.map(|f| injected_reply(&mut inner, f, installation)),
+        }
     };
     let reply = if let Some(r) = injected {
         r
@@ -523,6 +530,10 @@ pub async fn serve(
     } else {
         let q = parse_query(uri.query());
         route(&server, &caller, &m, &segs, &q, &headers, &body)
+    };
+    let reply = match applied {
+        Some(f) => injected_reply(&mut server.lock(), f, installation),
+        None => reply,
     };
     server.lock().requests[n].status = reply.status;
     into_response(&server, reply, installation.is_some())
