@@ -91,6 +91,89 @@ async fn start_in(
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_invalid_setting_stops_start_up_with_one_line_naming_it() {
+    let gh = FakeGitHub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base: Vec<(String, String)> = [
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", dir.path().display().to_string()),
+        ("OPENAI_API_KEY", "sk-test-serve".into()),
+        ("GITHUB_APP_ID", gh.app_id().to_string()),
+        ("GITHUB_PRIVATE_KEY", gh.private_key_pem()),
+        ("GITHUB_WEBHOOK_SECRET", SECRET.into()),
+        ("GITHUB_API_URL", gh.api_url()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}/equitr.db", dir.path().display()),
+        ),
+        ("EQUITR_LISTEN", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("GITHUB_APP_ID", None, "GITHUB_APP_ID: not set"),
+        (
+            "GITHUB_APP_ID",
+            Some("my-app".into()),
+            "GITHUB_APP_ID: `my-app` is not a number",
+        ),
+        ("GITHUB_PRIVATE_KEY", None, "GITHUB_PRIVATE_KEY: not set"),
+        (
+            "GITHUB_PRIVATE_KEY",
+            Some("not a key".into()),
+            "GITHUB_PRIVATE_KEY: ",
+        ),
+        ("GITHUB_WEBHOOK_SECRET", None, "GITHUB_WEBHOOK_SECRET: "),
+        (
+            "OPENAI_API_KEY",
+            None,
+            "OPENAI_API_KEY: not set: the worker model `gpt-4o-mini`",
+        ),
+        (
+            "DATABASE_URL",
+            Some("mysql://db/equitr".into()),
+            "DATABASE_URL: ",
+        ),
+        ("EQUITR_LISTEN", Some("nowhere".into()), "EQUITR_LISTEN: "),
+        (
+            "EQUITR_JOB_LEASE_SECS",
+            Some("soon".into()),
+            "EQUITR_JOB_LEASE_SECS: ",
+        ),
+    ];
+    for (var, value, expected) in cases {
+        let mut env = base.clone();
+        env.retain(|(k, _)| k != var);
+        if let Some(v) = value {
+            env.push((var.to_string(), v));
+        }
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(
+            &cfg,
+            "llm:\n  model: gpt-4o\n  models:\n    worker:\n      model: gpt-4o-mini\n",
+        )
+        .unwrap();
+        env.push(("EQUITR_CONFIG".into(), cfg.display().to_string()));
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_equitr-coder"))
+            .env_clear()
+            .envs(env)
+            .arg("serve")
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(20), out)
+            .await
+            .unwrap_or_else(|_| panic!("{var}: serve started instead of stopping"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{var}: one line: {stderr}");
+        assert!(lines[0].contains(expected), "{var}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
 async fn deliver(svc: &Service, event: &str, id: &str, body: &[u8], secret: &str) -> (u16, String) {
     let resp = reqwest::Client::new()
         .post(format!("http://{}/webhook", svc.addr))

@@ -399,12 +399,7 @@ fn has_key(cfg: &Config) -> bool {
     ]
     .into_iter()
     .all(|r| match cfg.resolve(r) {
-        Ok(m) => {
-            m.api_key.is_some()
-                || m.provider.key_env().is_none()
-                || m.provider == crate::config::ProviderKind::Litellm
-                || m.provider.default_base() != Some(m.api_base.as_str())
-        }
+        Ok(m) => m.missing_key().is_none(),
         // A broken config is reported by the job itself.
         Err(_) => true,
     })

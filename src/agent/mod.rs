@@ -263,19 +263,14 @@ impl OrchestratorBuilder {
             let settings = cfg.resolve(r)?;
             let client = match self.clients.iter().find(|(cr, _)| *cr == r) {
                 Some((_, c)) => c.clone(),
-                None if settings.api_key.is_none()
-                    && settings.provider.default_base() == Some(settings.api_base.as_str())
-                    && settings.provider != crate::config::ProviderKind::Litellm
-                    && settings.provider.key_env().is_some() =>
-                {
+                None if settings.missing_key().is_some() => {
                     // A hosted API without a key would only answer 401 after a reservation.
                     anyhow::bail!(
                         "no API key for the {r} model ({} at {}): set {} or llm.api_key",
                         settings.provider,
                         settings.api_base,
                         settings
-                            .provider
-                            .key_env()
+                            .missing_key()
                             .unwrap_or("the provider's key variable")
                     );
                 }

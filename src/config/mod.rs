@@ -958,5 +958,17 @@ pub struct ResolvedModel {
     pub timeout_secs: u64,
 }
 
+impl ResolvedModel {
+    /// The variable this model's key is missing from: a hosted API at its default address
+    /// without a key would only answer 401. `None` when a key is set or none is needed (a
+    /// proxy, a local server, a custom base).
+    pub fn missing_key(&self) -> Option<&'static str> {
+        let env = self.provider.key_env()?;
+        let hosted = self.provider.default_base() == Some(self.api_base.as_str())
+            && self.provider != ProviderKind::Litellm;
+        (self.api_key.is_none() && hosted).then_some(env)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -73,6 +73,26 @@ impl ServeConfig {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        // Every job needs both models: a missing model or key stops start-up here rather than
+        // failing each job after its delivery was accepted.
+        for role in [
+            crate::llm::AgentRole::Worker,
+            crate::llm::AgentRole::Supervisor,
+        ] {
+            let m = llm.resolve(role).map_err(|e| match e {
+                crate::config::ConfigError::Value { message, .. } => err("llm.model", message),
+                e => err("llm", e.to_string()),
+            })?;
+            if let Some(var) = m.missing_key() {
+                return Err(err(
+                    var,
+                    format!(
+                        "not set: the {role} model `{}` ({} at {}) needs it (or llm.api_key in the config)",
+                        m.model, m.provider, m.api_base
+                    ),
+                ));
+            }
+        }
         let app_id = match get("GITHUB_APP_ID").or_else(|| llm.github.app_id.map(|i| i.to_string()))
         {
             Some(v) => v
