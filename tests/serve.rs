@@ -817,6 +817,77 @@ async fn a_broken_repo_config_is_answered_with_its_line() {
     assert!(llm.requests().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_deliveries_the_bot_acts_on_get_the_eyes_reaction() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: equitr }\n");
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    let svc = start(&gh, &llm).await;
+
+    // Another label than the repository's trigger.
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    assert_eq!(labeled["label"]["name"], "bug");
+    let body = serde_json::to_vec(&labeled).unwrap();
+    assert_eq!(
+        deliver(&svc, "issues", "eyes-1", &body, SECRET).await.0,
+        202
+    );
+    // A mention of someone else, and a command for another bot.
+    for (i, text) in ["@Codertocat thanks, merging this", "/label bug"]
+        .into_iter()
+        .enumerate()
+    {
+        let id = gh.add_comment(REPO, 1, "Codertocat", text);
+        let mut c = fixture("issue_comment.created.3.json");
+        c["comment"]["id"] = json!(id);
+        c["comment"]["body"] = json!(text);
+        let body = serde_json::to_vec(&c).unwrap();
+        let delivery = format!("eyes-{}", i + 2);
+        assert_eq!(
+            deliver(&svc, "issue_comment", &delivery, &body, SECRET)
+                .await
+                .0,
+            202
+        );
+    }
+    // A command for this bot: 👀, then the answer.
+    let help = gh.add_comment(REPO, 1, "Codertocat", "/equitr help");
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["id"] = json!(help);
+    c["comment"]["body"] = json!("/equitr help");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "eyes-9", &body, SECRET)
+            .await
+            .0,
+        202
+    );
+    eventually("the 👀 on the command", || {
+        (!gh.reactions(REPO, 1).is_empty()).then_some(())
+    })
+    .await;
+    eventually("the help", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("/equitr implement"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reactions = gh.reactions(REPO, 1);
+    assert_eq!(reactions.len(), 1, "{reactions:?}");
+    assert_eq!(reactions[0].content, "eyes");
+    assert_eq!(
+        reactions[0].target,
+        support::github::ReactionTarget::IssueComment(help)
+    );
+    assert!(llm.requests().is_empty());
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
 /// `/equitr review` on a pull request, as a collaborator writes it on GitHub.
 fn review_comment(pr: u64) -> Value {
     let mut c = fixture("issue_comment.created.3.json");

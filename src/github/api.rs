@@ -188,7 +188,8 @@ impl Repo<'_> {
             .map(|(text, _)| text))
     }
 
-    /// A file's text and blob sha at `git_ref` (`None`: no such file, or no such ref).
+    /// A file's text and blob sha at `git_ref` (the default branch when empty; `None`: no such
+    /// file, or no such ref).
     pub async fn file_with_sha(
         &self,
         path: &str,
@@ -199,7 +200,12 @@ impl Repo<'_> {
             content: String,
             sha: String,
         }
-        let rest = format!("/contents/{path}?ref={}", urlencode(git_ref));
+        // No ref: the default branch, as GitHub reads it.
+        let rest = if git_ref.is_empty() {
+            format!("/contents/{path}")
+        } else {
+            format!("/contents/{path}?ref={}", urlencode(git_ref))
+        };
         match self.get::<R>(&rest).await {
             Ok(r) => {
                 let raw: String = r.content.split_whitespace().collect();

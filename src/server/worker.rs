@@ -290,6 +290,24 @@ fn thread_of(ev: &Event) -> Option<(RepoName, InstallationId, u64)> {
 
 /// 👀 on the triggering comment or issue, right after the delivery is queued.
 pub async fn acknowledge(app: &App, ev: &Event) {
+    // Intake keeps every comment that starts like a command and every label, since the
+    // command and the label are per repository; the 👀 says "this one is for me", so it waits
+    // for the repository's config (cached, and warmed for the job) to confirm it. An
+    // unreadable or invalid config still gets the 👀: the job answers on the thread.
+    if let Some((name, installation, _)) = thread_of(ev) {
+        let r = Repo {
+            gh: &app.gh,
+            installation,
+            name: &name,
+        };
+        let cfg = match config_text(app, &r, "").await {
+            Ok(text) => RepoConfig::parse(text.as_deref().unwrap_or("")).ok(),
+            Err(_) => None,
+        };
+        if cfg.is_some_and(|cfg| jobs::triage(ev, &cfg, &app.cfg.app_slug).is_empty()) {
+            return;
+        }
+    }
     let result = match ev {
         Event::Comment {
             repo,
