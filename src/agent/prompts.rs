@@ -55,7 +55,8 @@ pub fn review_request(task: &str, why: &str, diff: &str) -> String {
         "Review this change before it is accepted. It is reviewed because {why}.\n\
          Check it does the task, and look for security problems (injection, secrets, auth bypass, unsafe input handling), \
          broken behaviour and risky design. Call `submit_review` with approved=true if it can be accepted as is, \
-         or approved=false with the concrete reasons the worker must fix.\n\n<task>\n{task}\n</task>\n\n<diff>\n{diff}\n</diff>"
+         or approved=false with the concrete reasons the worker must fix.\n\n<task>\n{task}\n</task>\n\n{}",
+        crate::github::sanitize::fence_code("diff", diff)
     )
 }
 

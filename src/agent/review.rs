@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::diff::{self, FileDiff};
 use super::{CostReport, JobEvent, Orchestrator, Outcome, Run, Stop, TaskClass};
 pub use crate::config::repo::Severity;
+use crate::github::sanitize::fence_code;
 use crate::llm::{tokens, AgentRole, Message, ToolSpec};
 
 /// The most diff text one review prompt carries.
@@ -146,10 +147,11 @@ impl Orchestrator {
                 "Review this change (part {} of {}). Read the surrounding code with the tools where it helps. \
                  Report each real problem with `report_finding` on a line of the new side of the diff — bugs, \
                  security issues, missing error handling, risky design; not style. Then call `finish` with a \
-                 one-paragraph summary.\n\n{}\n\n<diff>\n{text}\n</diff>",
+                 one-paragraph summary.\n\n{}\n\n{}",
                 n + 1,
                 plan.len(),
-                req.context
+                req.context,
+                fence_code("diff", &text)
             );
             match self.review_loop(&mut run, AgentRole::Worker, prompt).await {
                 Ok((mut f, summary)) => {
@@ -178,8 +180,9 @@ impl Orchestrator {
             let prompt = format!(
                 "These files of a pull request are security-relevant ({reason}). Review them for security problems: \
                  injection, auth bypass, secrets, unsafe input handling, dangerous CI or dependency changes. \
-                 Report each with `report_finding`, then `finish`.\n\n{}\n\n<diff>\n{text}\n</diff>",
-                req.context
+                 Report each with `report_finding`, then `finish`.\n\n{}\n\n{}",
+                req.context,
+                fence_code("diff", &text)
             );
             match self
                 .review_loop(&mut run, AgentRole::Supervisor, prompt)
