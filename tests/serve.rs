@@ -18,6 +18,8 @@ struct Service {
     _child: tokio::process::Child,
     addr: String,
     _dirs: Vec<tempfile::TempDir>,
+    /// Its `DATABASE_URL`.
+    db: String,
 }
 
 async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
@@ -26,6 +28,74 @@ async fn start(gh: &FakeGitHub, llm: &ScriptedLlm) -> Service {
     let mut svc = start_in(gh, llm, home.path(), data.path(), &[]).await;
     svc._dirs = vec![home, data];
     svc
+}
+
+/// The store a scenario runs on. The core scenarios run on both; PostgreSQL is skipped (with
+/// a line saying so) where `EQUITR_TEST_POSTGRES_URL` is unset — `.ci/run` always sets it.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `DATABASE_URL` for a scenario: a file in `data`, or a fresh PostgreSQL database named after
+/// the scenario. `None`: PostgreSQL is not available here.
+async fn database_url(backend: Backend, data: &std::path::Path, name: &str) -> Option<String> {
+    match backend {
+        Backend::Sqlite => Some(format!("sqlite://{}/equitr.db", data.display())),
+        Backend::Postgres => {
+            let Ok(base) = std::env::var("EQUITR_TEST_POSTGRES_URL") else {
+                eprintln!("skipping postgres: EQUITR_TEST_POSTGRES_URL not set");
+                return None;
+            };
+            let db = format!("t_serve_{name}");
+            let admin = sqlx::PgPool::connect(&base).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            let (head, _) = base.rsplit_once('/').expect("a database URL");
+            Some(format!("{head}/{db}"))
+        }
+    }
+}
+
+/// `serve` on a fresh store of `backend`; `None` when that store is not available here.
+async fn start_on(
+    gh: &FakeGitHub,
+    llm: &ScriptedLlm,
+    backend: Backend,
+    name: &str,
+) -> Option<Service> {
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let url = database_url(backend, data.path(), name).await?;
+    let mut svc = start_in(gh, llm, home.path(), data.path(), &[("DATABASE_URL", &url)]).await;
+    svc._dirs = vec![home, data];
+    svc.db = url;
+    Some(svc)
+}
+
+/// A scenario on SQLite and on PostgreSQL: `mod NAME { sqlite, postgres }` calling
+/// `NAME(Backend)`.
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    };
 }
 
 /// Start `serve` on these directories (a restart reuses them) with extra variables.
@@ -84,10 +154,16 @@ async fn start_in(
             eprintln!("serve: {l}")
         }
     });
+    let db = extra
+        .iter()
+        .find(|(k, _)| *k == "DATABASE_URL")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| format!("sqlite://{}/equitr.db", data.display()));
     Service {
         _child: child,
         addr,
         _dirs: vec![],
+        db,
     }
 }
 
@@ -207,8 +283,8 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
+on_both_stores!(a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line);
+async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line(backend: Backend) {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");
     gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
@@ -237,7 +313,9 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
         "gpt-4o-mini",
         Reply::tool("finish", json!({"summary": "Fixed the heading."})),
     );
-    let svc = start(&gh, &llm).await;
+    let Some(svc) = start_on(&gh, &llm, backend, "labelled").await else {
+        return;
+    };
 
     // A wrong signature: 401, nothing queued.
     let mut labeled = fixture("issues.labeled.1.json");
@@ -297,8 +375,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     assert!(comment.body.contains("<!-- equitr:job="));
     assert!(!gh.reactions(REPO, 1).is_empty(), "👀 on the issue");
     // The job's transcript is in the database: the agent's events, in order.
-    let db = format!("sqlite://{}/equitr.db", svc._dirs[1].path().display());
-    let store = equitr_coder::store::Store::connect(&db).await.unwrap();
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
     let events = store.events(1).await.unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"classified"), "{kinds:?}");
@@ -358,8 +435,8 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line() {
     drop(svc);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once() {
+on_both_stores!(a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once);
+async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once(backend: Backend) {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");
     gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
@@ -387,7 +464,13 @@ async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once() {
     );
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let lease = [("EQUITR_JOB_LEASE_SECS", "2")];
+    let Some(url) = database_url(backend, data.path(), "kill9").await else {
+        return;
+    };
+    let lease = [
+        ("EQUITR_JOB_LEASE_SECS", "2"),
+        ("DATABASE_URL", url.as_str()),
+    ];
     let mut first = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
 
     let mut labeled = fixture("issues.labeled.1.json");
@@ -574,8 +657,8 @@ async fn sigterm_releases_a_running_job_after_the_grace_period() {
     drop(second);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exhausted_monthly_cap_refuses_without_calling_a_model() {
+on_both_stores!(an_exhausted_monthly_cap_refuses_without_calling_a_model);
+async fn an_exhausted_monthly_cap_refuses_without_calling_a_model(backend: Backend) {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");
     gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
@@ -593,7 +676,9 @@ async fn an_exhausted_monthly_cap_refuses_without_calling_a_model() {
         "Codertocat",
     );
     let llm = ScriptedLlm::start().await;
-    let svc = start(&gh, &llm).await;
+    let Some(svc) = start_on(&gh, &llm, backend, "cap").await else {
+        return;
+    };
     let mut labeled = fixture("issues.labeled.1.json");
     labeled["installation"] = json!({"id": 1});
     let body = serde_json::to_vec(&labeled).unwrap();
@@ -607,6 +692,72 @@ async fn an_exhausted_monthly_cap_refuses_without_calling_a_model() {
     assert!(c.body.contains("nothing was pushed"), "{}", c.body);
     assert!(llm.requests().is_empty(), "no model call");
     assert!(gh.pulls(REPO).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_and_loses_nothing() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    let Some(svc) = start_on(&gh, &llm, Backend::Postgres, "outage").await else {
+        return;
+    };
+    let base = std::env::var("EQUITR_TEST_POSTGRES_URL").unwrap();
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    let get = |p: &str| reqwest::get(format!("http://{}{p}", svc.addr));
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+
+    // The database goes away: no new connections, the service's own ones cut.
+    sqlx::query("ALTER DATABASE t_serve_outage ALLOW_CONNECTIONS false")
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 't_serve_outage'",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr help");
+    let body = serde_json::to_vec(&c).unwrap();
+    let (status, text) = deliver(&svc, "issue_comment", "outage-1", &body, SECRET).await;
+    assert_eq!(status, 503, "never a 2xx that drops the event: {text}");
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().starts_with("database:"));
+
+    // It comes back: GitHub's redelivery of the same delivery is queued and answered once.
+    sqlx::query("ALTER DATABASE t_serve_outage ALLOW_CONNECTIONS true")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut answered = None;
+    for _ in 0..50 {
+        let r = deliver(&svc, "issue_comment", "outage-1", &body, SECRET).await;
+        if r.0 != 503 {
+            answered = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answered.map(|r| r.0), Some(202), "the redelivery is queued");
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    eventually("the help", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("/equitr implement"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gh.comments(REPO, 1).len(), 1, "answered once");
+    assert!(llm.requests().is_empty());
+    drop(svc);
+    let _ = sqlx::query("DROP DATABASE IF EXISTS t_serve_outage WITH (FORCE)")
+        .execute(&admin)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -898,8 +1049,8 @@ fn review_comment(pr: u64) -> Value {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported() {
+on_both_stores!(review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported);
+async fn review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported(backend: Backend) {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");
     let repo = gh.add_repo(
@@ -941,7 +1092,9 @@ async fn review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported(
             Reply::tool("finish", json!({"summary": "Agree: reject."})),
         );
     }
-    let svc = start(&gh, &llm).await;
+    let Some(svc) = start_on(&gh, &llm, backend, "review").await else {
+        return;
+    };
     let body = serde_json::to_vec(&review_comment(2)).unwrap();
     assert_eq!(
         deliver(&svc, "issue_comment", "r-1", &body, SECRET).await.0,
