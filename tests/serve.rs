@@ -506,6 +506,70 @@ async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once(back
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_out_of_attempts_fails_with_a_comment_saying_so() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(REPO, 1, "Spelling error", "It says Helo.", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    llm.push("gpt-4o-mini", Reply::hang());
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let lease = [("EQUITR_JOB_LEASE_SECS", "1")];
+    let mut first = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    assert_eq!(deliver(&first, "issues", "x-1", &body, SECRET).await.0, 202);
+    eventually("the first model call", || {
+        (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
+    })
+    .await;
+    first._child.start_kill().unwrap();
+    first._child.wait().await.unwrap();
+    // This was the job's last allowed attempt.
+    let db = sqlx::SqlitePool::connect(&first.db).await.unwrap();
+    sqlx::query("UPDATE jobs SET max_attempts = attempts")
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+
+    let second = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
+    let c = eventually("the failure", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("❌ This job failed"))
+    })
+    .await;
+    assert!(c.body.contains("interrupted"), "{}", c.body);
+    // The hung call's reservation is counted in full: it may have been billed.
+    assert!(
+        c.body.contains("Spent on models before it stopped: $"),
+        "{}",
+        c.body
+    );
+    assert!(!c.body.contains("stopped: $0.0000."), "{}", c.body);
+    assert!(c.body.contains("<!-- equitr:job=1 -->"), "{}", c.body);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(llm.requests_for("gpt-4o-mini").len(), 1, "not run again");
+    assert!(gh.pulls(REPO).is_empty());
+    let marked = gh
+        .comments(REPO, 1)
+        .into_iter()
+        .filter(|c| c.body.contains("<!-- equitr:job="))
+        .count();
+    assert_eq!(marked, 1, "one comment for the job");
+    let store = equitr_coder::store::Store::connect(&second.db)
+        .await
+        .unwrap();
+    let job = store.job(1).await.unwrap().unwrap();
+    assert_eq!(job.state, equitr_coder::store::JobState::Failed);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");

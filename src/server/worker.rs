@@ -211,12 +211,18 @@ async fn report_exhausted(app: &App) {
                 installation: inst,
                 name: &repo,
             };
+            let spent = match app.store.job_spend(j.id).await {
+                Ok(s) => s.spent.to_string(),
+                Err(_) => "unknown (the ledger could not be read)".into(),
+            };
             let _ = r
                 .upsert_marked_comment(
                     number,
                     &run::marker(j.id),
                     &format!(
-                        "❌ This job failed: {} — the service was interrupted while running it.",
+                        "❌ This job failed: {} — the service was interrupted while running it \
+                         each time, so it is not tried again.\n\nSpent on models before it stopped: \
+                         {spent}. Ask again to retry.",
                         j.error
                     ),
                 )
