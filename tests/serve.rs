@@ -426,8 +426,10 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line(backe
         "equitr_llm_calls_total{repo=\"Codertocat/Hello-World\",role=\"worker\",model=\"gpt-4o-mini\"} 2",
         "equitr_llm_tokens_total{repo=\"Codertocat/Hello-World\",role=\"worker\",model=\"gpt-4o-mini\",kind=\"output\"} 40",
         "# TYPE equitr_job_duration_seconds histogram",
-        "equitr_job_duration_seconds_bucket{kind=\"event\",state=\"succeeded\",le=\"+Inf\"} 2",
-        "equitr_job_duration_seconds_count{kind=\"event\",state=\"succeeded\"} 2",
+        // Queued as deliveries, the jobs are counted by what they turned out to be.
+        "equitr_job_duration_seconds_bucket{kind=\"implement\",state=\"succeeded\",le=\"+Inf\"} 2",
+        "equitr_job_duration_seconds_count{kind=\"implement\",state=\"succeeded\"} 2",
+        "equitr_jobs{kind=\"implement\",state=\"succeeded\"} 2",
     ] {
         assert!(m.contains(line), "{line}\n{m}");
     }
@@ -620,7 +622,7 @@ async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
     .rows_affected();
     assert_eq!(taken, 1);
 
-    let lost = "equitr_jobs_finished_total{kind=\"event\",state=\"lost\"} 1";
+    let lost = "equitr_jobs_finished_total{kind=\"implement\",state=\"lost\"} 1";
     let mut m = String::new();
     for _ in 0..100 {
         m = reqwest::get(format!("http://{}/metrics", svc.addr))

@@ -89,10 +89,13 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
                 lost.cancel();
             })
         };
+        // A delivery is queued as `event`; the job says what it became once triaged.
+        let kind = std::sync::Mutex::new(job.kind.clone());
+        let kind_now = || kind.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let result = tokio::select! {
             // Biased: a job that finished as the abort came is recorded, not released.
             biased;
-            r = run_job(&app, &job).instrument(span.clone()) => r,
+            r = run_job(&app, &job, &worker_id, &kind).instrument(span.clone()) => r,
             _ = abort.cancelled() => {
                 beat.abort();
                 // Dropping the job's future stops it at its next await; its temporary
@@ -106,7 +109,7 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
                 });
                 app.metrics.add(
                     "equitr_jobs_finished_total",
-                    &[("kind", &job.kind), ("state", "released")],
+                    &[("kind", &kind_now()), ("state", "released")],
                     1.0,
                 );
                 break;
@@ -117,7 +120,7 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
                 span.in_scope(|| tracing::warn!("job's lease was lost; stopped it here"));
                 app.metrics.add(
                     "equitr_jobs_finished_total",
-                    &[("kind", &job.kind), ("state", "lost")],
+                    &[("kind", &kind_now()), ("state", "lost")],
                     1.0,
                 );
                 continue;
@@ -147,12 +150,12 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
         };
         app.metrics.add(
             "equitr_jobs_finished_total",
-            &[("kind", &job.kind), ("state", state)],
+            &[("kind", &kind_now()), ("state", state)],
             1.0,
         );
         app.metrics.observe(
             "equitr_job_duration_seconds",
-            &[("kind", &job.kind), ("state", state)],
+            &[("kind", &kind_now()), ("state", state)],
             started.elapsed().as_secs_f64(),
         );
     }
@@ -362,7 +365,12 @@ fn denied_recently(app: &App, user: &str) -> bool {
     }
 }
 
-async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
+async fn run_job(
+    app: &App,
+    job: &ClaimedJob,
+    worker_id: &str,
+    kind: &std::sync::Mutex<String>,
+) -> anyhow::Result<String> {
     if let Some(kind) = job.payload.get("schedule") {
         return run_scheduled(app, job, serde_json::from_value(kind.clone())?).await;
     }
@@ -382,6 +390,14 @@ async fn run_job(app: &App, job: &ClaimedJob) -> anyhow::Result<String> {
     };
     let slug = app.cfg.app_slug.clone();
     let requests = jobs::triage(&ev, &cfg, &slug);
+    if !requests.is_empty() {
+        let named: Vec<&str> = requests.iter().map(|r| r.kind.name()).collect();
+        let named = named.join("+");
+        if let Err(e) = app.store.set_job_kind(job.id, worker_id, &named).await {
+            tracing::warn!(error = %e, "could not record the job's kind");
+        }
+        *kind.lock().unwrap_or_else(|p| p.into_inner()) = named;
+    }
     let mut done = Vec::new();
     for req in requests {
         if !jobs::permitted(&repo, &cfg, &req).await {

@@ -310,6 +310,29 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// What a delivery's job turned out to be once its repository's config was read
+    /// (`implement`, `review`, …; it is queued as `event`), for `/metrics` and the record.
+    pub async fn set_job_kind(
+        &self,
+        job_id: JobId,
+        worker_id: &str,
+        kind: &str,
+    ) -> Result<bool, StoreError> {
+        let now = self.now();
+        let n = with_pool!(self, |pool, _| sqlx::query(
+            "UPDATE jobs SET kind = $3, updated_at = $4 \
+             WHERE id = $1 AND state = 'running' AND lease_owner = $2"
+        )
+        .bind(job_id)
+        .bind(worker_id)
+        .bind(kind)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n == 1)
+    }
+
     /// The job succeeded. `false` if the worker no longer owns it (nothing is changed).
     pub async fn complete(
         &self,
