@@ -393,8 +393,14 @@ fn parse_with(
                     is_pull_request: issue.pull_request.is_some(),
                     comment_id: comment.id,
                     body: comment.body.unwrap_or_default(),
+                    // The lines an edit added are the editor's (GitHub's `sender`), whoever
+                    // wrote the comment first: their permission is the one that counts.
+                    author: if previous_body.is_some() {
+                        sender()?
+                    } else {
+                        comment.user.into()
+                    },
                     previous_body,
-                    author: comment.user.into(),
                 })
             }
         }
