@@ -250,6 +250,21 @@ async fn a_missing_or_invalid_setting_stops_start_up_with_one_line_naming_it() {
     }
 }
 
+/// Waits until job `id` has finished (succeeded or failed).
+async fn wait_finished(svc: &Service, id: i64) {
+    use equitr_coder::store::JobState;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    for _ in 0..200 {
+        if let Some(job) = store.job(id).await.unwrap() {
+            if matches!(job.state, JobState::Succeeded | JobState::Failed) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
 async fn deliver(svc: &Service, event: &str, id: &str, body: &[u8], secret: &str) -> (u16, String) {
     let resp = reqwest::Client::new()
         .post(format!("http://{}/webhook", svc.addr))
@@ -1102,6 +1117,71 @@ async fn only_deliveries_the_bot_acts_on_get_the_eyes_reaction() {
         support::github::ReactionTarget::IssueComment(help)
     );
     assert!(llm.requests().is_empty());
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_write_access_gets_one_reply_an_hour_even_across_restarts() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    gh.set_permission(REPO, "reader", "read");
+    let llm = ScriptedLlm::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let comment = |text: &str| {
+        let mut c = fixture("issue_comment.created.3.json");
+        c["comment"]["body"] = json!(text);
+        c["comment"]["user"]["login"] = json!("reader");
+        serde_json::to_vec(&c).unwrap()
+    };
+    let replies = || {
+        let all = gh.comments(REPO, 1);
+        let refusals = all
+            .iter()
+            .filter(|c| c.body.contains("@reader sorry"))
+            .count();
+        let helps = all
+            .iter()
+            .filter(|c| c.body.contains("/equitr implement"))
+            .count();
+        (refusals, helps)
+    };
+    let mut svc = start_in(&gh, &llm, home.path(), data.path(), &[]).await;
+    let mut n = 0;
+    for text in [
+        "/equitr implement",
+        "/equitr help",
+        "/equitr implement",
+        "/equitr help",
+    ] {
+        n += 1;
+        let (id, body) = (format!("limit-{n}"), comment(text));
+        assert_eq!(
+            deliver(&svc, "issue_comment", &id, &body, SECRET).await.0,
+            202
+        );
+        // One at a time, so the first of each kind is the one answered.
+        wait_finished(&svc, n).await;
+    }
+    assert_eq!(replies(), (1, 1), "one refusal and one help an hour");
+
+    // A restarted service remembers.
+    svc._child.start_kill().unwrap();
+    svc._child.wait().await.unwrap();
+    let svc = start_in(&gh, &llm, home.path(), data.path(), &[]).await;
+    for text in ["/equitr implement", "/equitr help"] {
+        n += 1;
+        let (id, body) = (format!("limit-{n}"), comment(text));
+        assert_eq!(
+            deliver(&svc, "issue_comment", &id, &body, SECRET).await.0,
+            202
+        );
+        wait_finished(&svc, n).await;
+    }
+    assert_eq!(replies(), (1, 1), "still one of each after a restart");
+    assert!(llm.requests().is_empty(), "no model call");
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
 

@@ -85,7 +85,6 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         gh,
         metrics: Arc::new(Metrics::default()),
         http,
-        denied: Default::default(),
         repo_configs: Default::default(),
     });
     let shutdown = async {

@@ -131,6 +131,18 @@ pub async fn permitted(
     if !req.kind.needs_permission() {
         return true;
     }
+    can_write(repo, cfg, user).await
+}
+
+/// Write or admin by the collaborator-permission API, or listed in `triggers.allowed_users`.
+pub async fn can_write(
+    repo: &crate::github::api::Repo<'_>,
+    cfg: &RepoConfig,
+    user: &Actor,
+) -> bool {
+    if user.is_bot {
+        return false;
+    }
     if cfg
         .triggers
         .allowed_users

@@ -126,8 +126,6 @@ pub struct App {
     pub gh: Arc<GitHub>,
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
-    /// When each denied user was last answered.
-    pub denied: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Each repository's `.github/equitr.yml` text (or its absence) and when it was read.
     pub repo_configs:
         Mutex<std::collections::HashMap<String, (std::time::Instant, Option<String>)>>,

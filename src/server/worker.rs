@@ -351,16 +351,22 @@ pub async fn acknowledge(app: &App, ev: &Event) {
     }
 }
 
-/// Whether `user` was told they may not trigger within the last hour (answered at most once
-/// an hour); records this time otherwise.
-fn denied_recently(app: &App, user: &str) -> bool {
-    let mut seen = app.denied.lock().unwrap_or_else(|p| p.into_inner());
-    let now = Instant::now();
-    match seen.get(user) {
-        Some(t) if now.duration_since(*t) < Duration::from_secs(3600) => true,
-        _ => {
-            seen.insert(user.to_string(), now);
-            false
+/// Whether `user` already had a `what` reply (a refusal, or help they have no write access to
+/// act on) within the last hour. Kept in the store as a lease named after the user, held by
+/// this job: every `serve` process sharing the database, and a restarted one, honours it.
+/// A store error answers "yes": better silent than spamming a thread.
+async fn answered_recently(app: &App, what: &str, user: &str, job: &ClaimedJob) -> bool {
+    let name = format!("reply:{what}:{}", user.to_ascii_lowercase());
+    let owner = format!("job-{}", job.id);
+    match app
+        .store
+        .try_lease(&name, &owner, Duration::from_secs(3600))
+        .await
+    {
+        Ok(acquired) => !acquired,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check the reply limit; staying quiet");
+            true
         }
     }
 }
@@ -407,7 +413,7 @@ async fn run_job(
                     &[("repo", &repo_name.to_string())],
                     1.0,
                 );
-                if !denied_recently(app, &user.login) {
+                if !answered_recently(app, "denied", &user.login, job).await {
                     repo.create_comment(
                         number,
                         &format!("@{} sorry — only collaborators with write access can run `{}` commands here.", user.login, cfg.triggers.command),
@@ -416,6 +422,16 @@ async fn run_job(
                 }
             }
             continue;
+        }
+        // Help costs no model call but is a comment: someone without write access gets it
+        // at most once an hour, like a refusal.
+        if let (JobKind::Help { .. }, Some(user)) = (&req.kind, &req.requested_by) {
+            if !jobs::can_write(&repo, &cfg, user).await
+                && answered_recently(app, "help", &user.login, job).await
+            {
+                done.push(format!("help for {} already given this hour", user.login));
+                continue;
+            }
         }
         let spec = JobSpec {
             id: job.id,
