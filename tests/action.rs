@@ -216,6 +216,54 @@ async fn an_issue_comment_run_opens_a_pr_and_fills_the_summary_and_outputs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_key_alone_runs_on_claude() {
+    let gh = FakeGitHub::start().await;
+    let token = setup_repo(&gh);
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "claude-haiku-4-5",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello World\n"}),
+        ),
+    );
+    llm.push(
+        "claude-haiku-4-5",
+        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
+    );
+    // The workflow of the README with `anthropic_api_key` and nothing else about models.
+    let mut runner = Runner::new(&gh, &llm, &token);
+    for k in [
+        "INPUT_OPENAI_API_KEY",
+        "INPUT_API_BASE",
+        "INPUT_SUPERVISOR_MODEL",
+        "INPUT_WORKER_MODEL",
+    ] {
+        runner.vars.remove(k);
+    }
+    runner.set("INPUT_ANTHROPIC_API_KEY", "sk-ant-test-action");
+    // Anthropic's API is the scripted server (the same variable the CLI honours).
+    runner.set("ANTHROPIC_BASE_URL", &llm.base_url());
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr implement");
+    let run = runner.run("issue_comment", &c).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.outputs["conclusion"], "success", "{}", run.summary);
+    assert_eq!(gh.pulls(REPO).len(), 1);
+    let calls = llm.requests_for("claude-haiku-4-5");
+    assert_eq!(calls.len(), 2);
+    assert!(calls[0].path.ends_with("/v1/messages"), "{}", calls[0].path);
+    assert_eq!(calls[0].header("x-api-key"), Some("sk-ant-test-action"));
+    assert!(
+        run.summary.contains("| worker | `claude-haiku-4-5` | 2 |"),
+        "{}",
+        run.summary
+    );
+    assert!(run.stdout.contains("::add-mask::sk-ant-test-action"));
+    assert_eq!(llm.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_pull_request_is_reviewed_without_pushing() {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");

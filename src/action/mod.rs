@@ -153,8 +153,11 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         .get("EQUITR_CONFIG")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
-    let llm = Config::load(config_file.as_deref(), &llm_env, &overrides)
+    let mut llm = Config::load(config_file.as_deref(), &llm_env, &overrides)
         .map_err(|e| UsageError(e.to_string()))?;
+    let key_given = |var: &str| llm_env.get(var).is_some_and(|v| !v.is_empty());
+    let (openai_key, anthropic_key) = (key_given("OPENAI_API_KEY"), key_given("ANTHROPIC_API_KEY"));
+    default_models(&mut llm, openai_key, anthropic_key);
 
     let http = reqwest::Client::builder()
         .user_agent(concat!("equitr-coder/", env!("CARGO_PKG_VERSION")))
@@ -392,6 +395,49 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
 
 /// Whether both roles can reach their model: a key, or a provider that needs none (a local
 /// server, a proxy). The same rule the orchestrator applies when it builds its clients.
+/// The Action's models when neither its inputs nor a config file name them: OpenAI's
+/// `gpt-4o` / `gpt-4o-mini`, or Anthropic's `claude-sonnet-4-5` / `claude-haiku-4-5` when only
+/// an Anthropic key was given. A Claude model on the default provider with no base URL is
+/// Anthropic's: a workflow that sets `anthropic_api_key` and a `claude-…` model just works.
+fn default_models(llm: &mut Config, openai_key: bool, anthropic_key: bool) {
+    use crate::config::{ProviderKind, Source};
+    let provider_chosen = !matches!(llm.source("llm.provider"), Source::Default);
+    let claude = anthropic_key && !openai_key && !provider_chosen && llm.llm.api_base.is_none();
+    let (sup, work) = if claude {
+        ("claude-sonnet-4-5", "claude-haiku-4-5")
+    } else {
+        ("gpt-4o", "gpt-4o-mini")
+    };
+    let named =
+        |r: &crate::config::RoleSettings, top: &Option<String>| r.model.is_some() || top.is_some();
+    if !named(&llm.llm.supervisor, &llm.llm.model) {
+        llm.llm.supervisor.model = Some(sup.into());
+    }
+    if llm.llm.worker.model.is_none() {
+        // A named supervisor of the other family picks the worker of its family.
+        let top = llm.llm.supervisor.model.clone().or(llm.llm.model.clone());
+        let work = match top.as_deref() {
+            Some(m) if m.starts_with("claude") => "claude-haiku-4-5",
+            Some(_) => "gpt-4o-mini",
+            None => work,
+        };
+        llm.llm.worker.model = Some(work.into());
+    }
+    if provider_chosen || llm.llm.provider != ProviderKind::Openai || llm.llm.api_base.is_some() {
+        return;
+    }
+    let top = llm.llm.model.clone();
+    for role in [&mut llm.llm.supervisor, &mut llm.llm.worker] {
+        let model = role.model.clone().or(top.clone());
+        if role.provider.is_none()
+            && role.api_base.is_none()
+            && model.is_some_and(|m| m.starts_with("claude"))
+        {
+            role.provider = Some(ProviderKind::Anthropic);
+        }
+    }
+}
+
 fn has_key(cfg: &Config) -> bool {
     [
         crate::llm::AgentRole::Worker,
