@@ -236,6 +236,8 @@ async fn a_missing_or_invalid_setting_stops_start_up_with_one_line_naming_it() {
             .env_clear()
             .envs(env)
             .arg("serve")
+            // A case that wrongly starts is killed when the timeout drops it.
+            .kill_on_drop(true)
             .output();
         let out = tokio::time::timeout(Duration::from_secs(20), out)
             .await
