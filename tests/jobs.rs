@@ -819,3 +819,58 @@ async fn a_marked_comment_past_the_first_page_is_updated_not_duplicated() {
     assert_eq!(marked.len(), 1, "{marked:?}");
     assert!(marked[0].body.starts_with("second"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_share_one_token_and_one_jwt() {
+    use equitr_coder::github::api::Repo;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(7001, "acme");
+    gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
+    let auth = AppAuth::new(gh.app_id(), gh.private_key_pem().as_bytes()).unwrap();
+    // A JWT is reused for five minutes, then made anew; each spans at most ten minutes.
+    let first = auth.jwt(1_000_000).unwrap();
+    assert_eq!(auth.jwt(1_000_299).unwrap(), first);
+    let later = auth.jwt(1_000_300).unwrap();
+    assert_ne!(later, first);
+    let claims = |jwt: &str| -> serde_json::Value {
+        use base64::Engine;
+        let part = jwt.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let c = claims(&later);
+    assert_eq!(c["iat"], 1_000_300 - 60);
+    assert!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap() <= 600);
+
+    let client = Arc::new(GitHub::new(
+        reqwest::Client::new(),
+        &gh.api_url(),
+        auth,
+        Arc::new(SystemClock),
+    ));
+    let name = RepoName::parse(REPO).unwrap();
+    let calls = (0..16).map(|_| {
+        let client = client.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let repo = Repo {
+                gh: &client,
+                installation: InstallationId(7001),
+                name: &name,
+            };
+            repo.info().await.map(|i| i.default_branch)
+        })
+    });
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap().unwrap(), "main");
+    }
+    let mints = gh
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/access_tokens"))
+        .count();
+    assert_eq!(mints, 1, "sixteen requests, one token");
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
