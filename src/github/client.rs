@@ -149,15 +149,18 @@ impl Clock for SystemClock {
     }
 }
 
+/// A cached token's key: the installation and the repository it is scoped to ("" for all).
+type TokenKey = (u64, String);
+
 /// The GitHub REST client of one app.
 pub struct GitHub {
     http: reqwest::Client,
     api_url: String,
     auth: Auth,
     clock: Arc<dyn Clock>,
-    tokens: Mutex<HashMap<(u64, String), CachedToken>>,
+    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
     /// Held while a token is minted, per token.
-    mint_locks: Mutex<HashMap<(u64, String), Arc<Mutex<()>>>>,
+    mint_locks: Mutex<HashMap<TokenKey, Arc<Mutex<()>>>>,
     /// One mutation at a time per installation: GitHub's secondary limits punish bursts.
     mutation_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
     /// The login this client comments as (`<slug>[bot]`, `github-actions[bot]`), once known:
@@ -253,7 +256,7 @@ impl GitHub {
             installation.0,
             repo.map(|r| r.to_string()).unwrap_or_default(),
         );
-        let fresh = |tokens: &HashMap<(u64, String), CachedToken>, now: u64| {
+        let fresh = |tokens: &HashMap<TokenKey, CachedToken>, now: u64| {
             tokens
                 .get(&key)
                 .filter(|t| t.expires_at > now + TOKEN_MARGIN_SECS)
