@@ -443,10 +443,12 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line(backe
         "equitr_llm_calls_total{repo=\"Codertocat/Hello-World\",role=\"worker\",model=\"gpt-4o-mini\"} 2",
         "equitr_llm_tokens_total{repo=\"Codertocat/Hello-World\",role=\"worker\",model=\"gpt-4o-mini\",kind=\"output\"} 40",
         "# TYPE equitr_job_duration_seconds histogram",
-        // Queued as deliveries, the jobs are counted by what they turned out to be.
-        "equitr_job_duration_seconds_bucket{kind=\"implement\",state=\"succeeded\",le=\"+Inf\"} 2",
-        "equitr_job_duration_seconds_count{kind=\"implement\",state=\"succeeded\"} 2",
-        "equitr_jobs{kind=\"implement\",state=\"succeeded\"} 2",
+        // Queued as deliveries, the jobs are counted by what they turned out to be: the
+        // label's implementation, and the reader's refused request.
+        "equitr_job_duration_seconds_bucket{kind=\"implement\",state=\"succeeded\",le=\"+Inf\"} 1",
+        "equitr_job_duration_seconds_count{kind=\"implement\",state=\"succeeded\"} 1",
+        "equitr_jobs{kind=\"implement\",state=\"succeeded\"} 1",
+        "equitr_jobs{kind=\"denied\",state=\"succeeded\"} 1",
     ] {
         assert!(m.contains(line), "{line}\n{m}");
     }
@@ -1151,13 +1153,11 @@ async fn a_user_without_write_access_gets_one_reply_an_hour_even_across_restarts
         (refusals, helps)
     };
     let mut svc = start_in(&gh, &llm, home.path(), data.path(), &[]).await;
+    // Commands repeated in one comment, then one at a time.
+    let many =
+        "/equitr implement\n/equitr implement now\n/equitr help\n/equitr help\n/equitr bogus";
     let mut n = 0;
-    for text in [
-        "/equitr implement",
-        "/equitr help",
-        "/equitr implement",
-        "/equitr help",
-    ] {
+    for text in [many, "/equitr help", "/equitr implement", "/equitr help"] {
         n += 1;
         let (id, body) = (format!("limit-{n}"), comment(text));
         assert_eq!(
@@ -1183,6 +1183,21 @@ async fn a_user_without_write_access_gets_one_reply_an_hour_even_across_restarts
         wait_finished(&svc, n).await;
     }
     assert_eq!(replies(), (1, 1), "still one of each after a restart");
+    // Jobs are counted by what they asked for, from a fixed set of names.
+    let m = reqwest::get(format!("http://{}/metrics", svc.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("equitr_jobs{kind=\"help\",state=\"succeeded\"} 4"),
+        "{m}"
+    );
+    assert!(
+        m.contains("equitr_jobs{kind=\"denied\",state=\"succeeded\"} 2"),
+        "{m}"
+    );
     assert!(llm.requests().is_empty(), "no model call");
     assert_eq!(gh.violations(), Vec::<String>::new());
 }

@@ -178,7 +178,7 @@ impl Orchestrator {
                 .map(|&i| files[i].text.as_str())
                 .collect();
             let prompt = format!(
-                "These files of a pull request are security-relevant ({reason}). Review them for security problems: \
+                "These files of a pull request match the repository's sensitive paths. Review them for security problems: \
                  injection, auth bypass, secrets, unsafe input handling, dangerous CI or dependency changes. \
                  Report each with `report_finding`, then `finish`.\n\n{}\n\n{}",
                 req.context,

@@ -416,9 +416,11 @@ impl Repo<'_> {
         }
         match self.create_comment(number, &full).await {
             // The POST may have landed before it failed: look again before creating again.
-            Err(e) if e.is_ambiguous() => match self.marked_comment(number, marker).await? {
-                Some(c) => self.update_comment(c.id, &full).await,
-                None => self.create_comment(number, &full).await,
+            // If the look fails too, the POST's own error says what went wrong.
+            Err(e) if e.is_ambiguous() => match self.marked_comment(number, marker).await {
+                Ok(Some(c)) => self.update_comment(c.id, &full).await,
+                Ok(None) => self.create_comment(number, &full).await,
+                Err(_) => Err(e),
             },
             r => r,
         }
@@ -500,9 +502,9 @@ impl Repo<'_> {
         match created {
             // The POST may have opened the PR before it failed: GitHub allows one open PR
             // per head, so the branch's open PR is the one we asked for.
-            Err(e) if e.is_ambiguous() => match self.open_pull_for(head).await? {
-                Some(p) => Ok(p),
-                None => Err(e),
+            Err(e) if e.is_ambiguous() => match self.open_pull_for(head).await {
+                Ok(Some(p)) => Ok(p),
+                _ => Err(e),
             },
             r => r,
         }

@@ -360,10 +360,19 @@ impl GitHub {
         // GitHub answers a repeat with the same object (a token, a reaction), or when the
         // connection was never made; callers reconcile the rest (`GitHubError::is_ambiguous`).
         let retry_ambiguous = method != Method::POST
-            || path.ends_with("/access_tokens")
-            || path.ends_with("/reactions");
+            || [
+                "/access_tokens",
+                "/reactions",
+                // Git objects are content-addressed: a repeat makes the same object.
+                "/git/blobs",
+                "/git/trees",
+                "/git/commits",
+            ]
+            .iter()
+            .any(|end| path.ends_with(end));
         let url = format!("{}{}", self.api_url, path);
         let mut attempt = 0;
+        let mut waited = Duration::ZERO;
         loop {
             let mut req = self
                 .http
@@ -410,7 +419,9 @@ impl GitHub {
                 _ => None,
             };
             match retry_after {
-                Some(w) if w > MAX_RATE_LIMIT_WAIT => {
+                // At most two minutes in all per request: the waits hold the installation's
+                // write lock.
+                Some(w) if waited + w > MAX_RATE_LIMIT_WAIT => {
                     return Err(GitHubError::RateLimited {
                         method: method.to_string(),
                         path: path.to_string(),
@@ -420,6 +431,7 @@ impl GitHub {
                 Some(w) if attempt < MAX_RETRIES => {
                     tracing::warn!(path, status = status.as_u16(), wait = ?w, "GitHub asked us to wait");
                     attempt += 1;
+                    waited += w;
                     tokio::time::sleep(w).await;
                 }
                 _ => {

@@ -78,7 +78,10 @@ pub fn fence_code(kind: &str, text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     let mut hidden = 0usize;
     for c in text.chars() {
-        if is_invisible(c) {
+        // Joiners and emoji presentation selectors are part of ordinary text (emoji, Persian
+        // and Indic scripts); the rest hides something from a human reader.
+        let ordinary = matches!(c, '\u{200C}' | '\u{200D}' | '\u{FE0E}' | '\u{FE0F}');
+        if is_invisible(c) && !ordinary {
             hidden += 1;
             shown.push_str(&format!("⟨U+{:04X}⟩", c as u32));
         } else {
@@ -89,7 +92,8 @@ pub fn fence_code(kind: &str, text: &str) -> String {
     let note = if hidden > 0 {
         format!(
             " It contains {hidden} invisible character(s), written as ⟨U+XXXX⟩: \
-             code that hides characters from a human reviewer is itself a finding."
+             code that hides characters from a human reviewer is itself a finding. Never copy a \
+             ⟨U+XXXX⟩ marker into a suggestion."
         )
     } else {
         String::new()
@@ -148,6 +152,10 @@ mod tests {
         // The diff's own lines are all there, in order.
         assert_eq!(f.lines().count(), 2 + diff.lines().count() + 1);
         assert!(!fence_code("diff", "+plain\n").contains("invisible"));
+        // Emoji and scripts that need joiners are left as they are.
+        let text = "+warn(\"⚠\u{FE0F} done\") // \u{1F468}\u{200D}\u{1F4BB}\n";
+        assert!(fence_code("diff", text).contains(text.trim_end()));
+        assert!(!fence_code("diff", text).contains("invisible"));
     }
 
     #[test]

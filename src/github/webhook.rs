@@ -383,7 +383,11 @@ fn parse_with(
             } else {
                 None
             };
-            if action == "edited" && previous_body.is_none() {
+            // An edit by someone other than the author (a maintainer fixing the formatting of
+            // an outsider's comment, an app) runs nothing: the text is the author's, the
+            // permission would be the editor's.
+            let edited_by_another = action == "edited" && sender()?.id != comment.user.id;
+            if (action == "edited" && previous_body.is_none()) || edited_by_another {
                 None
             } else {
                 Some(Event::Comment {
@@ -393,14 +397,8 @@ fn parse_with(
                     is_pull_request: issue.pull_request.is_some(),
                     comment_id: comment.id,
                     body: comment.body.unwrap_or_default(),
-                    // The lines an edit added are the editor's (GitHub's `sender`), whoever
-                    // wrote the comment first: their permission is the one that counts.
-                    author: if previous_body.is_some() {
-                        sender()?
-                    } else {
-                        comment.user.into()
-                    },
                     previous_body,
+                    author: comment.user.into(),
                 })
             }
         }

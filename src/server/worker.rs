@@ -71,18 +71,33 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
             let id = job.id;
             let lost = lost.clone();
             tokio::spawn(async move {
+                let tick = app.cfg.lease / 3;
                 let mut renewed = Instant::now();
                 loop {
-                    tokio::time::sleep(app.cfg.lease / 3).await;
-                    match app.store.heartbeat(id, &worker_id, app.cfg.lease).await {
-                        Ok(true) => renewed = Instant::now(),
-                        Ok(false) => break,
-                        Err(e) if renewed.elapsed() >= app.cfg.lease => {
-                            tracing::warn!(job = id, error = %e, "lease could not be renewed for a whole lease period");
+                    tokio::time::sleep(tick).await;
+                    // A renewal that takes longer than a tick is as good as failed.
+                    let beat = tokio::time::timeout(
+                        tick,
+                        app.store.heartbeat(id, &worker_id, app.cfg.lease),
+                    )
+                    .await;
+                    match beat {
+                        Ok(Ok(true)) => renewed = Instant::now(),
+                        Ok(Ok(false)) => break,
+                        // Stop while the lease still holds: before the next tick could renew
+                        // it, it would expire and another process could claim the job.
+                        _ if renewed.elapsed() + tick >= app.cfg.lease => {
+                            tracing::warn!(
+                                job = id,
+                                "the lease could not be renewed before it expires"
+                            );
                             break;
                         }
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             tracing::warn!(job = id, error = %e, "could not renew the lease; retrying")
+                        }
+                        Err(_) => {
+                            tracing::warn!(job = id, "renewing the lease timed out; retrying")
                         }
                     }
                 }
@@ -127,9 +142,11 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
             }
         };
         beat.abort();
+        // Recorded only while this worker still holds the job; otherwise another worker has
+        // it (or will, when the lease expires) and its outcome is the one that counts.
         let state = match result {
             Ok(summary) => {
-                let _ = app
+                let done = app
                     .store
                     .complete(
                         job.id,
@@ -137,15 +154,31 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
                         serde_json::json!({ "summary": summary }),
                     )
                     .await;
-                "succeeded"
+                match done {
+                    Ok(true) => "succeeded",
+                    Ok(false) => "lost",
+                    Err(e) => {
+                        span.in_scope(|| tracing::error!(error = %e, "could not record the job's success; it will be run again"));
+                        "unrecorded"
+                    }
+                }
             }
             Err(e) => {
                 span.in_scope(|| tracing::error!(error = %format!("{e:#}"), "job failed"));
-                let _ = app.store.fail(job.id, &worker_id, &format!("{e:#}")).await;
-                if !e.is::<Reported>() {
-                    report_failure(&app, &job, &e).await;
+                match app.store.fail(job.id, &worker_id, &format!("{e:#}")).await {
+                    Ok(true) => {
+                        if !e.is::<Reported>() {
+                            report_failure(&app, &job, &e).await;
+                        }
+                        "failed"
+                    }
+                    // Not "nothing more will happen": the job runs again elsewhere.
+                    Ok(false) => "lost",
+                    Err(store) => {
+                        span.in_scope(|| tracing::error!(error = %store, "could not record the job's failure; it will be run again"));
+                        "unrecorded"
+                    }
                 }
-                "failed"
             }
         };
         app.metrics.add(
@@ -352,12 +385,13 @@ pub async fn acknowledge(app: &App, ev: &Event) {
 }
 
 /// Whether `user` already had a `what` reply (a refusal, or help they have no write access to
-/// act on) within the last hour. Kept in the store as a lease named after the user, held by
-/// this job: every `serve` process sharing the database, and a restarted one, honours it.
+/// act on) in `repo` within the last hour. Kept in the store as a lease that only its maker can
+/// renew, and every call is a new maker: every `serve` process sharing the database, a
+/// restarted one, a retried job and a second command in the same comment all honour it.
 /// A store error answers "yes": better silent than spamming a thread.
-async fn answered_recently(app: &App, what: &str, user: &str, job: &ClaimedJob) -> bool {
-    let name = format!("reply:{what}:{}", user.to_ascii_lowercase());
-    let owner = format!("job-{}", job.id);
+async fn answered_recently(app: &App, what: &str, repo: &RepoName, user: &str) -> bool {
+    let name = format!("reply:{what}:{repo}:{}", user.to_ascii_lowercase());
+    let owner = format!("{:032x}", rand::random::<u128>());
     match app
         .store
         .try_lease(&name, &owner, Duration::from_secs(3600))
@@ -395,25 +429,29 @@ async fn run_job(
         return Ok("invalid repository configuration".into());
     };
     let slug = app.cfg.app_slug.clone();
-    let requests = jobs::triage(&ev, &cfg, &slug);
-    if !requests.is_empty() {
-        let named: Vec<&str> = requests.iter().map(|r| r.kind.name()).collect();
-        let named = named.join("+");
-        if let Err(e) = app.store.set_job_kind(job.id, worker_id, &named).await {
-            tracing::warn!(error = %e, "could not record the job's kind");
-        }
-        *kind.lock().unwrap_or_else(|p| p.into_inner()) = named;
-    }
+    // A command written twice in one comment runs once.
+    let mut requests = jobs::triage(&ev, &cfg, &slug);
+    let mut seen = Vec::new();
+    requests.retain(|r| {
+        let first = !seen.contains(&r.kind);
+        seen.push(r.kind.clone());
+        first
+    });
+    // Permission first: what a job is recorded and counted as is what it was allowed to do.
+    let mut allowed = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
     let mut done = Vec::new();
+    let mut denied = false;
     for req in requests {
         if !jobs::permitted(&repo, &cfg, &req).await {
+            denied = true;
             if let Some(user) = &req.requested_by {
                 app.metrics.add(
                     "equitr_denied_total",
                     &[("repo", &repo_name.to_string())],
                     1.0,
                 );
-                if !answered_recently(app, "denied", &user.login, job).await {
+                if !answered_recently(app, "denied", &repo_name, &user.login).await {
                     repo.create_comment(
                         number,
                         &format!("@{} sorry — only collaborators with write access can run `{}` commands here.", user.login, cfg.triggers.command),
@@ -423,16 +461,34 @@ async fn run_job(
             }
             continue;
         }
+        names.push(req.kind.name());
         // Help costs no model call but is a comment: someone without write access gets it
         // at most once an hour, like a refusal.
         if let (JobKind::Help { .. }, Some(user)) = (&req.kind, &req.requested_by) {
             if !jobs::can_write(&repo, &cfg, user).await
-                && answered_recently(app, "help", &user.login, job).await
+                && answered_recently(app, "help", &repo_name, &user.login).await
             {
                 done.push(format!("help for {} already given this hour", user.login));
                 continue;
             }
         }
+        allowed.push(req);
+    }
+    // The kinds' names come from a fixed set, so the label's values stay few.
+    names.sort_unstable();
+    names.dedup();
+    let named = match (names.is_empty(), denied) {
+        (false, _) => Some(names.join("+")),
+        (true, true) => Some("denied".to_string()),
+        (true, false) => None,
+    };
+    if let Some(named) = named {
+        if let Err(e) = app.store.set_job_kind(job.id, worker_id, &named).await {
+            tracing::warn!(error = %e, "could not record the job's kind");
+        }
+        *kind.lock().unwrap_or_else(|p| p.into_inner()) = named;
+    }
+    for req in allowed {
         let spec = JobSpec {
             id: job.id,
             repo: repo_name.clone(),
