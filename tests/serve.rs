@@ -1289,6 +1289,27 @@ async fn review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported(
     .await;
     assert_eq!(run.name, "equitr / review");
     assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    // The one progress comment on the thread ends pointing at the review, with its cost.
+    let progress = eventually("the progress comment's result", || {
+        gh.comments(REPO, 2)
+            .into_iter()
+            .find(|c| c.body.contains("✅ Reviewed"))
+    })
+    .await;
+    assert_eq!(gh.comments(REPO, 2).len(), 1);
+    assert!(progress.edits >= 2, "updated in place: {progress:?}");
+    assert!(
+        progress
+            .body
+            .contains(&format!("#pullrequestreview-{}", review.id)),
+        "{}",
+        progress.body
+    );
+    assert!(
+        progress.body.contains("| supervisor | `gpt-4o` |"),
+        "{}",
+        progress.body
+    );
 
     // The second review cannot be posted (GitHub refuses it, and a 422 is not retried): the
     // check run fails saying so, and the thread hears what happened and what it cost.
@@ -1323,6 +1344,11 @@ async fn review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported(
         failure.body
     );
     assert!(!failure.body.contains("ghs_"), "{}", failure.body);
+    assert_eq!(
+        gh.comments(REPO, 3).len(),
+        1,
+        "the progress comment became the failure"
+    );
     assert!(gh.reviews(REPO, 3).is_empty());
     let runs: Vec<_> = gh
         .check_runs(REPO)

@@ -567,6 +567,15 @@ fn quote(text: &str) -> String {
 
 /// The agent core on a checkout, with the repository's sensitive paths when it has a
 /// config, the job's ledger and the front door's event sink. Never unsandboxed.
+/// A progress comment: a line, then the job's steps as a checklist.
+fn checklist(head: &str, steps: &[(&str, bool)]) -> String {
+    let mut s = format!("{head}\n\n");
+    for (step, done) in steps {
+        s.push_str(&format!("- [{}] {step}\n", if *done { "x" } else { " " }));
+    }
+    s
+}
+
 async fn orchestrator(
     env: &JobEnv,
     checkout: &Checkout,
@@ -644,6 +653,23 @@ pub async fn review(
     };
     let info = repo.info().await?;
     let pull = repo.pull(pr_number).await?;
+    // A review someone asked for keeps a progress comment on the thread, like every other
+    // command; an automatic review (on every push) shows its progress in the check run only.
+    if spec.comment_id.is_some() {
+        repo.upsert_marked_comment(
+            pr_number,
+            &marker(spec.id),
+            &checklist(
+                "🤖 Reviewing this pull request.",
+                &[
+                    ("Read the pull request", true),
+                    ("Review the diff", false),
+                    ("Post the review", false),
+                ],
+            ),
+        )
+        .await?;
+    }
     let check = repo
         .check_run(
             None,
@@ -692,6 +718,21 @@ async fn review_checked(
         env, spec, pr_number, cfg, ledger, enforced, repo, info, pull,
     )
     .await?;
+    if spec.comment_id.is_some() {
+        repo.upsert_marked_comment(
+            pr_number,
+            &marker(spec.id),
+            &checklist(
+                "🤖 Reviewing this pull request.",
+                &[
+                    ("Read the pull request", true),
+                    ("Review the diff", true),
+                    ("Post the review", false),
+                ],
+            ),
+        )
+        .await?;
+    }
     let body = format!("{}\n{}\n\n{}", draft.head, draft.costs, marker(spec.id));
     let review_id = repo
         .create_review(
@@ -711,6 +752,14 @@ async fn review_checked(
         &draft.summary,
     )
     .await?;
+    if spec.comment_id.is_some() {
+        let text = format!(
+            "✅ Reviewed: {}#pullrequestreview-{review_id}\n\n{}\n\n{}",
+            pull.html_url, draft.summary, draft.costs
+        );
+        repo.upsert_marked_comment(pr_number, &marker(spec.id), &text)
+            .await?;
+    }
     Ok(JobReport {
         succeeded: draft.complete,
         summary: format!("review {review_id}: {}", draft.summary),
