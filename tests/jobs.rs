@@ -49,6 +49,7 @@ async fn env(gh: &FakeGitHub, llm: &ScriptedLlm, work: &std::path::Path) -> JobE
         work_root: work.to_path_buf(),
         http,
         sink: Arc::new(equitr_coder::agent::NoSink),
+        fence: None,
     }
 }
 

@@ -672,6 +672,70 @@ async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_checks_its_lease_before_it_pushes() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(REPO, 1, "Spelling error", "It says Helo.", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello World\n"}),
+        )
+        .after(Duration::from_secs(2)),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // A lease so long that no heartbeat comes during the test: only the check before the
+    // push can notice that the job was taken over (as after a process froze past its lease).
+    let lease = [("EQUITR_JOB_LEASE_SECS", "600")];
+    let svc = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    let body = serde_json::to_vec(&labeled).unwrap();
+    assert_eq!(
+        deliver(&svc, "issues", "fence-1", &body, SECRET).await.0,
+        202
+    );
+    eventually("the first model call", || {
+        (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
+    })
+    .await;
+    let db = sqlx::SqlitePool::connect(&svc.db).await.unwrap();
+    let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    sqlx::query("UPDATE jobs SET lease_owner = 'another-process', lease_expires_at = $1 WHERE state = 'running'")
+        .bind(far)
+        .execute(&db)
+        .await
+        .unwrap();
+    // The job finishes its work, then stops at the push.
+    eventually("the job's last model call", || {
+        (llm.requests_for("gpt-4o-mini").len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        gh.branch_sha(REPO, "equitr/issue-1").is_none(),
+        "nothing pushed"
+    );
+    assert!(gh.pulls(REPO).is_empty());
+    // The job is still the other process's: this one recorded nothing for it.
+    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = 1")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(owner, "another-process");
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_a_running_job_after_the_grace_period() {
     let gh = FakeGitHub::start().await;
     gh.add_installation(1, "Codertocat");

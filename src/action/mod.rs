@@ -252,6 +252,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         work_root,
         http,
         sink: Arc::new(crate::agent::NoSink),
+        fence: None,
     };
     let month = crate::store::month_of(crate::store::Clock::now(&crate::store::SystemClock));
     let usd = |v: Option<f64>| v.and_then(Usd::from_dollars_f64);

@@ -31,6 +31,25 @@ pub struct JobEnv {
     pub http: reqwest::Client,
     /// Where the agent's events go (the service keeps them as the job's transcript).
     pub sink: Arc<dyn crate::agent::EventSink>,
+    /// Asked right before the job pushes or opens a pull request: `false` stops it there
+    /// (the service's job lease was taken over). `None`: nothing to ask (the Action, tests).
+    pub fence: Option<Fence>,
+}
+
+/// See [`JobEnv::fence`].
+pub type Fence = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// The job no longer holds its lease: another worker runs it now.
+#[derive(Debug, thiserror::Error)]
+#[error("this worker no longer holds the job's lease; it stopped before writing to the repository")]
+pub struct LeaseLost;
+
+/// Stop here, before a write, if the job's lease was taken over.
+async fn fenced(env: &JobEnv) -> Result<(), LeaseLost> {
+    match &env.fence {
+        Some(holds) if !holds().await => Err(LeaseLost),
+        _ => Ok(()),
+    }
 }
 
 /// One job to run.
@@ -411,6 +430,7 @@ async fn implement_with(
     let committed = checkout.commit_all(&message, &author).await?;
     let mut pr_url = None;
     if committed {
+        fenced(env).await?;
         checkout.push(&branch).await?;
         let body = format!(
             "Closes #{issue_number}\n\n{}\n\n<details><summary>Cost</summary>\n\n{}\n</details>",
@@ -507,6 +527,7 @@ The project's tests run with `{cmd}`."
     let open = repo.open_pull_for(&branch).await?;
     let mut pr_url = open.as_ref().map(|p| p.html_url.clone());
     if committed {
+        fenced(env).await?;
         checkout.push(&branch).await?;
         let title = format!(
             "{name}: {}",
@@ -734,6 +755,7 @@ async fn review_checked(
         .await?;
     }
     let body = format!("{}\n{}\n\n{}", draft.head, draft.costs, marker(spec.id));
+    fenced(env).await?;
     let review_id = repo
         .create_review(
             pr_number,
@@ -1097,6 +1119,7 @@ pub async fn revise(
     );
     let committed = checkout.commit_all(&message, &author).await?;
     if committed {
+        fenced(env).await?;
         checkout.push(&pull.head.name).await?;
     }
     let headline = match (&result.outcome, committed) {

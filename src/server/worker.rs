@@ -605,7 +605,7 @@ async fn run_kind(
         }
         JobKind::Implement { issue, notes } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let env = env(app, job.id, &job.repo);
+            let env = env(app, job);
             let report = run::implement(&env, spec, *issue, notes, cfg, ledger, true).await?;
             if report.succeeded {
                 Ok(report.summary)
@@ -615,49 +615,22 @@ async fn run_kind(
         }
         JobKind::Review { pr, .. } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let report =
-                run::review(&env(app, job.id, &job.repo), spec, *pr, cfg, ledger, true).await?;
+            let report = run::review(&env(app, job), spec, *pr, cfg, ledger, true).await?;
             Ok(report.summary)
         }
         JobKind::Ask { number, question } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let report = run::ask(
-                &env(app, job.id, &job.repo),
-                spec,
-                *number,
-                question,
-                ledger,
-                true,
-            )
-            .await?;
+            let report = run::ask(&env(app, job), spec, *number, question, ledger, true).await?;
             Ok(report.summary)
         }
         JobKind::Revise { pr, notes, .. } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let report = run::revise(
-                &env(app, job.id, &job.repo),
-                spec,
-                *pr,
-                notes,
-                cfg,
-                ledger,
-                true,
-            )
-            .await?;
+            let report = run::revise(&env(app, job), spec, *pr, notes, cfg, ledger, true).await?;
             Ok(report.summary)
         }
         JobKind::Refactor { name, task, budget } => {
             let ledger = ledger_with(app, job, spec, cfg, &month, *budget)?;
-            let report = run::refactor(
-                &env(app, job.id, &job.repo),
-                spec,
-                name,
-                task,
-                cfg,
-                ledger,
-                true,
-            )
-            .await?;
+            let report = run::refactor(&env(app, job), spec, name, task, cfg, ledger, true).await?;
             if report.succeeded {
                 Ok(report.summary)
             } else {
@@ -666,7 +639,7 @@ async fn run_kind(
         }
         JobKind::Approve { issue } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
-            let env = env(app, job.id, &job.repo);
+            let env = env(app, job);
             let report = run::approve(&env, spec, *issue, cfg, ledger, true).await?;
             if report.succeeded {
                 Ok(report.summary)
@@ -753,9 +726,17 @@ impl crate::agent::EventSink for Transcript {
     }
 }
 
-fn env(app: &App, job_id: i64, repo: &str) -> JobEnv {
+fn env(app: &App, job: &ClaimedJob) -> JobEnv {
+    let store = app.store.clone();
+    let (id, owner) = (job.id, job.lease_owner.clone());
+    // A store error counts as "still ours": the heartbeat decides about those.
+    let fence: run::Fence = Arc::new(move || {
+        let (store, owner) = (store.clone(), owner.clone());
+        Box::pin(async move { store.holds_lease(id, &owner).await.unwrap_or(true) })
+    });
     JobEnv {
-        sink: Arc::new(Transcript::start(app, job_id, repo)),
+        sink: Arc::new(Transcript::start(app, job.id, &job.repo)),
+        fence: Some(fence),
         gh: app.gh.clone(),
         llm: app.cfg.llm.clone(),
         app_slug: app.cfg.app_slug.clone(),

@@ -125,6 +125,8 @@ pub struct ClaimedJob {
     pub attempt: i64,
     pub max_attempts: i64,
     pub lease_expires_at: UnixMillis,
+    /// The worker that claimed it (the lease's owner).
+    pub lease_owner: String,
 }
 
 /// A job that [`Store::take_exhausted`] just failed; the caller reports it.
@@ -226,6 +228,7 @@ impl JobRow {
             max_attempts: job.max_attempts,
             // Set by the claim that returned this row.
             lease_expires_at: job.lease_expires_at.unwrap_or_default(),
+            lease_owner: job.lease_owner.unwrap_or_default(),
         })
     }
 }
@@ -307,6 +310,23 @@ impl Store {
         .execute(pool)
         .await?
         .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Whether `worker_id` still holds job `job_id`'s unexpired lease: checked right before
+    /// the job writes to the repository, so a process that stalled past its lease (and whose
+    /// job another process has taken over) does not push as well.
+    pub async fn holds_lease(&self, job_id: JobId, worker_id: &str) -> Result<bool, StoreError> {
+        let now = self.now();
+        let n: i64 = with_pool!(self, |pool, _| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE id = $1 AND state = 'running' \
+             AND lease_owner = $2 AND lease_expires_at > $3"
+        )
+        .bind(job_id)
+        .bind(worker_id)
+        .bind(now)
+        .fetch_one(pool)
+        .await?);
         Ok(n == 1)
     }
 
