@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 use super::client::{As, GitHub, GitHubError};
 use super::{InstallationId, RepoName};
 
+/// How long to wait before looking for what an ambiguous write may have created.
+const RECONCILE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A repository as one installation sees it.
 pub struct Repo<'a> {
     pub gh: &'a GitHub,
@@ -416,12 +419,16 @@ impl Repo<'_> {
         }
         match self.create_comment(number, &full).await {
             // The POST may have landed before it failed: look again before creating again.
-            // If the look fails too, the POST's own error says what went wrong.
-            Err(e) if e.is_ambiguous() => match self.marked_comment(number, marker).await {
-                Ok(Some(c)) => self.update_comment(c.id, &full).await,
-                Ok(None) => self.create_comment(number, &full).await,
-                Err(_) => Err(e),
-            },
+            // If the look fails too, the POST's own error says what went wrong. The look
+            // waits a moment: GitHub's listings can trail a write that has just landed.
+            Err(e) if e.is_ambiguous() => {
+                tokio::time::sleep(RECONCILE_DELAY).await;
+                match self.marked_comment(number, marker).await {
+                    Ok(Some(c)) => self.update_comment(c.id, &full).await,
+                    Ok(None) => self.create_comment(number, &full).await,
+                    Err(_) => Err(e),
+                }
+            }
             r => r,
         }
     }
@@ -502,10 +509,13 @@ impl Repo<'_> {
         match created {
             // The POST may have opened the PR before it failed: GitHub allows one open PR
             // per head, so the branch's open PR is the one we asked for.
-            Err(e) if e.is_ambiguous() => match self.open_pull_for(head).await {
-                Ok(Some(p)) => Ok(p),
-                _ => Err(e),
-            },
+            Err(e) if e.is_ambiguous() => {
+                tokio::time::sleep(RECONCILE_DELAY).await;
+                match self.open_pull_for(head).await {
+                    Ok(Some(p)) => Ok(p),
+                    _ => Err(e),
+                }
+            }
             r => r,
         }
     }
