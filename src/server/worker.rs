@@ -429,7 +429,8 @@ async fn run_job(
         return Ok("invalid repository configuration".into());
     };
     let slug = app.cfg.app_slug.clone();
-    // A command written twice in one comment runs once.
+    // A command written twice in one comment runs once, and a comment runs at most
+    // `MAX_COMMANDS` commands: each costs a permission lookup before anything else.
     let mut requests = jobs::triage(&ev, &cfg, &slug);
     let mut seen = Vec::new();
     requests.retain(|r| {
@@ -437,6 +438,13 @@ async fn run_job(
         seen.push(r.kind.clone());
         first
     });
+    if requests.len() > MAX_COMMANDS {
+        tracing::warn!(
+            commands = requests.len(),
+            "only the first {MAX_COMMANDS} commands of the comment run"
+        );
+        requests.truncate(MAX_COMMANDS);
+    }
     // Permission first: what a job is recorded and counted as is what it was allowed to do.
     let mut allowed = Vec::new();
     let mut names: Vec<&str> = Vec::new();
@@ -526,6 +534,9 @@ async fn run_scheduled(app: &App, job: &ClaimedJob, kind: JobKind) -> anyhow::Re
     };
     run_kind(app, job, &spec, &cfg).await
 }
+
+/// The most commands one comment runs.
+const MAX_COMMANDS: usize = 5;
 
 /// How long a repository's `.github/equitr.yml` is trusted before it is read again.
 const REPO_CONFIG_TTL: Duration = Duration::from_secs(60);
