@@ -252,6 +252,38 @@ async fn a_missing_or_invalid_setting_stops_start_up_with_one_line_naming_it() {
     }
 }
 
+/// issues.labeled.1.json as GitHub delivers it to the App (installation 1): `bug` on issue 1.
+fn labelled_issue() -> Vec<u8> {
+    let mut labeled = fixture("issues.labeled.1.json");
+    labeled["installation"] = json!({"id": 1});
+    serde_json::to_vec(&labeled).unwrap()
+}
+
+/// What another process's claim of the running job's expired lease looks like in the store:
+/// a new owner, renewed far ahead.
+async fn take_over_running_job(db: &str) {
+    let db = sqlx::SqlitePool::connect(db).await.unwrap();
+    let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let taken = sqlx::query(
+        "UPDATE jobs SET lease_owner = 'another-process', lease_expires_at = $1 WHERE state = 'running'",
+    )
+    .bind(far)
+    .execute(&db)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(taken, 1);
+}
+
+async fn metrics(svc: &Service) -> String {
+    reqwest::get(format!("http://{}/metrics", svc.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Waits until job `id` has finished (succeeded or failed).
 async fn wait_finished(svc: &Service, id: i64) {
     use equitr_coder::store::JobState;
@@ -335,9 +367,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line(backe
     };
 
     // A wrong signature: 401, nothing queued.
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     let (status, _) = deliver(&svc, "issues", "d-1", &body, "wrong").await;
     assert_eq!(status, 401);
     // Over GitHub's 25 MB cap: 413.
@@ -494,9 +524,7 @@ async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once(back
     ];
     let mut first = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
 
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     assert_eq!(deliver(&first, "issues", "k-1", &body, SECRET).await.0, 202);
     eventually("the first model call", || {
         (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
@@ -539,9 +567,7 @@ async fn a_job_out_of_attempts_fails_with_a_comment_saying_so() {
     let data = tempfile::tempdir().unwrap();
     let lease = [("EQUITR_JOB_LEASE_SECS", "1")];
     let mut first = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     assert_eq!(deliver(&first, "issues", "x-1", &body, SECRET).await.0, 202);
     eventually("the first model call", || {
         (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
@@ -615,9 +641,7 @@ async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
     let data = tempfile::tempdir().unwrap();
     let lease = [("EQUITR_JOB_LEASE_SECS", "2")];
     let svc = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     assert_eq!(
         deliver(&svc, "issues", "lost-1", &body, SECRET).await.0,
         202
@@ -626,30 +650,12 @@ async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
         (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
     })
     .await;
-    // What a second process's claim of an expired lease looks like in the store.
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/equitr.db", data.path().display()))
-        .await
-        .unwrap();
-    let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
-    let taken = sqlx::query(
-        "UPDATE jobs SET lease_owner = 'another-process', lease_expires_at = $1 WHERE state = 'running'",
-    )
-    .bind(far)
-    .execute(&db)
-    .await
-    .unwrap()
-    .rows_affected();
-    assert_eq!(taken, 1);
+    take_over_running_job(&svc.db).await;
 
     let lost = "equitr_jobs_finished_total{kind=\"implement\",state=\"lost\"} 1";
     let mut m = String::new();
     for _ in 0..100 {
-        m = reqwest::get(format!("http://{}/metrics", svc.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        m = metrics(&svc).await;
         if m.contains(lost) {
             break;
         }
@@ -697,9 +703,7 @@ async fn a_job_checks_its_lease_before_it_pushes() {
     // push can notice that the job was taken over (as after a process froze past its lease).
     let lease = [("EQUITR_JOB_LEASE_SECS", "600")];
     let svc = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     assert_eq!(
         deliver(&svc, "issues", "fence-1", &body, SECRET).await.0,
         202
@@ -708,13 +712,8 @@ async fn a_job_checks_its_lease_before_it_pushes() {
         (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
     })
     .await;
+    take_over_running_job(&svc.db).await;
     let db = sqlx::SqlitePool::connect(&svc.db).await.unwrap();
-    let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
-    sqlx::query("UPDATE jobs SET lease_owner = 'another-process', lease_expires_at = $1 WHERE state = 'running'")
-        .bind(far)
-        .execute(&db)
-        .await
-        .unwrap();
     // The job finishes its work, then stops at the push.
     eventually("the job's last model call", || {
         (llm.requests_for("gpt-4o-mini").len() == 2).then_some(())
@@ -769,9 +768,7 @@ async fn sigterm_releases_a_running_job_after_the_grace_period() {
         ("EQUITR_SHUTDOWN_GRACE_SECS", "1"),
     ];
     let mut first = start_in(&gh, &llm, home.path(), data.path(), &vars).await;
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     assert_eq!(deliver(&first, "issues", "t-1", &body, SECRET).await.0, 202);
     eventually("the first model call", || {
         (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
@@ -828,9 +825,7 @@ async fn an_exhausted_monthly_cap_refuses_without_calling_a_model(backend: Backe
     let Some(svc) = start_on(&gh, &llm, backend, "cap").await else {
         return;
     };
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     assert_eq!(deliver(&svc, "issues", "b-1", &body, SECRET).await.0, 202);
     let c = eventually("the refusal", || {
         gh.comments(REPO, 1)
@@ -933,9 +928,7 @@ async fn a_repo_config_cannot_raise_the_operators_per_run_cap() {
         &[("EQUITR_BUDGET", "0.0001")],
     )
     .await;
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     assert_eq!(
         deliver(&_svc, "issues", "cap-1", &body, SECRET).await.0,
         202
@@ -1248,12 +1241,7 @@ async fn a_user_without_write_access_gets_one_reply_an_hour_even_across_restarts
     }
     assert_eq!(replies(), (1, 1), "still one of each after a restart");
     // Jobs are counted by what they asked for, from a fixed set of names.
-    let m = reqwest::get(format!("http://{}/metrics", svc.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&svc).await;
     assert!(
         m.contains("equitr_jobs{kind=\"help\",state=\"succeeded\"} 4"),
         "{m}"
@@ -1607,9 +1595,7 @@ async fn a_burst_of_deliveries_with_duplicates_is_queued_exactly_once() {
     gh.add_installation(1, "Codertocat");
     let llm = ScriptedLlm::start().await;
     let svc = start(&gh, &llm).await;
-    let mut labeled = fixture("issues.labeled.1.json");
-    labeled["installation"] = json!({"id": 1});
-    let body = serde_json::to_vec(&labeled).unwrap();
+    let body = labelled_issue();
     const IDS: usize = 120;
     let client = reqwest::Client::new();
     let sends = (0..IDS).chain((0..IDS).step_by(3)).map(|n| {

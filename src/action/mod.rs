@@ -406,15 +406,15 @@ fn default_models(llm: &mut Config, openai_key: bool, anthropic_key: bool) {
     const CLAUDE: (&str, &str) = ("claude-sonnet-4-5", "claude-haiku-4-5");
     let provider_chosen = !matches!(llm.source("llm.provider"), Source::Default);
     let only_anthropic = anthropic_key && !openai_key && llm.llm.api_base.is_none();
+    let of = |p: ProviderKind| match p {
+        ProviderKind::Anthropic => Some(CLAUDE),
+        ProviderKind::Openai => Some(GPT),
+        _ => None,
+    };
+    let top_provider = llm.llm.provider;
     let family = |p: Option<ProviderKind>| match p {
-        Some(ProviderKind::Anthropic) => Some(CLAUDE),
-        Some(ProviderKind::Openai) => Some(GPT),
-        Some(_) => None,
-        None if provider_chosen => match llm.llm.provider {
-            ProviderKind::Anthropic => Some(CLAUDE),
-            ProviderKind::Openai => Some(GPT),
-            _ => None,
-        },
+        Some(p) => of(p),
+        None if provider_chosen => of(top_provider),
         None if only_anthropic => Some(CLAUDE),
         None => Some(GPT),
     };

@@ -263,19 +263,18 @@ impl OrchestratorBuilder {
             let settings = cfg.resolve(r)?;
             let client = match self.clients.iter().find(|(cr, _)| *cr == r) {
                 Some((_, c)) => c.clone(),
-                None if settings.missing_key().is_some() => {
+                None => {
                     // A hosted API without a key would only answer 401 after a reservation.
-                    anyhow::bail!(
-                        "no API key for the {r} model ({} at {}): set {} or llm.api_key",
-                        settings.provider,
-                        settings.api_base,
-                        settings
-                            .missing_key()
-                            .unwrap_or("the provider's key variable")
-                    );
+                    if let Some(var) = settings.missing_key() {
+                        anyhow::bail!(
+                            "no API key for the {r} model ({} at {}): set {var} or llm.api_key",
+                            settings.provider,
+                            settings.api_base,
+                        );
+                    }
+                    model::build_client(&settings, http.clone())
+                        .with_context(|| format!("the {r} model's client"))?
                 }
-                None => model::build_client(&settings, http.clone())
-                    .with_context(|| format!("the {r} model's client"))?,
             };
             let m = RoleModel::new(settings, &prices, client, self.retry)
                 .with_context(|| format!("llm.models.{r}.pricing"))?;

@@ -633,7 +633,7 @@ pub struct ListedRepo {
 pub const OWN_MARK: &str = "<!-- equitr:";
 
 fn own_output(body: &str) -> String {
-    if body.contains(OWN_MARK) {
+    if is_own_output(body) {
         body.to_string()
     } else {
         format!("{body}\n\n<!-- equitr:bot -->")

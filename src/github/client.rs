@@ -152,6 +152,20 @@ impl Clock for SystemClock {
 /// A cached token's key: the installation and the repository it is scoped to ("" for all).
 type TokenKey = (u64, String);
 
+/// One async lock per key, made on first use.
+struct KeyedLocks<K>(Mutex<HashMap<K, Arc<Mutex<()>>>>);
+
+impl<K: std::hash::Hash + Eq> KeyedLocks<K> {
+    fn new() -> Self {
+        KeyedLocks(Mutex::new(HashMap::new()))
+    }
+
+    async fn lock(&self, key: K) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.0.lock().await.entry(key).or_default().clone();
+        lock.lock_owned().await
+    }
+}
+
 /// The GitHub REST client of one app.
 pub struct GitHub {
     http: reqwest::Client,
@@ -160,9 +174,9 @@ pub struct GitHub {
     clock: Arc<dyn Clock>,
     tokens: Mutex<HashMap<TokenKey, CachedToken>>,
     /// Held while a token is minted, per token.
-    mint_locks: Mutex<HashMap<TokenKey, Arc<Mutex<()>>>>,
+    mint_locks: KeyedLocks<TokenKey>,
     /// One mutation at a time per installation: GitHub's secondary limits punish bursts.
-    mutation_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+    mutation_locks: KeyedLocks<u64>,
     /// The login this client comments as (`<slug>[bot]`, `github-actions[bot]`), once known:
     /// only its own comments are ever edited.
     bot_login: std::sync::OnceLock<String>,
@@ -199,8 +213,8 @@ impl GitHub {
             auth: Auth::App(auth),
             clock,
             tokens: Mutex::new(HashMap::new()),
-            mint_locks: Mutex::new(HashMap::new()),
-            mutation_locks: Mutex::new(HashMap::new()),
+            mint_locks: KeyedLocks::new(),
+            mutation_locks: KeyedLocks::new(),
             bot_login: std::sync::OnceLock::new(),
         }
     }
@@ -214,8 +228,8 @@ impl GitHub {
             auth: Auth::Token(token.to_string()),
             clock: Arc::new(SystemClock),
             tokens: Mutex::new(HashMap::new()),
-            mint_locks: Mutex::new(HashMap::new()),
-            mutation_locks: Mutex::new(HashMap::new()),
+            mint_locks: KeyedLocks::new(),
+            mutation_locks: KeyedLocks::new(),
             bot_login: std::sync::OnceLock::new(),
         }
     }
@@ -268,11 +282,7 @@ impl GitHub {
         // One mint per token at a time: the requests that find it missing together wait for
         // the first one's token instead of each minting (and, while GitHub is down, each
         // retrying) their own.
-        let mint_lock = {
-            let mut locks = self.mint_locks.lock().await;
-            locks.entry(key.clone()).or_default().clone()
-        };
-        let _minting = mint_lock.lock().await;
+        let _minting = self.mint_locks.lock(key.clone()).await;
         let now = self.clock.now();
         if let Some(t) = fresh(&*self.tokens.lock().await, now) {
             return Ok(t);
@@ -344,16 +354,11 @@ impl GitHub {
         accept: Option<&str>,
     ) -> Result<String, GitHubError> {
         let mutation = method != Method::GET && method != Method::HEAD;
-        let lock = match (mutation, who) {
+        let _guard = match (mutation, who) {
             (true, As::Installation(id, _) | As::InstallationAll(id)) => {
-                let mut locks = self.mutation_locks.lock().await;
-                Some(locks.entry(id.0).or_default().clone())
+                Some(self.mutation_locks.lock(id.0).await)
             }
             _ => None,
-        };
-        let _guard = match &lock {
-            Some(l) => Some(l.lock().await),
-            None => None,
         };
         // A POST that failed with a 5xx or mid-flight may have created its comment, review or
         // check run already: retrying it blindly duplicates them. POSTs are retried only where

@@ -31,7 +31,7 @@ pub struct JobEnv {
     pub http: reqwest::Client,
     /// Where the agent's events go (the service keeps them as the job's transcript).
     pub sink: Arc<dyn crate::agent::EventSink>,
-    /// Asked right before the job pushes or opens a pull request: `false` stops it there
+    /// Asked right before the job pushes or posts a review: `false` stops it there
     /// (the service's job lease was taken over). `None`: nothing to ask (the Action, tests).
     pub fence: Option<Fence>,
 }
@@ -387,13 +387,7 @@ async fn implement_with(
     };
     let mark = marker(spec.id);
     let info = repo.info().await?;
-    let progress = |steps: &[(&str, bool)]| -> String {
-        let mut s = String::from("🤖 Working on this issue.\n\n");
-        for (step, done) in steps {
-            s.push_str(&format!("- [{}] {step}\n", if *done { "x" } else { " " }));
-        }
-        s
-    };
+    let progress = |steps: &[(&str, bool)]| checklist("🤖 Working on this issue.", steps);
     let mut steps = vec![
         ("Read the issue and the repository configuration", true),
         ("Clone the repository", false),
@@ -674,23 +668,7 @@ pub async fn review(
     };
     let info = repo.info().await?;
     let pull = repo.pull(pr_number).await?;
-    // A review someone asked for keeps a progress comment on the thread, like every other
-    // command; an automatic review (on every push) shows its progress in the check run only.
-    if spec.comment_id.is_some() {
-        repo.upsert_marked_comment(
-            pr_number,
-            &marker(spec.id),
-            &checklist(
-                "🤖 Reviewing this pull request.",
-                &[
-                    ("Read the pull request", true),
-                    ("Review the diff", false),
-                    ("Post the review", false),
-                ],
-            ),
-        )
-        .await?;
-    }
+    review_progress(&repo, spec, pr_number, false).await?;
     let check = repo
         .check_run(
             None,
@@ -721,6 +699,28 @@ pub async fn review(
     result
 }
 
+/// A review someone asked for keeps a progress comment on the thread, like every other
+/// command; an automatic review (on every push) shows its progress in the check run only.
+async fn review_progress(
+    repo: &Repo<'_>,
+    spec: &JobSpec,
+    pr_number: u64,
+    reviewed: bool,
+) -> Result<(), crate::github::client::GitHubError> {
+    if spec.comment_id.is_none() {
+        return Ok(());
+    }
+    let steps = [
+        ("Read the pull request", true),
+        ("Review the diff", reviewed),
+        ("Post the review", false),
+    ];
+    let text = checklist("🤖 Reviewing this pull request.", &steps);
+    repo.upsert_marked_comment(pr_number, &marker(spec.id), &text)
+        .await
+        .map(drop)
+}
+
 /// The review once its check run exists; an error here fails the check run.
 #[allow(clippy::too_many_arguments)] // the review's context, already fetched by the caller
 async fn review_checked(
@@ -739,21 +739,7 @@ async fn review_checked(
         env, spec, pr_number, cfg, ledger, enforced, repo, info, pull,
     )
     .await?;
-    if spec.comment_id.is_some() {
-        repo.upsert_marked_comment(
-            pr_number,
-            &marker(spec.id),
-            &checklist(
-                "🤖 Reviewing this pull request.",
-                &[
-                    ("Read the pull request", true),
-                    ("Review the diff", true),
-                    ("Post the review", false),
-                ],
-            ),
-        )
-        .await?;
-    }
+    review_progress(repo, spec, pr_number, true).await?;
     let body = format!("{}\n{}\n\n{}", draft.head, draft.costs, marker(spec.id));
     fenced(env).await?;
     let review_id = repo

@@ -342,8 +342,9 @@ pub async fn serve(
     stop.cancel();
     if let Some(s) = scheduler {
         s.abort();
-        let _ = s.await; // cancelled, or already ended: either way no tick is running now
-                         // Another process takes the scheduler over at its next tick, not after the lease.
+        // Cancelled, or already ended: either way no tick is running now. Another process
+        // takes the scheduler over at its next tick, not after the lease.
+        let _ = s.await;
         if let Err(e) = store.release_lease(scheduler::LEASE_NAME, &owner).await {
             tracing::warn!(error = %e, "scheduler lease not released; it expires by itself");
         }

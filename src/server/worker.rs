@@ -203,34 +203,17 @@ struct Reported(String);
 /// An error the job could not report itself (GitHub or git failed under it): say on the
 /// thread what happened and what it cost, in the job's own marked comment.
 async fn report_failure(app: &App, job: &ClaimedJob, e: &anyhow::Error) {
-    let Some((repo, inst, number)) =
-        job_thread(app, &job.payload, &job.repo, job.installation_id).await
-    else {
-        return;
-    };
-    let spent = match app.store.job_spend(job.id).await {
-        Ok(s) => s.spent.to_string(),
-        Err(_) => "unknown (the ledger could not be read)".into(),
-    };
-    let r = Repo {
-        gh: &app.gh,
-        installation: inst,
-        name: &repo,
-    };
     // The error chain names the operation that failed; outbound text is scrubbed of tokens.
-    let next = if job.payload.get("schedule").is_some() {
-        "The schedule runs again at its next slot."
-    } else {
-        "Nothing more will happen for this request; ask again to retry."
-    };
-    let text =
-        format!("❌ This job failed: {e:#}\n\nSpent on models before it stopped: {spent}. {next}");
-    if let Err(err) = r
-        .upsert_marked_comment(number, &run::marker(job.id), &text)
-        .await
-    {
-        tracing::warn!(error = %err, "could not report the failure on the thread");
-    }
+    let why = format!("{e:#}");
+    report_on_thread(
+        app,
+        job.id,
+        &job.payload,
+        &job.repo,
+        job.installation_id,
+        &why,
+    )
+    .await;
 }
 
 /// Jobs whose leases expired too often are failed by the store; say so on their thread.
@@ -239,31 +222,48 @@ async fn report_exhausted(app: &App) {
         return;
     };
     for j in jobs {
-        if let Some((repo, inst, number)) =
-            job_thread(app, &j.payload, &j.repo, j.installation_id).await
-        {
-            let r = Repo {
-                gh: &app.gh,
-                installation: inst,
-                name: &repo,
-            };
-            let spent = match app.store.job_spend(j.id).await {
-                Ok(s) => s.spent.to_string(),
-                Err(_) => "unknown (the ledger could not be read)".into(),
-            };
-            let _ = r
-                .upsert_marked_comment(
-                    number,
-                    &run::marker(j.id),
-                    &format!(
-                        "❌ This job failed: {} — the service was interrupted while running it \
-                         each time, so it is not tried again.\n\nSpent on models before it stopped: \
-                         {spent}. Ask again to retry.",
-                        j.error
-                    ),
-                )
-                .await;
-        }
+        let why = format!(
+            "{} — the service was interrupted while running it each time, so it is not tried again",
+            j.error
+        );
+        report_on_thread(app, j.id, &j.payload, &j.repo, j.installation_id, &why).await;
+    }
+}
+
+/// "❌ This job failed: `why`", what it spent, and what happens next, in the job's marked
+/// comment on its thread (if it has one).
+async fn report_on_thread(
+    app: &App,
+    job_id: i64,
+    payload: &serde_json::Value,
+    repo: &str,
+    installation: i64,
+    why: &str,
+) {
+    let Some((repo, inst, number)) = job_thread(app, payload, repo, installation).await else {
+        return;
+    };
+    let spent = match app.store.job_spend(job_id).await {
+        Ok(s) => s.spent.to_string(),
+        Err(_) => "unknown (the ledger could not be read)".into(),
+    };
+    let next = if payload.get("schedule").is_some() {
+        "The schedule runs again at its next slot."
+    } else {
+        "Nothing more will happen for this request; ask again to retry."
+    };
+    let text =
+        format!("❌ This job failed: {why}\n\nSpent on models before it stopped: {spent}. {next}");
+    let r = Repo {
+        gh: &app.gh,
+        installation: inst,
+        name: &repo,
+    };
+    if let Err(err) = r
+        .upsert_marked_comment(number, &run::marker(job_id), &text)
+        .await
+    {
+        tracing::warn!(error = %err, "could not report the failure on the thread");
     }
 }
 
