@@ -275,6 +275,46 @@ async fn take_over_running_job(db: &str) {
     assert_eq!(taken, 1);
 }
 
+/// `serve` with `EQUITR_JOB_LEASE_SECS=lease` working on a labelled issue whose first model
+/// answer (write the fix) takes `delay`; during that call another process takes the job over.
+async fn taken_over_mid_call(lease: &str, delay: Duration) -> (FakeGitHub, ScriptedLlm, Service) {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(REPO, 1, "Spelling error", "It says Helo.", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello World\n"}),
+        )
+        .after(delay),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let vars = [("EQUITR_JOB_LEASE_SECS", lease)];
+    let mut svc = start_in(&gh, &llm, home.path(), data.path(), &vars).await;
+    svc._dirs = vec![home, data];
+    assert_eq!(
+        deliver(&svc, "issues", "taken-1", &labelled_issue(), SECRET)
+            .await
+            .0,
+        202
+    );
+    eventually("the first model call", || {
+        (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
+    })
+    .await;
+    take_over_running_job(&svc.db).await;
+    (gh, llm, svc)
+}
+
 async fn metrics(svc: &Service) -> String {
     reqwest::get(format!("http://{}/metrics", svc.addr))
         .await
@@ -618,39 +658,8 @@ async fn a_job_out_of_attempts_fails_with_a_comment_saying_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
-    let gh = FakeGitHub::start().await;
-    gh.add_installation(1, "Codertocat");
-    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
-    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
-    gh.add_issue(REPO, 1, "Spelling error", "It says Helo.", "Codertocat");
-    let llm = ScriptedLlm::start().await;
     // A model that stalls past the lease: meanwhile another process takes the job over.
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool(
-            "write_file",
-            json!({"path": "README.md", "content": "# Hello World\n"}),
-        )
-        .after(Duration::from_secs(3)),
-    );
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
-    );
-    let home = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let lease = [("EQUITR_JOB_LEASE_SECS", "2")];
-    let svc = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
-    let body = labelled_issue();
-    assert_eq!(
-        deliver(&svc, "issues", "lost-1", &body, SECRET).await.0,
-        202
-    );
-    eventually("the first model call", || {
-        (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
-    })
-    .await;
-    take_over_running_job(&svc.db).await;
+    let (gh, llm, svc) = taken_over_mid_call("2", Duration::from_secs(3)).await;
 
     let lost = "equitr_jobs_finished_total{kind=\"implement\",state=\"lost\"} 1";
     let mut m = String::new();
@@ -679,40 +688,9 @@ async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_checks_its_lease_before_it_pushes() {
-    let gh = FakeGitHub::start().await;
-    gh.add_installation(1, "Codertocat");
-    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
-    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
-    gh.add_issue(REPO, 1, "Spelling error", "It says Helo.", "Codertocat");
-    let llm = ScriptedLlm::start().await;
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool(
-            "write_file",
-            json!({"path": "README.md", "content": "# Hello World\n"}),
-        )
-        .after(Duration::from_secs(2)),
-    );
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool("finish", json!({"summary": "Fixed the heading."})),
-    );
-    let home = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
     // A lease so long that no heartbeat comes during the test: only the check before the
     // push can notice that the job was taken over (as after a process froze past its lease).
-    let lease = [("EQUITR_JOB_LEASE_SECS", "600")];
-    let svc = start_in(&gh, &llm, home.path(), data.path(), &lease).await;
-    let body = labelled_issue();
-    assert_eq!(
-        deliver(&svc, "issues", "fence-1", &body, SECRET).await.0,
-        202
-    );
-    eventually("the first model call", || {
-        (llm.requests_for("gpt-4o-mini").len() == 1).then_some(())
-    })
-    .await;
-    take_over_running_job(&svc.db).await;
+    let (gh, llm, svc) = taken_over_mid_call("600", Duration::from_secs(2)).await;
     let db = sqlx::SqlitePool::connect(&svc.db).await.unwrap();
     // The job finishes its work, then stops at the push.
     eventually("the job's last model call", || {
