@@ -1630,3 +1630,92 @@ async fn a_burst_of_deliveries_with_duplicates_is_queued_exactly_once() {
     pool.close().await;
     drop(svc);
 }
+
+/// Issue 9, item 1: the supervisor's final rejection of a gated change never leaves the
+/// machine — no branch pushed, no pull request — and the thread says why, with the cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_supervisor_rejects_is_never_pushed() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(
+        1,
+        REPO,
+        &[
+            ("README.md", "# Hello\n"),
+            ("Cargo.toml", "[package]\nname = \"demo\"\n"),
+        ],
+    );
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let llm = ScriptedLlm::start().await;
+    // Cargo.toml is a sensitive path: every attempt goes to the supervisor, who rejects it
+    // three times (the allowed two retries, then the final verdict).
+    for i in 0..3 {
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool(
+                "write_file",
+                json!({"path": "Cargo.toml", "content": format!("[package]\nname = \"evil{i}\"\n")}),
+            ),
+        );
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool("finish", json!({"summary": "done"})),
+        );
+        llm.push(
+            "gpt-4o",
+            Reply::tool(
+                "submit_review",
+                json!({"approved": false, "reasons": format!("reason {i}: the crate must keep its name")}),
+            ),
+        );
+    }
+    let svc = start(&gh, &llm).await;
+    let (status, text) = deliver(&svc, "issues", "rej-1", &labelled_issue(), SECRET).await;
+    assert_eq!(status, 202, "{text}");
+    let comment = eventually("the rejection on the thread", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("🛑"))
+    })
+    .await;
+    wait_finished(&svc, 1).await;
+    assert!(
+        comment
+            .body
+            .contains("The supervisor rejected the change, so nothing was pushed"),
+        "{}",
+        comment.body
+    );
+    assert!(
+        comment
+            .body
+            .contains("reason 2: the crate must keep its name"),
+        "{}",
+        comment.body
+    );
+    assert!(
+        comment.body.contains("| supervisor | `gpt-4o` |"),
+        "the cost: {}",
+        comment.body
+    );
+    assert!(
+        gh.pulls(REPO).is_empty(),
+        "no pull request: {:?}",
+        gh.pulls(REPO)
+    );
+    let branches = gh.git(REPO, &["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    assert!(!branches.contains("equitr/"), "nothing pushed: {branches}");
+    assert_eq!(gh.comments(REPO, 1).len(), 1, "one comment on the thread");
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    assert_eq!(
+        store.job(1).await.unwrap().unwrap().state,
+        equitr_coder::store::JobState::Failed
+    );
+}

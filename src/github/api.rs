@@ -124,6 +124,9 @@ pub struct Pull {
     pub title: String,
     #[serde(default)]
     pub body: Option<String>,
+    /// A draft pull request: GitHub shows it as work in progress.
+    #[serde(default)]
+    pub draft: bool,
 }
 
 /// One inline comment of a review.
@@ -492,18 +495,20 @@ impl Repo<'_> {
         Ok(pulls.into_iter().next())
     }
 
+    /// Open a pull request; `draft` opens it as a draft (work GitHub shows as unfinished).
     pub async fn create_pull(
         &self,
         title: &str,
         head: &str,
         base: &str,
         body: &str,
+        draft: bool,
     ) -> Result<Pull, GitHubError> {
         let created = self
             .write(
                 Method::POST,
                 "/pulls",
-                json!({ "title": super::scrub::scrub(title), "head": head, "base": base, "body": super::scrub::scrub(body) }),
+                json!({ "title": super::scrub::scrub(title), "head": head, "base": base, "body": super::scrub::scrub(body), "draft": draft }),
             )
             .await;
         match created {

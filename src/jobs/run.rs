@@ -421,39 +421,33 @@ async fn implement_with(
         env.app_slug,
         orch.worker_model()
     );
-    let committed = checkout.commit_all(&message, &author).await?;
-    let mut pr_url = None;
-    if committed {
-        fenced(env).await?;
-        checkout.push(&branch).await?;
-        let body = format!(
-            "Closes #{issue_number}\n\n{}\n\n<details><summary>Cost</summary>\n\n{}\n</details>",
-            result.content.trim(),
-            costs
-        );
-        let title = format!("{} (#{issue_number})", issue.title);
-        let pr = match repo.open_pull_for(&branch).await? {
-            Some(pr) => repo.update_pull(pr.number, &title, &body).await?,
-            None => {
-                repo.create_pull(&title, &branch, &info.default_branch, &body)
-                    .await?
-            }
-        };
-        pr_url = Some(pr.html_url);
+    let rule = Publish::of(&result.outcome);
+    let open = repo.open_pull_for(&branch).await?;
+    let body = format!(
+        "Closes #{issue_number}\n\n{}\n\n<details><summary>Cost</summary>\n\n{}\n</details>",
+        result.content.trim(),
+        costs
+    );
+    let title = format!("{} (#{issue_number})", issue.title);
+    let published = publish(
+        env,
+        &repo,
+        &checkout,
+        Branch {
+            name: &branch,
+            base: &info.default_branch,
+            open: open.as_ref(),
+        },
+        &rule,
+        (&title, &body),
+        (&message, &author),
+    )
+    .await?;
+    if published.pr_url.is_some() {
         steps[3].1 = true;
     }
-    let succeeded = result.outcome == Outcome::Done && committed;
-    let headline = match (&result.outcome, &pr_url) {
-        (Outcome::Done, Some(url)) => format!("✅ Opened {url}"),
-        (Outcome::Done, None) => {
-            "ℹ️ The run finished without changing any file; no pull request.".into()
-        }
-        (other, Some(url)) => format!(
-            "⚠️ The run {}; the work so far is in {url}",
-            other.describe()
-        ),
-        (other, None) => format!("❌ The run {}; nothing was pushed.", other.describe()),
-    };
+    let succeeded = result.outcome == Outcome::Done && published.committed;
+    let headline = published.headline(&result.outcome, "no pull request");
     let mut text = progress(&steps);
     text.push_str(&format!("\n{headline}\n\n{costs}"));
     repo.upsert_marked_comment(issue_number, &mark, &text)
@@ -462,10 +456,149 @@ async fn implement_with(
         succeeded,
         summary: headline,
         cost: result.total_cost(),
-        pr_url,
+        pr_url: published.pr_url,
         review_id: None,
         cost_summary: costs,
     })
+}
+
+/// What a run's outcome lets the branch pipeline publish. The rule, in one place:
+/// - done: commit, push, open or update an ordinary pull request;
+/// - the supervisor's final rejection: nothing leaves the machine — no commit is pushed,
+///   no pull request is opened or updated; the thread gets the reasons;
+/// - any other stop (budget, iterations, wall clock, a failed model call, cancelled): the
+///   partial work is pushed to a **draft** pull request whose title starts `[unfinished]`
+///   and whose body says why — unless the branch already has a ready (non-draft) pull
+///   request, which is left as it was (pushing would make unfinished work look done).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Publish {
+    Ready,
+    Draft(String),
+    Withhold(String),
+}
+
+impl Publish {
+    pub fn of(outcome: &Outcome) -> Publish {
+        match outcome {
+            Outcome::Done => Publish::Ready,
+            Outcome::GateRejected(reasons) => Publish::Withhold(reasons.clone()),
+            other => Publish::Draft(other.describe()),
+        }
+    }
+}
+
+/// The branch a job publishes to.
+struct Branch<'a> {
+    name: &'a str,
+    base: &'a str,
+    /// Its open pull request, if any.
+    open: Option<&'a crate::github::api::Pull>,
+}
+
+/// What [`publish`] did.
+struct Published {
+    committed: bool,
+    pushed: bool,
+    pr_url: Option<String>,
+    /// Why nothing was pushed although the run changed files.
+    withheld: Option<String>,
+    draft: bool,
+}
+
+impl Published {
+    /// The result line for the thread. `none` names what a run without changes leaves.
+    fn headline(&self, outcome: &Outcome, none: &str) -> String {
+        if let Some(why) = &self.withheld {
+            return why.clone();
+        }
+        match (outcome, &self.pr_url, self.pushed) {
+            (Outcome::Done, Some(url), true) => format!("✅ Opened {url}"),
+            (Outcome::Done, _, _) => {
+                format!("ℹ️ The run finished without changing any file; {none}.")
+            }
+            (other, Some(url), true) if self.draft => format!(
+                "⚠️ The run {}; the unfinished work is in the draft {url}",
+                other.describe()
+            ),
+            (other, _, _) => format!("❌ The run {}; nothing was pushed.", other.describe()),
+        }
+    }
+}
+
+/// The supervisor's final rejection, as the thread reads it.
+pub fn rejection_text(reasons: &str) -> String {
+    format!(
+        "🛑 The supervisor rejected the change, so nothing was pushed and no pull request was \
+         opened or updated.\n\nIts reasons:\n\n{}",
+        quote(reasons.trim())
+    )
+}
+
+/// The shared end of implement and refactor: commit, push and open or update the branch's
+/// pull request as [`Publish`] allows.
+async fn publish(
+    env: &JobEnv,
+    repo: &Repo<'_>,
+    checkout: &Checkout,
+    branch: Branch<'_>,
+    rule: &Publish,
+    (title, body): (&str, &str),
+    (message, author): (&str, &Author),
+) -> anyhow::Result<Published> {
+    let mut out = Published {
+        committed: false,
+        pushed: false,
+        pr_url: branch.open.map(|p| p.html_url.clone()),
+        withheld: None,
+        draft: false,
+    };
+    match rule {
+        Publish::Withhold(reasons) => {
+            out.withheld = Some(rejection_text(reasons));
+            return Ok(out);
+        }
+        Publish::Draft(why) if branch.open.is_some_and(|p| !p.draft) => {
+            out.committed = checkout.commit_all(message, author).await?;
+            if out.committed {
+                out.withheld = Some(format!(
+                    "⚠️ The run {why}; its unfinished work was not pushed, so the ready pull \
+                     request {} is left as it was.",
+                    out.pr_url.clone().unwrap_or_default()
+                ));
+            }
+            return Ok(out);
+        }
+        _ => {}
+    }
+    out.committed = checkout.commit_all(message, author).await?;
+    if !out.committed {
+        return Ok(out);
+    }
+    fenced(env).await?;
+    checkout.push(branch.name).await?;
+    out.pushed = true;
+    let (title, body) = match rule {
+        Publish::Draft(why) => {
+            out.draft = true;
+            (
+                format!("[unfinished] {title}"),
+                format!(
+                    "⚠️ **Unfinished**: the run {why}. This draft holds the work so far; it is \
+                     not ready to merge.\n\n{body}"
+                ),
+            )
+        }
+        _ => (title.to_string(), body.to_string()),
+    };
+    let pr = match branch.open {
+        Some(pr) => repo.update_pull(pr.number, &title, &body).await?,
+        None => {
+            repo.create_pull(&title, branch.name, branch.base, &body, out.draft)
+                .await?
+        }
+    };
+    out.pr_url = Some(pr.html_url);
+    Ok(out)
 }
 
 pub use crate::config::repo::refactor_branch;
@@ -517,40 +650,34 @@ The project's tests run with `{cmd}`."
         env.app_slug,
         orch.worker_model()
     );
-    let committed = checkout.commit_all(&message, &author).await?;
     let open = repo.open_pull_for(&branch).await?;
-    let mut pr_url = open.as_ref().map(|p| p.html_url.clone());
-    if committed {
-        fenced(env).await?;
-        checkout.push(&branch).await?;
-        let title = format!(
-            "{name}: {}",
-            first_line(&result.content, "scheduled change")
-        );
-        let body = format!(
-            "Scheduled task `{name}`:\n\n{}\n\n{}\n\n<details><summary>Cost of the latest run</summary>\n\n{costs}\n</details>",
-            quote(task),
-            result.content.trim(),
-        );
-        let pr = match &open {
-            Some(pr) => repo.update_pull(pr.number, &title, &body).await?,
-            None => {
-                repo.create_pull(&title, &branch, &info.default_branch, &body)
-                    .await?
-            }
-        };
-        pr_url = Some(pr.html_url);
-    }
-    let headline = match (&result.outcome, committed, &pr_url) {
-        (Outcome::Done, true, Some(url)) => format!("✅ Pushed to `{branch}`: {url}"),
-        (Outcome::Done, false, _) => "ℹ️ The run finished without changing any file.".into(),
-        (other, true, Some(url)) => {
-            format!(
-                "⚠️ The run {}; the work so far is in {url}",
-                other.describe()
-            )
-        }
-        (other, _, _) => format!("❌ The run {}; nothing was pushed.", other.describe()),
+    let title = format!(
+        "{name}: {}",
+        first_line(&result.content, "scheduled change")
+    );
+    let body = format!(
+        "Scheduled task `{name}`:\n\n{}\n\n{}\n\n<details><summary>Cost of the latest run</summary>\n\n{costs}\n</details>",
+        quote(task),
+        result.content.trim(),
+    );
+    let published = publish(
+        env,
+        &repo,
+        &checkout,
+        Branch {
+            name: &branch,
+            base: &info.default_branch,
+            open: open.as_ref(),
+        },
+        &Publish::of(&result.outcome),
+        (&title, &body),
+        (&message, &author),
+    )
+    .await?;
+    let pr_url = published.pr_url.clone();
+    let headline = match (&result.outcome, &pr_url, published.pushed) {
+        (Outcome::Done, Some(url), true) => format!("✅ Pushed to `{branch}`: {url}"),
+        _ => published.headline(&result.outcome, "nothing to push"),
     };
     // A PR that existed before this run hears what the run did (its body shows the latest
     // run only); a new PR already says it all.
@@ -1007,7 +1134,10 @@ pub async fn ask(
         .await?;
     Ok(JobReport {
         succeeded: answer.outcome == Outcome::Done,
-        summary: "answered".into(),
+        summary: match &answer.outcome {
+            Outcome::Done => "answered".into(),
+            other => format!("not answered: {}", other.describe()),
+        },
         cost: answer.cost.total(),
         pr_url: None,
         review_id: None,
@@ -1103,19 +1233,23 @@ pub async fn revise(
         "{}\n\nRevision of #{pr_number}.",
         first_line(&result.content, "Revise as requested")
     );
-    let committed = checkout.commit_all(&message, &author).await?;
-    if committed {
-        fenced(env).await?;
-        checkout.push(&pull.head.name).await?;
-    }
-    let headline = match (&result.outcome, committed) {
-        (Outcome::Done, true) => "✅ Pushed the revision to this branch.".to_string(),
-        (Outcome::Done, false) => "ℹ️ Nothing needed to change.".to_string(),
-        (other, true) => format!(
-            "⚠️ The run {}; the work so far is pushed.",
-            other.describe()
-        ),
-        (other, false) => format!("❌ The run {}; nothing was pushed.", other.describe()),
+    // A revision pushes only finished, approved work: the pull request it lands on is
+    // already open and ready, so partial work would look done (see [`Publish`]).
+    let headline = match Publish::of(&result.outcome) {
+        Publish::Withhold(reasons) => rejection_text(&reasons),
+        Publish::Draft(why) => {
+            format!("❌ The run {why}; its unfinished work was not pushed to this branch.")
+        }
+        Publish::Ready => {
+            let committed = checkout.commit_all(&message, &author).await?;
+            if committed {
+                fenced(env).await?;
+                checkout.push(&pull.head.name).await?;
+                "✅ Pushed the revision to this branch.".to_string()
+            } else {
+                "ℹ️ Nothing needed to change.".to_string()
+            }
+        }
     };
     let costs = summary_table(&result, ledger.as_ref()).await;
     repo.upsert_marked_comment(

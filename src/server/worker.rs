@@ -618,46 +618,44 @@ async fn run_kind(
             let ledger = ledger(app, job, spec, cfg, &month)?;
             let env = env(app, job);
             let report = run::implement(&env, spec, *issue, notes, cfg, ledger, true).await?;
-            if report.succeeded {
-                Ok(report.summary)
-            } else {
-                Err(Reported(report.summary).into())
-            }
+            finished(report)
         }
         JobKind::Review { pr, .. } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
             let report = run::review(&env(app, job), spec, *pr, cfg, ledger, true).await?;
-            Ok(report.summary)
+            finished(report)
         }
         JobKind::Ask { number, question } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
             let report = run::ask(&env(app, job), spec, *number, question, ledger, true).await?;
-            Ok(report.summary)
+            finished(report)
         }
         JobKind::Revise { pr, notes, .. } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
             let report = run::revise(&env(app, job), spec, *pr, notes, cfg, ledger, true).await?;
-            Ok(report.summary)
+            finished(report)
         }
         JobKind::Refactor { name, task, budget } => {
             let ledger = ledger_with(app, job, spec, cfg, &month, *budget)?;
             let report = run::refactor(&env(app, job), spec, name, task, cfg, ledger, true).await?;
-            if report.succeeded {
-                Ok(report.summary)
-            } else {
-                Err(Reported(report.summary).into())
-            }
+            finished(report)
         }
         JobKind::Approve { issue } => {
             let ledger = ledger(app, job, spec, cfg, &month)?;
             let env = env(app, job);
             let report = run::approve(&env, spec, *issue, cfg, ledger, true).await?;
-            if report.succeeded {
-                Ok(report.summary)
-            } else {
-                Err(Reported(report.summary).into())
-            }
+            finished(report)
         }
+    }
+}
+
+/// A job's report as the queue records it: one whose run did not finish (refused calls,
+/// budget, the supervisor's rejection) is `failed`, with its summary already on the thread.
+fn finished(report: run::JobReport) -> anyhow::Result<String> {
+    if report.succeeded {
+        Ok(report.summary)
+    } else {
+        Err(Reported(report.summary).into())
     }
 }
 
