@@ -1719,3 +1719,82 @@ async fn a_change_the_supervisor_rejects_is_never_pushed() {
         equitr_coder::store::JobState::Failed
     );
 }
+
+/// Issue 9, item 3: the process's own secret values never leave, in any encoding — not in
+/// the pull request, the commit, the thread or the stored transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processs_secrets_never_leave_in_any_encoding() {
+    use base64::Engine as _;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let api_key = "sk-test-serve";
+    let leaks = [
+        base64::engine::general_purpose::STANDARD.encode(format!("key:{api_key}")),
+        hex::encode(SECRET),
+        SECRET
+            .chars()
+            .map(|c| format!("%{:02X}", c as u32))
+            .collect::<String>(),
+        base64::engine::general_purpose::URL_SAFE.encode(format!("xy{SECRET}")),
+    ];
+    let said = format!("Fixed the heading. Debug: {}", leaks.join(" "));
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello World\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": said})),
+    );
+    let svc = start(&gh, &llm).await;
+    assert_eq!(
+        deliver(&svc, "issues", "sec-1", &labelled_issue(), SECRET)
+            .await
+            .0,
+        202
+    );
+    let pr = eventually("the pull request", || gh.pulls(REPO).into_iter().next()).await;
+    wait_finished(&svc, 1).await;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    let transcript: String = store
+        .events(1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.data.to_string())
+        .collect();
+    let comments: String = gh
+        .comments(REPO, 1)
+        .iter()
+        .map(|c| c.body.clone())
+        .collect();
+    let log = gh.git(REPO, &["log", "--format=%B", "equitr/issue-1"]);
+    for (what, text) in [
+        ("PR title and body", format!("{}\n{}", pr.title, pr.body)),
+        ("thread", comments),
+        ("commit message", log),
+        ("transcript", transcript),
+    ] {
+        for leak in &leaks {
+            assert!(!text.contains(leak.as_str()), "{what} leaks {leak}: {text}");
+        }
+        assert!(
+            !text.contains(SECRET) && !text.contains(api_key),
+            "{what}: {text}"
+        );
+    }
+    assert!(pr.body.contains("[redacted]"), "{}", pr.body);
+}

@@ -150,12 +150,29 @@ fn init_tracing(env: &BTreeMap<String, String>, verbose: bool) {
         .unwrap_or_else(|| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| ScrubbedStderr);
     let _ = if env.get("EQUITR_LOG_FORMAT").map(String::as_str) == Some("json") {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// Standard error for the log, scrubbed of secrets: each event the formatter writes is
+/// one `write` of a whole line, scrubbed before it reaches the terminal or a log file.
+struct ScrubbedStderr;
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let clean = crate::github::scrub::scrub(&text);
+        std::io::stderr().write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Print an error as one line and return the exit code for it.

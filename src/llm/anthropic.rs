@@ -42,6 +42,12 @@ impl AnthropicClient {
         extra_headers: Vec<(String, String)>,
         timeout: Duration,
     ) -> Result<Self, ClientBuildError> {
+        if let Some(k) = &api_key {
+            crate::github::scrub::register_secret(k);
+        }
+        for (_, v) in &extra_headers {
+            crate::github::scrub::register_secret(v);
+        }
         let mut pairs = vec![(
             "anthropic-version".to_string(),
             ANTHROPIC_VERSION.to_string(),

@@ -49,6 +49,12 @@ impl OpenAiClient {
         extra_headers: Vec<(String, String)>,
         timeout: Duration,
     ) -> Result<Self, ClientBuildError> {
+        if let Some(k) = &api_key {
+            crate::github::scrub::register_secret(k);
+        }
+        for (_, v) in &extra_headers {
+            crate::github::scrub::register_secret(v);
+        }
         let auth = api_key
             .as_ref()
             .map(|k| ("authorization", format!("Bearer {k}")));

@@ -210,6 +210,12 @@ impl ServeConfig {
             ),
             None => None,
         };
+        for s in &webhook_secrets {
+            crate::github::scrub::register_secret(s);
+        }
+        for r in crate::store::password_ranges(&database_url) {
+            crate::github::scrub::register_secret(&database_url[r]);
+        }
         Ok(ServeConfig {
             app_id,
             private_key_pem,

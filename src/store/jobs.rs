@@ -362,6 +362,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let result = serde_json::to_string(&result)
             .map_err(|e| StoreError::OutOfRange(format!("job result: {e}")))?;
+        let result = scrubbed_json(&result);
         self.finish(job_id, worker_id, "succeeded", Some(result), None)
             .await
     }
@@ -373,7 +374,8 @@ impl Store {
         worker_id: &str,
         error: &str,
     ) -> Result<bool, StoreError> {
-        self.finish(job_id, worker_id, "failed", None, Some(error))
+        let error = crate::github::scrub::scrub(error);
+        self.finish(job_id, worker_id, "failed", None, Some(&error))
             .await
     }
 
@@ -520,7 +522,7 @@ impl Store {
         data: Value,
     ) -> Result<(), StoreError> {
         let now = self.now();
-        let data = data.to_string();
+        let data = scrubbed_json(&data.to_string());
         with_pool!(self, |pool, _| sqlx::query(
             "INSERT INTO job_events (job_id, kind, data, created_at) VALUES ($1, $2, $3, $4)"
         )
@@ -558,5 +560,17 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+/// JSON bound for a column, scrubbed of secrets (see [`crate::github::scrub`]). Should a
+/// credential-looking pattern have spanned JSON punctuation, the scrubbed text is kept as
+/// one JSON string instead, so the column always holds valid JSON.
+fn scrubbed_json(json: &str) -> String {
+    let clean = crate::github::scrub::scrub(json);
+    if clean == json || serde_json::from_str::<serde::de::IgnoredAny>(&clean).is_ok() {
+        clean
+    } else {
+        Value::String(clean).to_string()
     }
 }

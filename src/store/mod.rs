@@ -397,7 +397,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Byte ranges of the passwords in `url`.
-fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
+pub fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
     let mut found = Vec::new();
     if let Some(scheme_end) = url.find("://") {
         let auth_start = scheme_end + 3;
