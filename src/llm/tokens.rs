@@ -97,11 +97,42 @@ fn bpe(which: Tokenizer) -> Option<&'static CoreBPE> {
     .as_ref()
 }
 
+/// Text longer than this is counted in pieces of at most this many bytes. The tokenizer's
+/// pre-tokenising regex recurses over one unbroken run of letters or digits (a multi-megabyte
+/// run from a model overflowed the stack), and its merge step is quadratic in such a run. A
+/// piece boundary can only split a token in two, so the sum over pieces stays an upper bound.
+pub const PIECE_BYTES: usize = 2 * 1024;
+/// Text longer than this is not tokenized at all: its byte length is the bound (every token
+/// covers at least one byte). Such text is rare — tool arguments are capped and tool output
+/// truncated — and counting it exactly is not worth the time.
+pub const COUNT_BYTES_PAST: usize = 256 * 1024;
+
 /// Tokens of `text` with the model's tokenizer, before any margin.
 fn raw_count(which: Tokenizer, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
+    if text.len() > COUNT_BYTES_PAST {
+        return text.len() as u64;
+    }
+    if text.len() > PIECE_BYTES {
+        let mut total = 0u64;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(PIECE_BYTES);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            let (piece, tail) = rest.split_at(end);
+            total = total.saturating_add(raw_piece(which, piece));
+            rest = tail;
+        }
+        return total;
+    }
+    raw_piece(which, text)
+}
+
+fn raw_piece(which: Tokenizer, text: &str) -> u64 {
     match bpe(which) {
         // `encode_ordinary`: special-token text in a prompt is sent as plain text, which
         // tokenizes to more tokens than the special token would.
@@ -219,6 +250,30 @@ fn count_with(which: Tokenizer, req: &ChatRequest, count: &dyn Fn(&str) -> u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_unbroken_string_is_counted_on_a_small_stack() {
+        // A tokio worker's stack is 2 MiB; counting 4 MB of one letter overflowed it.
+        let counts = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let huge = "a".repeat(4 * 1024 * 1024);
+                let digits = "7".repeat(COUNT_BYTES_PAST - 1);
+                (
+                    count_text_tokens("gpt-4o", &huge),
+                    count_text_tokens("claude-sonnet-4-5", &digits),
+                )
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow, no panic");
+        assert!(counts.0 > 0 && counts.1 > 0);
+        // Pieces never count fewer tokens than the whole.
+        let prose = "The quick brown fox jumps over the lazy dog. ".repeat(1000);
+        let whole = raw_piece(Tokenizer::O200k, &prose);
+        assert!(raw_count(Tokenizer::O200k, &prose) >= whole);
+        assert!(raw_count(Tokenizer::O200k, &"ü".repeat(10_000)) > 0);
+    }
 
     #[test]
     fn tokenizer_choice() {
