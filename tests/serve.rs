@@ -1798,3 +1798,73 @@ async fn the_processs_secrets_never_leave_in_any_encoding() {
     }
     assert!(pr.body.contains("[redacted]"), "{}", pr.body);
 }
+
+/// Issue 9, item 2: model output cannot crash or wedge a job. A multi-megabyte tool argument
+/// is refused back to the model (it once overflowed the stack in token counting), and a run
+/// of identical failing calls ends the run; the job fails with a report, nothing pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_and_repeated_failing_tool_calls_end_the_run_with_a_report() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let llm = ScriptedLlm::start().await;
+    let huge = "a".repeat(3 * 1024 * 1024);
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("write_file", json!({"path": "README.md", "content": huge})),
+    );
+    for _ in 0..3 {
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool("read_file", json!({"path": "no/such/file.rs"})),
+        );
+    }
+    let svc = start(&gh, &llm).await;
+    assert_eq!(
+        deliver(&svc, "issues", "huge-1", &labelled_issue(), SECRET)
+            .await
+            .0,
+        202
+    );
+    wait_finished(&svc, 1).await;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    assert_eq!(
+        store.job(1).await.unwrap().unwrap().state,
+        equitr_coder::store::JobState::Failed
+    );
+    let requests = llm.requests_for("gpt-4o-mini");
+    assert_eq!(
+        requests.len(),
+        4,
+        "no fifth call after three identical failures"
+    );
+    let second = requests[1].body.to_string();
+    assert!(
+        second.contains("over the cap of 1048576 bytes"),
+        "refused back to the model"
+    );
+    assert!(
+        second.len() < 1024 * 1024,
+        "the huge argument is not sent again"
+    );
+    let comment = eventually("the report", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("kept failing"))
+    })
+    .await;
+    assert!(
+        comment.body.contains("nothing was pushed"),
+        "{}",
+        comment.body
+    );
+    assert!(gh.pulls(REPO).is_empty());
+}

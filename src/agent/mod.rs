@@ -748,6 +748,8 @@ impl Orchestrator {
     async fn work(&mut self, run: &mut Run) -> Result<String, Stop> {
         let tools = self.worker_tools();
         let max = self.cfg.orchestrator.max_iterations;
+        // (failing calls in a row, identical failing calls in a row, the last failing call)
+        let mut failing: (u32, u32, Option<(String, String)>) = (0, 0, None);
         loop {
             // The cap is per run: revisions after a supervisor rejection share it.
             if run.iterations >= max {
@@ -757,16 +759,39 @@ impl Orchestrator {
             let resp = self
                 .call(run, AgentRole::Worker, self.history.clone(), tools.clone())
                 .await?;
+            // Arguments over the cap are refused back to the model, and the history keeps
+            // a short stand-in, not megabytes that every later prompt would carry.
+            let calls: Vec<ToolCall> = resp
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let mut c = c.clone();
+                    if c.arguments.len() > MAX_TOOL_ARGUMENT_BYTES {
+                        c.arguments = json!({ "omitted_bytes": c.arguments.len() }).to_string();
+                    }
+                    c
+                })
+                .collect();
             self.history.push(Message::Assistant {
                 content: resp.content.clone(),
-                tool_calls: resp.tool_calls.clone(),
+                tool_calls: calls.clone(),
             });
-            if resp.tool_calls.is_empty() {
+            if calls.is_empty() {
                 return Ok(resp.content.unwrap_or_default());
             }
             let mut finished = None;
-            for call in &resp.tool_calls {
+            for (call, sent) in calls.iter().zip(&resp.tool_calls) {
                 let (content, is_error) = match call.name.as_str() {
+                    _ if sent.arguments.len() > MAX_TOOL_ARGUMENT_BYTES => (
+                        format!(
+                            "refused: the arguments of `{}` were {} bytes, over the cap of {} \
+                             bytes; write large content in smaller pieces",
+                            call.name,
+                            sent.arguments.len(),
+                            MAX_TOOL_ARGUMENT_BYTES
+                        ),
+                        true,
+                    ),
                     "finish" => {
                         let summary = arg_str(&call.arguments, "summary").unwrap_or_default();
                         finished = Some(summary);
@@ -778,11 +803,39 @@ impl Orchestrator {
                             .await?
                     }
                 };
+                // A run of failing calls (malformed JSON, unknown tools, the same failing
+                // call again and again) ends the run instead of spending to the cap.
+                let key = (call.name.clone(), call.arguments.clone());
+                if is_error {
+                    failing.0 += 1;
+                    failing.1 = if failing.2.as_ref() == Some(&key) {
+                        failing.1 + 1
+                    } else {
+                        1
+                    };
+                    failing.2 = Some(key);
+                } else {
+                    failing = (0, 0, None);
+                }
                 self.history.push(Message::Tool {
                     call_id: call.id.clone(),
-                    content,
+                    content: content.clone(),
                     is_error,
                 });
+                if failing.0 >= MAX_FAILING_CALLS || failing.1 >= MAX_IDENTICAL_FAILING_CALLS {
+                    return Err(Stop::Outcome(Outcome::Failed(format!(
+                        "the worker's tool calls kept failing ({} in a row, the last `{}`: {})",
+                        failing.0,
+                        call.name,
+                        content
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    ))));
+                }
             }
             if let Some(summary) = finished {
                 return Ok(summary);
@@ -1040,6 +1093,13 @@ struct GateVerdict {
     approved: bool,
     reasons: String,
 }
+
+/// Tool arguments over this many bytes are refused back to the model.
+pub const MAX_TOOL_ARGUMENT_BYTES: usize = 1024 * 1024;
+/// A run ends after this many failing tool calls in a row…
+pub const MAX_FAILING_CALLS: u32 = 8;
+/// …or this many identical failing calls in a row.
+pub const MAX_IDENTICAL_FAILING_CALLS: u32 = 3;
 
 fn arg_str(arguments: &str, key: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(arguments)

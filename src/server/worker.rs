@@ -1,5 +1,6 @@
 //! Job workers: claim a job, keep its lease alive, run it, record how it ended.
 
+use futures::FutureExt as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,7 +111,22 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
         let result = tokio::select! {
             // Biased: a job that finished as the abort came is recorded, not released.
             biased;
-            r = run_job(&app, &job, &worker_id, &kind).instrument(span.clone()) => r,
+            // A panic anywhere in the job is caught here, at its edge: the job fails with a
+            // report on its thread and this worker goes on claiming.
+            r = std::panic::AssertUnwindSafe(run_job(&app, &job, &worker_id, &kind))
+                .catch_unwind()
+                .instrument(span.clone()) => r.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    span.in_scope(|| tracing::error!(panic = %what, "the job panicked"));
+                    Err(anyhow::anyhow!(
+                        "an internal error stopped job {}; the operator's log has the details",
+                        job.id
+                    ))
+                }),
             _ = abort.cancelled() => {
                 beat.abort();
                 // Dropping the job's future stops it at its next await; its temporary
