@@ -369,6 +369,9 @@ async fn fix_revises_the_bots_own_pull_request_and_nothing_else() {
     gh.add_pr(REPO, 4, "equitr/issue-3", "main", "equitr-test[bot]", false);
     repo.push_branch("feature", "main", &[("a.txt", Some("x\n"))], "Human work");
     gh.add_pr(REPO, 5, "feature", "main", "alice", false);
+    // A maintainer's own branch that happens to be named `equitr/…` is not the bot's.
+    repo.push_branch("equitr/mine", "main", &[("a.txt", Some("m\n"))], "Mine");
+    gh.add_pr(REPO, 6, "equitr/mine", "main", "alice", false);
     let llm = ScriptedLlm::start().await;
     llm.push(
         "gpt-4o-mini",
@@ -434,7 +437,24 @@ async fn fix_revises_the_bots_own_pull_request_and_nothing_else() {
     assert!(gh
         .comments(REPO, 5)
         .iter()
-        .any(|c| c.body.contains("only this bot's own pull requests")));
+        .any(|c| c.body.contains("only pull requests this bot opened")));
+    revise(
+        &env,
+        &spec(22, 6),
+        6,
+        "change it",
+        &cfg,
+        Arc::new(MemoryLedger::new(None)),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(llm.requests().len(), calls);
+    assert_eq!(gh.branch_files(REPO, "equitr/mine")["a.txt"], "m\n");
+    assert!(gh
+        .comments(REPO, 6)
+        .iter()
+        .any(|c| c.body.contains("only pull requests this bot opened")));
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
 

@@ -127,6 +127,9 @@ pub struct Pull {
     /// A draft pull request: GitHub shows it as work in progress.
     #[serde(default)]
     pub draft: bool,
+    /// Who opened it.
+    #[serde(default)]
+    pub user: Option<CommentUser>,
 }
 
 /// One inline comment of a review.

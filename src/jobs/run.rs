@@ -1162,7 +1162,18 @@ pub async fn revise(
         name: &spec.repo,
     };
     let pull = repo.pull(pr_number).await?;
-    let own = pull.head.name.starts_with("equitr/")
+    // Own = opened by this App's bot (or, for the Action, the identity the run acts as) on a
+    // branch of its own in this repository — not merely a branch someone named `equitr/…`.
+    let bot = env
+        .gh
+        .bot_login()
+        .map_or_else(|| format!("{}[bot]", env.app_slug), str::to_string);
+    let opened_by_us = pull
+        .user
+        .as_ref()
+        .is_some_and(|u| u.login.eq_ignore_ascii_case(&bot));
+    let own = opened_by_us
+        && pull.head.name.starts_with("equitr/")
         && pull
             .head
             .repo
@@ -1172,7 +1183,7 @@ pub async fn revise(
         repo.upsert_marked_comment(
             pr_number,
             &marker(spec.id),
-            "`fix` changes only this bot's own pull requests (branches `equitr/…`). To review this one, use `review`.",
+            "`fix` changes only pull requests this bot opened on its own branches. To review this one, use `review`.",
         )
         .await?;
         return Ok(JobReport {
