@@ -611,7 +611,7 @@ impl Repo<'_> {
 }
 
 /// Percent-encode a path or query component (RFC 3986 unreserved characters kept).
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -43,14 +43,7 @@ pub fn forms(secret: &str) -> Vec<String> {
     }
     out.push(hex::encode(bytes));
     out.push(hex::encode_upper(bytes));
-    let mut url = String::new();
-    for b in bytes {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(b) {
-            url.push(*b as char);
-        } else {
-            url.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let url = super::api::urlencode(secret);
     out.push(url.replace("%20", "+"));
     out.push(url);
     out.retain(|f| f.len() >= MIN_SECRET);
