@@ -163,7 +163,13 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         .user_agent(concat!("equitr-coder/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| UsageError(format!("HTTP client: {e}")))?;
-    let gh = Arc::new(GitHub::with_token(http.clone(), &api_url, &token));
+    let link_hosts = match env.get("EQUITR_LINK_HOSTS") {
+        Some(v) => crate::github::outbound::LinkPolicy::parse_hosts(v)
+            .map_err(|m| UsageError(format!("EQUITR_LINK_HOSTS: {m}")))?,
+        None => Vec::new(),
+    };
+    let gh =
+        Arc::new(GitHub::with_token(http.clone(), &api_url, &token).with_link_hosts(&link_hosts));
     // One token for everything: the installation is only a label here.
     let installation = InstallationId(0);
     let repo = Repo {
@@ -666,6 +672,22 @@ async fn dispatch(
     })
 }
 
+/// The step summary is markdown GitHub renders like a comment: redacted and neutralised the
+/// same way.
+fn step_summary(env: &BTreeMap<String, String>, summary: &str) -> String {
+    use crate::github::outbound::LinkPolicy;
+    let api_url = env
+        .get("GITHUB_API_URL")
+        .map(String::as_str)
+        .unwrap_or("https://api.github.com");
+    let extra = env
+        .get("EQUITR_LINK_HOSTS")
+        .and_then(|v| LinkPolicy::parse_hosts(v).ok())
+        .unwrap_or_default();
+    let policy = LinkPolicy::for_api(api_url, &extra);
+    crate::github::outbound::neutralise(&crate::github::scrub::scrub(summary), &policy)
+}
+
 /// Write the outputs (`GITHUB_OUTPUT`) and the step summary (`GITHUB_STEP_SUMMARY`).
 pub fn report(env: &BTreeMap<String, String>, outcome: &Outcome) -> std::io::Result<()> {
     let cost = outcome
@@ -695,7 +717,7 @@ pub fn report(env: &BTreeMap<String, String>, outcome: &Outcome) -> std::io::Res
             f,
             "## equitr-coder: {}\n\n{}\n",
             outcome.conclusion,
-            crate::github::scrub::scrub(&outcome.summary)
+            step_summary(env, &outcome.summary)
         )?;
     }
     Ok(())

@@ -34,12 +34,10 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         Ok(a) => a,
         Err(e) => return fail(EXIT_USAGE, format!("GITHUB_PRIVATE_KEY: {e}")),
     };
-    let gh = Arc::new(GitHub::new(
-        http.clone(),
-        &cfg.api_url,
-        auth,
-        Arc::new(SystemClock),
-    ));
+    let gh = Arc::new(
+        GitHub::new(http.clone(), &cfg.api_url, auth, Arc::new(SystemClock))
+            .with_link_hosts(&cfg.link_hosts),
+    );
     // The app's slug: how it is mentioned (`@slug`) and who commits.
     match gh
         .send_json::<serde_json::Value>(reqwest::Method::GET, "/app", As::App, None)

@@ -373,7 +373,7 @@ impl Repo<'_> {
         self.write(
             Method::POST,
             &format!("/issues/{number}/comments"),
-            json!({ "body": super::scrub::scrub(&own_output(body)) }),
+            json!({ "body": own_output(&self.gh.markdown(body)) }),
         )
         .await
     }
@@ -406,7 +406,7 @@ impl Repo<'_> {
         self.write(
             Method::PATCH,
             &format!("/issues/comments/{comment_id}"),
-            json!({ "body": super::scrub::scrub(&own_output(body)) }),
+            json!({ "body": own_output(&self.gh.markdown(body)) }),
         )
         .await
     }
@@ -511,7 +511,7 @@ impl Repo<'_> {
             .write(
                 Method::POST,
                 "/pulls",
-                json!({ "title": super::scrub::scrub(title), "head": head, "base": base, "body": super::scrub::scrub(body), "draft": draft }),
+                json!({ "title": super::scrub::scrub(title), "head": head, "base": base, "body": self.gh.markdown(body), "draft": draft }),
             )
             .await;
         match created {
@@ -537,7 +537,7 @@ impl Repo<'_> {
         self.write(
             Method::PATCH,
             &format!("/pulls/{number}"),
-            json!({ "title": super::scrub::scrub(title), "body": super::scrub::scrub(body) }),
+            json!({ "title": super::scrub::scrub(title), "body": self.gh.markdown(body) }),
         )
         .await
     }
@@ -557,7 +557,7 @@ impl Repo<'_> {
         let comments: Vec<ReviewComment> = comments
             .iter()
             .map(|c| ReviewComment {
-                body: super::scrub::scrub(&own_output(&c.body)),
+                body: own_output(&self.gh.markdown(&c.body)),
                 ..c.clone()
             })
             .collect();
@@ -568,7 +568,7 @@ impl Repo<'_> {
                 json!({
                     "commit_id": commit_id,
                     "event": event.as_str(),
-                    "body": super::scrub::scrub(&own_output(body)),
+                    "body": own_output(&self.gh.markdown(body)),
                     "comments": comments,
                 }),
             )
@@ -594,7 +594,7 @@ impl Repo<'_> {
             "name": name,
             "head_sha": head_sha,
             "status": status,
-            "output": { "title": name, "summary": super::scrub::scrub(summary) },
+            "output": { "title": name, "summary": self.gh.markdown(summary) },
         });
         if let Some(c) = conclusion {
             body["conclusion"] = json!(c);
@@ -640,7 +640,7 @@ pub struct ListedRepo {
 /// left as it is.
 pub const OWN_MARK: &str = "<!-- equitr:";
 
-fn own_output(body: &str) -> String {
+pub(crate) fn own_output(body: &str) -> String {
     if is_own_output(body) {
         body.to_string()
     } else {

