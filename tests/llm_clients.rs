@@ -630,37 +630,59 @@ async fn hang_times_out_and_is_retried() {
 }
 
 #[tokio::test]
-async fn malformed_json_is_invalid_response_in_both_dialects() {
+async fn json_cut_off_is_retried_and_wrong_json_is_invalid_in_both_dialects() {
     let s = ScriptedLlm::start().await;
+    // A 200 whose JSON stops half-way was cut off in transit: retried.
     s.push("m", Reply::malformed());
+    s.push("m", Reply::text("whole"));
+    let (p, _) = retrying(openai(&s));
+    assert_eq!(
+        p.chat(&req("m")).await.unwrap().content.as_deref(),
+        Some("whole")
+    );
+    assert_eq!(s.requests().len(), 2);
     s.push("m", Reply::malformed());
+    let e = anthropic(&s).chat(&req("m")).await.unwrap_err();
+    assert!(matches!(e, ProviderError::CutOff(_)), "{e:?}");
+    assert!(e.is_retryable());
+    // Complete JSON of the wrong shape will not improve by asking again.
+    s.push("m", Reply::raw(200, r#"{"choices": []}"#));
     s.push("m", Reply::raw(200, r#"{"choices": []}"#));
     let (p, _) = retrying(openai(&s));
     let e = p.chat(&req("m")).await.unwrap_err();
     assert!(matches!(e, ProviderError::InvalidResponse(_)), "{e:?}");
-    assert_eq!(s.requests().len(), 1, "not retried");
-    let e = anthropic(&s).chat(&req("m")).await.unwrap_err();
-    assert!(matches!(e, ProviderError::InvalidResponse(_)), "{e:?}");
-    let e = openai(&s).chat(&req("m")).await.unwrap_err();
-    assert!(matches!(e, ProviderError::InvalidResponse(_)), "{e:?}");
+    assert_eq!(s.requests().len(), 4, "not retried");
 }
 
 #[tokio::test]
-async fn connection_refused_is_connection_error() {
+async fn connection_refused_is_unreachable_and_names_the_address() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let c = OpenAiClient::new(
         reqwest::Client::new(),
-        format!("http://127.0.0.1:{port}/v1"),
+        format!("http://127.0.0.1:{port}/v1?api-version=secret"),
         Some(KEY.into()),
         Vec::new(),
         Duration::from_secs(5),
     )
     .unwrap();
     let e = c.chat(&req("m")).await.unwrap_err();
-    assert!(matches!(e, ProviderError::Connection(_)), "{e:?}");
-    assert!(!e.to_string().contains('\n'));
+    assert!(
+        matches!(&e, ProviderError::Unreachable { at, .. } if *at == format!("http://127.0.0.1:{port}")),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(&format!(
+            "could not reach the provider at http://127.0.0.1:{port} ("
+        )),
+        "{e}"
+    );
+    assert!(
+        !e.to_string().contains('\n') && !e.to_string().contains("secret"),
+        "{e}"
+    );
+    assert!(e.is_retryable());
     let a = AnthropicClient::new(
         reqwest::Client::new(),
         format!("http://127.0.0.1:{port}"),
@@ -670,7 +692,7 @@ async fn connection_refused_is_connection_error() {
     )
     .unwrap();
     let e = a.list_models().await.unwrap_err();
-    assert!(matches!(e, ProviderError::Connection(_)), "{e:?}");
+    assert!(matches!(e, ProviderError::Unreachable { .. }), "{e:?}");
 }
 
 #[tokio::test]

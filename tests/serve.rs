@@ -2047,3 +2047,233 @@ async fn links_and_images_the_bot_posts_cannot_beacon_or_lure() {
     }
     assert!(pr.body.contains("Fixed."), "{}", pr.body);
 }
+
+/// Issue 9, item 8: a job whose model calls the provider refused (bad key, forbidden, too
+/// large, a spend limit, no quota) is `failed`, and its thread names the provider's reason
+/// and request id — never "answered", never the provider's body verbatim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_model_calls_fail_the_job_and_name_the_providers_reason() {
+    use equitr_coder::store::JobState;
+    let refusals = [
+        (
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        ),
+        (
+            403,
+            "invalid_request_error",
+            "unsupported_country_region_territory",
+            "Country not supported.",
+        ),
+        (
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            "Request too large for gpt-4o-mini.",
+        ),
+        (
+            400,
+            "invalid_request_error",
+            "billing_hard_limit_reached",
+            "Billing hard limit has been reached.",
+        ),
+        (
+            429,
+            "insufficient_quota",
+            "insufficient_quota",
+            "You exceeded your current quota.",
+        ),
+    ];
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    let llm = ScriptedLlm::start().await;
+    for (n, (status, kind, code, message)) in refusals.iter().enumerate() {
+        gh.add_issue(REPO, n as u64 + 1, "Question", "", "Codertocat");
+        let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code},
+                          "echo": "VERBATIM-BODY-MARKER"});
+        llm.push(
+            "gpt-4o-mini",
+            Reply::status(*status, body).header("x-request-id", &format!("req_{n}")),
+        );
+    }
+    let svc = start(&gh, &llm).await;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    for (n, (status, _, code, message)) in refusals.iter().enumerate() {
+        let number = n as u64 + 1;
+        let mut c = fixture("issue_comment.created.3.json");
+        c["issue"]["number"] = json!(number);
+        c["comment"]["id"] = json!(9000 + number);
+        c["comment"]["body"] = json!("/equitr ask where is the heading?");
+        let body = serde_json::to_vec(&c).unwrap();
+        let id = format!("refused-{n}");
+        assert_eq!(
+            deliver(&svc, "issue_comment", &id, &body, SECRET).await.0,
+            202
+        );
+        let job = n as i64 + 1;
+        wait_finished(&svc, job).await;
+        let row = store.job(job).await.unwrap().unwrap();
+        assert_eq!(row.state, JobState::Failed, "{status}: {row:?}");
+        let thread: String = gh
+            .comments(REPO, number)
+            .iter()
+            .map(|c| c.body.clone())
+            .collect();
+        assert!(thread.contains(message), "{status}: {thread}");
+        assert!(thread.contains(code), "{status}: {thread}");
+        assert!(thread.contains(&format!("req_{n}")), "{status}: {thread}");
+        assert!(
+            !thread.contains("VERBATIM-BODY-MARKER"),
+            "{status}: {thread}"
+        );
+        assert!(
+            !thread.to_lowercase().contains("answered"),
+            "{status}: {thread}"
+        );
+    }
+}
+
+/// Issue 9, item 8: a provider that cannot be reached was not billed. The job is charged
+/// $0, fails, and says it could not reach the provider at its address — not "budget
+/// reached", though every retry is made under a small per-run budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_provider_is_charged_nothing_and_named() {
+    use equitr_coder::store::JobState;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.set_file_on_default_branch(
+        REPO,
+        ".github/equitr.yml",
+        "budget: { per_run_usd: 0.005 }\n",
+    );
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let llm = ScriptedLlm::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("dead.yaml");
+    std::fs::write(
+        &cfg,
+        format!("llm:\n  model: gpt-4o\n  api_base: http://127.0.0.1:{dead}/v1\n  models:\n    worker:\n      model: gpt-4o-mini\norchestrator:\n  use_multi_agent: true\n"),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let svc = start_in(
+        &gh,
+        &llm,
+        home.path(),
+        data.path(),
+        &[("EQUITR_CONFIG", &cfg)],
+    )
+    .await;
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr ask where is the heading?");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "dead-1", &body, SECRET)
+            .await
+            .0,
+        202
+    );
+    for _ in 0..400 {
+        let done = equitr_coder::store::Store::connect(&svc.db)
+            .await
+            .unwrap()
+            .job(1)
+            .await
+            .unwrap();
+        if done.is_some_and(|j| matches!(j.state, JobState::Failed | JobState::Succeeded)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    assert_eq!(store.job(1).await.unwrap().unwrap().state, JobState::Failed);
+    let thread: String = gh
+        .comments(REPO, 1)
+        .iter()
+        .map(|c| c.body.clone())
+        .collect();
+    assert!(
+        thread.contains(&format!(
+            "could not reach the provider at http://127.0.0.1:{dead}"
+        )),
+        "{thread}"
+    );
+    assert!(!thread.to_lowercase().contains("budget"), "{thread}");
+    assert!(
+        thread.contains("| **total** | | 0 | 0 | 0 | 0 | **$0.0000** |"),
+        "{thread}"
+    );
+    assert!(llm.requests().is_empty());
+}
+
+/// Issue 9, item 8: an answer cut off mid-body is a transport failure — retried under its
+/// own reservation and charged at it (the provider generated it), never at $0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_off_mid_body_is_retried_and_charged_at_its_reservation() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Line one."})).cut_off(),
+    );
+    // A complete HTTP answer whose JSON stops half-way: cut off before it reached the proxy.
+    llm.push(
+        "gpt-4o-mini",
+        Reply::raw(200, r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"The hea"#),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "The heading is on line 1."})),
+    );
+    let svc = start(&gh, &llm).await;
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr ask where is the heading?");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "cut-1", &body, SECRET)
+            .await
+            .0,
+        202
+    );
+    let answer = eventually("the answer", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("on line 1."))
+    })
+    .await;
+    assert_eq!(llm.requests_for("gpt-4o-mini").len(), 3);
+    // The answered call costs 100×0.15 + 20×0.60 µ$ ($0.0000 shown); each cut-off one is
+    // charged its reservation (its full max_tokens of output), which is more than that.
+    let total = answer
+        .body
+        .lines()
+        .find(|l| l.starts_with("| **total**"))
+        .unwrap()
+        .rsplit("**$")
+        .next()
+        .unwrap()
+        .trim_end_matches(['*', '|', ' '])
+        .parse::<f64>()
+        .unwrap();
+    assert!(total >= 0.004, "{}", answer.body);
+    // One row for the answered call, one for the charges without an answer.
+    assert!(
+        answer
+            .body
+            .contains("| worker | `gpt-4o-mini` | 2 | 100 | 0 | 20 |"),
+        "{}",
+        answer.body
+    );
+}

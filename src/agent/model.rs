@@ -218,9 +218,17 @@ impl RoleModel {
     }
 }
 
-/// Errors after which the provider may have billed the request anyway.
+/// Errors after which the provider may have billed the request anyway: it went out and no
+/// complete answer came back, or a 2xx answer could not be read. A connection never made
+/// (`Unreachable`) and an error answer (4xx/5xx) were not billed.
 fn may_have_billed(e: &ProviderError) -> bool {
-    matches!(e, ProviderError::Timeout(_) | ProviderError::Connection(_))
+    matches!(
+        e,
+        ProviderError::Timeout(_)
+            | ProviderError::Connection(_)
+            | ProviderError::CutOff(_)
+            | ProviderError::InvalidResponse(_)
+    )
 }
 
 /// The charges of one logical call that have no answer to show for them.

@@ -64,11 +64,30 @@ pub(crate) async fn send(
             .map_err(|e| from_reqwest(e, timeout))?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers(), SystemTime::now());
-        let body = resp.text().await.map_err(|e| from_reqwest(e, timeout))?;
+        let request_id = ["x-request-id", "request-id"]
+            .iter()
+            .find_map(|h| resp.headers().get(*h)?.to_str().ok())
+            .map(|v| {
+                v.chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(80)
+                    .collect::<String>()
+            });
+        // The answer has begun: a failure from here on is a body cut off mid-way, and the
+        // provider may have generated (and billed) all of it.
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| match from_reqwest(e, timeout) {
+                ProviderError::Connection(m) | ProviderError::InvalidResponse(m) => {
+                    ProviderError::CutOff(m)
+                }
+                other => other,
+            })?;
         if (200..300).contains(&status) {
             Ok(HttpOk { body })
         } else {
-            Err(classify(status, retry_after, &body))
+            Err(classify(status, retry_after, &body, request_id.as_deref()))
         }
     };
     let result = match tokio::time::timeout(timeout, call).await {
@@ -85,8 +104,20 @@ pub(crate) fn from_reqwest(err: reqwest::Error, timeout: Duration) -> ProviderEr
         return ProviderError::Timeout(timeout);
     }
     let is_decode = err.is_decode();
+    // Where it was going, without path or query: scheme, host and port.
+    let at = err.url().map(|u| {
+        let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or(""))
+    });
+    let connect = err.is_connect();
     let text = one_line(&error_chain(&err.without_url()));
-    if is_decode {
+    if connect {
+        // No connection was made (refused, DNS, TLS handshake): nothing was sent.
+        ProviderError::Unreachable {
+            at: at.unwrap_or_else(|| "its API URL".into()),
+            message: text,
+        }
+    } else if is_decode {
         ProviderError::InvalidResponse(text)
     } else {
         // Refused connections, resets mid-answer, protocol errors: all transient transport.
@@ -156,7 +187,12 @@ const QUOTA_KINDS: &[&str] = &[
 ];
 
 /// Classifies a non-2xx answer by status and structured body.
-pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> ProviderError {
+pub(crate) fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &str,
+    request_id: Option<&str>,
+) -> ProviderError {
     let err = parse_error_body(body);
     let is = |names: &[&str]| {
         [err.kind.as_deref(), err.code.as_deref()]
@@ -164,7 +200,10 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &str) -
             .flatten()
             .any(|k| names.contains(&k))
     };
-    let message = summarize(status, &err, body);
+    let mut message = summarize(status, &err, body);
+    if let Some(id) = request_id.filter(|id| !id.is_empty()) {
+        message.push_str(&format!(" (request {id})"));
+    }
     if is(QUOTA_KINDS) || status == 402 {
         return ProviderError::QuotaExceeded { message };
     }
@@ -193,16 +232,38 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &str) -
     }
 }
 
-/// One line for humans: the provider's message (with its type), else the start of the body.
+/// One line for humans: the provider's message with its type and code. A body that is not
+/// a provider error (a proxy's page, an echo of the request) is never copied: it can carry
+/// what was sent.
 fn summarize(status: u16, err: &ErrorBody, body: &str) -> String {
-    let base = match (&err.message, err.kind.as_ref().or(err.code.as_ref())) {
+    let label = match (err.kind.as_deref(), err.code.as_deref()) {
+        (Some(k), Some(c)) if k != c => Some(format!("{k}/{c}")),
+        (Some(k), _) => Some(k.to_string()),
+        (None, Some(c)) => Some(c.to_string()),
+        (None, None) => None,
+    };
+    let base = match (&err.message, label) {
         (Some(m), Some(k)) if !m.is_empty() => format!("{k}: {m}"),
         (Some(m), None) if !m.is_empty() => m.clone(),
-        (_, Some(k)) => k.clone(),
+        (_, Some(k)) => k,
         _ if body.trim().is_empty() => format!("HTTP {status} with an empty body"),
-        _ => body.to_string(),
+        _ => format!(
+            "HTTP {status} with a body that is not a provider error ({} bytes)",
+            body.len()
+        ),
     };
-    one_line(&base)
+    short(&one_line(&base))
+}
+
+/// A provider's message is a reason, not a transcript: at most 200 characters of it.
+fn short(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(MAX).collect();
+    out.push('…');
+    out
 }
 
 /// Collapses whitespace runs (newlines included) and caps the length, on a char boundary.
@@ -277,6 +338,11 @@ pub(crate) fn scrub(err: ProviderError, secret: Option<&str>) -> ProviderError {
         ProviderError::Timeout(d) => ProviderError::Timeout(d),
         ProviderError::Connection(m) => ProviderError::Connection(clean(m)),
         ProviderError::InvalidResponse(m) => ProviderError::InvalidResponse(clean(m)),
+        ProviderError::CutOff(m) => ProviderError::CutOff(clean(m)),
+        ProviderError::Unreachable { at, message } => ProviderError::Unreachable {
+            at,
+            message: clean(message),
+        },
     }
 }
 
@@ -319,8 +385,15 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     body: &str,
     what: &str,
 ) -> Result<T, ProviderError> {
-    serde_json::from_str(body)
-        .map_err(|e| ProviderError::InvalidResponse(one_line(&format!("{what}: {e}"))))
+    serde_json::from_str(body).map_err(|e| {
+        let reason = one_line(&format!("{what}: {e}"));
+        // JSON that stops before its end is an answer cut off in transit.
+        if e.is_eof() {
+            ProviderError::CutOff(reason)
+        } else {
+            ProviderError::InvalidResponse(reason)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -373,39 +446,39 @@ mod tests {
     fn classification_uses_structure_not_text() {
         let quota = r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
         assert!(matches!(
-            classify(429, None, quota),
+            classify(429, None, quota, None),
             ProviderError::QuotaExceeded { .. }
         ));
         // Same words, but structured as a plain rate limit: still a rate limit.
         let rl = r#"{"error":{"message":"insufficient_quota","type":"requests","code":"rate_limit_exceeded"}}"#;
         assert!(matches!(
-            classify(429, None, rl),
+            classify(429, None, rl, None),
             ProviderError::RateLimited { .. }
         ));
         let ctx = r#"{"error":{"message":"too long","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
         assert!(matches!(
-            classify(400, None, ctx),
+            classify(400, None, ctx, None),
             ProviderError::ContextLengthExceeded { .. }
         ));
         let over = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert!(matches!(
-            classify(503, None, over),
+            classify(503, None, over, None),
             ProviderError::Overloaded { .. }
         ));
         assert!(matches!(
-            classify(529, None, "<html>"),
+            classify(529, None, "<html>", None),
             ProviderError::Overloaded { .. }
         ));
         assert!(matches!(
-            classify(502, None, ""),
+            classify(502, None, "", None),
             ProviderError::Server { status: 502, .. }
         ));
         assert!(matches!(
-            classify(403, None, "{}"),
+            classify(403, None, "{}", None),
             ProviderError::Auth { status: 403, .. }
         ));
         assert!(matches!(
-            classify(404, None, r#"{"error":"model 'x' not found"}"#),
+            classify(404, None, r#"{"error":"model 'x' not found"}"#, None),
             ProviderError::BadRequest { status: 404, .. }
         ));
     }
@@ -413,11 +486,36 @@ mod tests {
     #[test]
     fn messages_are_one_line_and_scrubbed() {
         let body = "{\"error\":{\"message\":\"Incorrect API key provided: sk-secret-123.\\nSee docs\",\"type\":\"invalid_request_error\",\"code\":\"invalid_api_key\"}}";
-        let err = scrub(classify(401, None, body), Some("sk-secret-123"));
+        let err = scrub(classify(401, None, body, None), Some("sk-secret-123"));
         let text = err.to_string();
         assert!(!text.contains("sk-secret-123"), "{text}");
         assert!(!text.contains('\n'), "{text}");
         assert!(text.contains("[redacted]"), "{text}");
+    }
+
+    #[test]
+    fn an_error_names_status_reason_and_request_id_never_the_body() {
+        let echo = "<html>your request: Authorization: Bearer sk-proj-abc</html>";
+        let e = classify(502, None, echo, Some("req_42"));
+        let text = e.to_string();
+        assert!(
+            !text.contains("sk-proj") && !text.contains("<html>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("HTTP 502 with a body that is not a provider error"),
+            "{text}"
+        );
+        assert!(text.contains("(request req_42)"), "{text}");
+        let long = format!(
+            r#"{{"error":{{"type":"invalid_request_error","code":"x","message":"{}"}}}}"#,
+            "a".repeat(5000)
+        );
+        let text = classify(400, None, &long, None).to_string();
+        assert!(
+            text.len() < 400 && text.contains("invalid_request_error/x: aaa"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -178,8 +178,15 @@ pub enum ProviderError {
     BadRequest { status: u16, message: String },
     #[error("the model call timed out after {0:?}")]
     Timeout(Duration),
-    #[error("could not reach the provider: {0}")]
+    /// The request went out (or may have) and no complete answer came back.
+    #[error("the connection to the provider failed: {0}")]
     Connection(String),
+    /// No connection could be made: nothing was sent, nothing billed.
+    #[error("could not reach the provider at {at} ({message})")]
+    Unreachable { at: String, message: String },
+    /// A 2xx answer whose body stopped before its end.
+    #[error("the provider's answer was cut off ({0})")]
+    CutOff(String),
     #[error("the provider's answer could not be understood: {0}")]
     InvalidResponse(String),
 }
@@ -194,6 +201,8 @@ impl ProviderError {
                 | ProviderError::Server { .. }
                 | ProviderError::Timeout(_)
                 | ProviderError::Connection(_)
+                | ProviderError::Unreachable { .. }
+                | ProviderError::CutOff(_)
         )
     }
 

@@ -46,10 +46,18 @@ impl Recorded {
 enum Kind {
     Text(String),
     Tools(Vec<(String, Value)>),
-    Status { code: u16, body: Value },
-    Raw { code: u16, body: String },
+    Status {
+        code: u16,
+        body: Value,
+    },
+    Raw {
+        code: u16,
+        body: String,
+    },
     Hang,
     Malformed,
+    /// A 200 whose body stops half-way: the connection is dropped mid-body.
+    CutOff(Box<Kind>),
 }
 
 /// A scripted answer. Successful replies report usage 100 input (0 cached) / 20 output
@@ -162,6 +170,12 @@ impl Reply {
     /// 200 with a body that is not JSON.
     pub fn malformed() -> Reply {
         Reply::of(Kind::Malformed)
+    }
+
+    /// This reply's 200 body cut off half-way: the server drops the connection mid-body.
+    pub fn cut_off(mut self) -> Reply {
+        self.kind = Kind::CutOff(Box::new(self.kind));
+        self
     }
 }
 
@@ -327,11 +341,39 @@ async fn render(state: &Shared, dialect: Dialect, n: usize, model: &str, r: Repl
     if let Some(d) = r.delay {
         tokio::time::sleep(d).await;
     }
+    if let Kind::CutOff(inner) = r.kind.clone() {
+        let whole = Reply {
+            kind: *inner,
+            ..r.clone()
+        };
+        let full = axum::body::to_bytes(
+            Box::pin(render(state, dialect, n, model, whole))
+                .await
+                .into_body(),
+            usize::MAX,
+        )
+        .await
+        .expect("a scripted body");
+        let half = full.slice(..full.len() / 2);
+        let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+            Ok(half),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "cut off",
+            )),
+        ];
+        return Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+            .expect("valid scripted response");
+    }
     let (code, body): (u16, String) = match r.kind.clone() {
         Kind::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
         }
+        Kind::CutOff(_) => unreachable!("handled above"),
         Kind::Malformed => (200, r#"{"id": "broken", "choices": [ {"#.to_string()),
         Kind::Raw { code, body } => (code, body),
         Kind::Status { code, body } => (code, body.to_string()),
