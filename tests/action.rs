@@ -88,6 +88,7 @@ impl Runner {
             .env("RUNNER_TEMP", p("temp"))
             .env("GITHUB_OUTPUT", p("output"))
             .env("GITHUB_STEP_SUMMARY", p("summary"))
+            .env("EQUITR_GITHUB_WRITE_INTERVAL_MS", "0")
             .envs(&self.vars)
             .arg("action")
             .output()
@@ -609,11 +610,10 @@ async fn a_stale_ledger_write_is_refused_and_the_cap_rechecked() {
 
     let gh = FakeGitHub::start().await;
     let token = setup_repo(&gh);
-    let client = Arc::new(GitHub::with_token(
-        reqwest::Client::new(),
-        &gh.api_url(),
-        &token,
-    ));
+    let client = Arc::new(
+        GitHub::with_token(reqwest::Client::new(), &gh.api_url(), &token)
+            .with_write_interval(std::time::Duration::ZERO),
+    );
     let usd = |cents: u64| Usd::from_picos(cents * 10_000_000_000);
     let ledger = |run: &str| {
         GitLedger::new(

@@ -37,12 +37,10 @@ async fn env(gh: &FakeGitHub, llm: &ScriptedLlm, work: &std::path::Path) -> JobE
     let http = reqwest::Client::new();
     let auth = AppAuth::new(gh.app_id(), gh.private_key_pem().as_bytes()).unwrap();
     JobEnv {
-        gh: Arc::new(GitHub::new(
-            http.clone(),
-            &gh.api_url(),
-            auth,
-            Arc::new(SystemClock),
-        )),
+        gh: Arc::new(
+            GitHub::new(http.clone(), &gh.api_url(), auth, Arc::new(SystemClock))
+                .with_write_interval(std::time::Duration::ZERO),
+        ),
         llm: cfg,
         app_slug: gh.app_slug(),
         bot_user_id: 9001,
@@ -824,6 +822,7 @@ async fn a_marked_comment_past_the_first_page_is_updated_not_duplicated() {
         gh: &env.gh,
         installation: InstallationId(7001),
         name: &name,
+        access: equitr_coder::github::api::Access::Triage,
     };
     let marker = equitr_coder::jobs::run::marker(77);
     repo.upsert_marked_comment(3, &marker, "first")
@@ -880,6 +879,7 @@ async fn concurrent_first_requests_share_one_token_and_one_jwt() {
                 gh: &client,
                 installation: InstallationId(7001),
                 name: &name,
+                access: equitr_coder::github::api::Access::Triage,
             };
             repo.info().await.map(|i| i.default_branch)
         })

@@ -30,12 +30,15 @@ fn at(ms: i64) -> String {
 
 fn github(gh: &FakeGitHub) -> Arc<GitHub> {
     let auth = AppAuth::new(gh.app_id(), gh.private_key_pem().as_bytes()).unwrap();
-    Arc::new(GitHub::new(
-        reqwest::Client::new(),
-        &gh.api_url(),
-        auth,
-        Arc::new(SystemClock),
-    ))
+    Arc::new(
+        GitHub::new(
+            reqwest::Client::new(),
+            &gh.api_url(),
+            auth,
+            Arc::new(SystemClock),
+        )
+        .with_write_interval(std::time::Duration::ZERO),
+    )
 }
 
 async fn fake() -> FakeGitHub {

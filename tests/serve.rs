@@ -131,6 +131,8 @@ async fn start_in(
         )
         .env("EQUITR_LISTEN", "127.0.0.1:0")
         .env("EQUITR_WORK_DIR", data.join("work"))
+        // Scenarios post many comments; the spacing has its own scenario.
+        .env("EQUITR_GITHUB_WRITE_INTERVAL_MS", "0")
         .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .arg("serve")
         .stderr(std::process::Stdio::piped())
@@ -2276,4 +2278,206 @@ async fn an_answer_cut_off_mid_body_is_retried_and_charged_at_its_reservation() 
         "{}",
         answer.body
     );
+}
+
+/// `/equitr ask …` on issue `number`, as a new comment.
+fn ask_comment(number: u64, comment_id: u64) -> Vec<u8> {
+    let mut c = fixture("issue_comment.created.3.json");
+    c["issue"]["number"] = json!(number);
+    c["comment"]["id"] = json!(comment_id);
+    c["comment"]["body"] = json!("/equitr ask where is the heading?");
+    serde_json::to_vec(&c).unwrap()
+}
+
+/// Issue 9, item 7: every installation token is asked for with the permissions its job
+/// needs — an `ask` reads the code and comments; it cannot push, and nothing can touch
+/// workflows. A token GitHub refuses is dropped and minted once more; a second refusal fails
+/// the job, with no loop and no stale token for the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_carry_only_what_the_job_needs_and_a_refused_one_is_minted_once_more() {
+    use equitr_coder::store::JobState;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    for n in 1..=3 {
+        gh.add_issue(REPO, n, "Question", "", "Codertocat");
+    }
+    let llm = ScriptedLlm::start().await;
+    for _ in 0..2 {
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool("finish", json!({"summary": "On line 1."})),
+        );
+    }
+    let svc = start(&gh, &llm).await;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    assert_eq!(
+        deliver(
+            &svc,
+            "issue_comment",
+            "tok-1",
+            &ask_comment(1, 9101),
+            SECRET
+        )
+        .await
+        .0,
+        202
+    );
+    wait_finished(&svc, 1).await;
+    assert_eq!(
+        store.job(1).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+    let tokens = gh.tokens();
+    assert!(!tokens.is_empty());
+    for (repos, perms) in &tokens {
+        assert!(!perms.contains_key("workflows"), "{perms:?}");
+        if repos.is_some() {
+            assert_eq!(
+                perms.get("contents").map(String::as_str),
+                Some("read"),
+                "{perms:?}"
+            );
+            assert!(!perms.contains_key("checks"), "{perms:?}");
+            assert_ne!(
+                perms.get("pull_requests").map(String::as_str),
+                Some("write"),
+                "{perms:?}"
+            );
+        }
+    }
+
+    // GitHub stops honouring every token issued so far (revoked): the next job's first
+    // refusal mints a fresh token, and the job goes on.
+    gh.expire_tokens();
+    assert_eq!(
+        deliver(
+            &svc,
+            "issue_comment",
+            "tok-2",
+            &ask_comment(2, 9102),
+            SECRET
+        )
+        .await
+        .0,
+        202
+    );
+    wait_finished(&svc, 2).await;
+    assert_eq!(
+        store.job(2).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+    assert!(gh
+        .comments(REPO, 2)
+        .iter()
+        .any(|c| c.body.contains("On line 1.")));
+
+    // Refused twice in a row: the job fails; no third token, no loop.
+    let before = gh.requests().len();
+    gh.expire_tokens();
+    gh.fail_next("GET", &format!("/repos/{REPO}"), 401, vec![]);
+    gh.fail_next("GET", &format!("/repos/{REPO}"), 401, vec![]);
+    assert_eq!(
+        deliver(
+            &svc,
+            "issue_comment",
+            "tok-3",
+            &ask_comment(3, 9103),
+            SECRET
+        )
+        .await
+        .0,
+        202
+    );
+    wait_finished(&svc, 3).await;
+    let job = store.job(3).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    let requests = gh.requests();
+    let mints = requests[before..]
+        .iter()
+        .filter(|r| r.path.ends_with("/access_tokens"))
+        .count();
+    let refused = requests[before..]
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert!(mints <= 3, "{mints} tokens minted");
+    assert!(refused <= 3, "{refused} refusals: a loop");
+}
+
+/// Issue 9, item 10: mutations of one installation are spaced (here 300 ms, set by
+/// `EQUITR_GITHUB_WRITE_INTERVAL_MS`), and a 422 GitHub answers for a secondary rate limit
+/// is waited out and retried, not a failed job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_spaced_and_a_secondary_limit_422_is_waited_out() {
+    use equitr_coder::store::JobState;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed."})),
+    );
+    gh.fail_next(
+        "POST",
+        &format!("/repos/{REPO}/pulls"),
+        422,
+        vec![("retry-after".into(), "1".into())],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let svc = start_in(
+        &gh,
+        &llm,
+        home.path(),
+        data.path(),
+        &[("EQUITR_GITHUB_WRITE_INTERVAL_MS", "300")],
+    )
+    .await;
+    assert_eq!(
+        deliver(&svc, "issues", "space-1", &labelled_issue(), SECRET)
+            .await
+            .0,
+        202
+    );
+    wait_finished(&svc, 1).await;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    assert_eq!(
+        store.job(1).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+    assert_eq!(gh.pulls(REPO).len(), 1);
+    let writes: Vec<_> = gh
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.path.starts_with("/repos/"))
+        .collect();
+    assert!(writes.len() >= 4, "{} writes", writes.len());
+    for pair in writes.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(290),
+            "{} {} then {} {} only {gap:?} apart",
+            pair[0].method,
+            pair[0].path,
+            pair[1].method,
+            pair[1].path
+        );
+    }
 }

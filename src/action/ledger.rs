@@ -113,6 +113,7 @@ impl GitLedger {
             gh: &self.gh,
             installation: InstallationId(0),
             name: &self.repo,
+            access: crate::github::api::Access::Triage,
         }
     }
 

@@ -176,6 +176,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         gh: &gh,
         installation,
         name: &repo_name,
+        access: crate::github::api::Access::Triage,
     };
     // Whose comments are this run's own (to edit them on a re-run, to find its plans): the
     // user of a personal access token, else the workflow token's `github-actions[bot]`.

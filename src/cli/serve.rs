@@ -36,7 +36,8 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
     };
     let gh = Arc::new(
         GitHub::new(http.clone(), &cfg.api_url, auth, Arc::new(SystemClock))
-            .with_link_hosts(&cfg.link_hosts),
+            .with_link_hosts(&cfg.link_hosts)
+            .with_write_interval(cfg.write_interval),
     );
     // The app's slug: how it is mentioned (`@slug`) and who commits.
     match gh

@@ -6,6 +6,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use super::client::Access;
 use super::client::{As, GitHub, GitHubError};
 use super::{InstallationId, RepoName};
 
@@ -17,6 +18,8 @@ pub struct Repo<'a> {
     pub gh: &'a GitHub,
     pub installation: InstallationId,
     pub name: &'a RepoName,
+    /// What its installation token may do (ignored by a client with one token).
+    pub access: Access,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,7 +163,7 @@ impl ReviewEvent {
 
 impl Repo<'_> {
     fn who(&self) -> As<'_> {
-        As::Installation(self.installation, self.name)
+        As::Installation(self.installation, self.name, self.access)
     }
 
     fn path(&self, rest: &str) -> String {

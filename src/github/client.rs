@@ -151,7 +151,40 @@ impl Clock for SystemClock {
 }
 
 /// A cached token's key: the installation and the repository it is scoped to ("" for all).
-type TokenKey = (u64, String);
+/// An installation, a repository (empty: all of them) and what the token may do.
+type TokenKey = (u64, String, Option<Access>);
+
+/// What a job's installation token may do: GitHub's fine-grained permissions, the fewest
+/// each kind of job needs. None of them carries `workflows`, so no token this product holds
+/// can change a repository's CI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read the code and configuration, comment and react: intake, `ask`, `help`, `cost`,
+    /// denials and failure reports.
+    Triage,
+    /// Read the code; review pull requests, post check runs, comment.
+    Review,
+    /// Push branches and open or update pull requests: implement, approve, revise, refactor.
+    Write,
+}
+
+impl Access {
+    /// The `permissions` of `POST /app/installations/{id}/access_tokens`.
+    pub fn permissions(self) -> Value {
+        match self {
+            Access::Triage => serde_json::json!({
+                "contents": "read", "issues": "write", "pull_requests": "read", "metadata": "read",
+            }),
+            Access::Review => serde_json::json!({
+                "contents": "read", "issues": "write", "pull_requests": "write", "checks": "write",
+                "metadata": "read",
+            }),
+            Access::Write => serde_json::json!({
+                "contents": "write", "issues": "write", "pull_requests": "write", "metadata": "read",
+            }),
+        }
+    }
+}
 
 /// One async lock per key, made on first use.
 struct KeyedLocks<K>(Mutex<HashMap<K, Arc<Mutex<()>>>>);
@@ -183,7 +216,14 @@ pub struct GitHub {
     bot_login: std::sync::OnceLock<String>,
     /// Where links and images in what it posts may point (see [`super::outbound`]).
     links: super::outbound::LinkPolicy,
+    /// The least time between two mutations of one installation.
+    write_interval: Duration,
+    /// When each installation's last mutation was answered.
+    last_write: Mutex<HashMap<u64, tokio::time::Instant>>,
 }
+
+/// GitHub: "wait at least one second between each request" that creates content.
+pub const DEFAULT_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the client authenticates: as a GitHub App (JWT, then installation tokens), or with
 /// one token given to it (the Action's `GITHUB_TOKEN` or a personal access token).
@@ -196,7 +236,7 @@ enum Auth {
 #[derive(Clone, Copy)]
 pub enum As<'a> {
     App,
-    Installation(InstallationId, &'a RepoName),
+    Installation(InstallationId, &'a RepoName, Access),
     /// An installation token for all of the installation's repositories, with `metadata:
     /// read` only: for listing them (the scheduler); jobs use tokens scoped to their
     /// repository.
@@ -220,6 +260,8 @@ impl GitHub {
             mutation_locks: KeyedLocks::new(),
             bot_login: std::sync::OnceLock::new(),
             links: super::outbound::LinkPolicy::for_api(api_url, &[]),
+            write_interval: DEFAULT_WRITE_INTERVAL,
+            last_write: Mutex::new(HashMap::new()),
         }
     }
 
@@ -237,12 +279,20 @@ impl GitHub {
             mutation_locks: KeyedLocks::new(),
             bot_login: std::sync::OnceLock::new(),
             links: super::outbound::LinkPolicy::for_api(api_url, &[]),
+            write_interval: DEFAULT_WRITE_INTERVAL,
+            last_write: Mutex::new(HashMap::new()),
         }
     }
 
     /// Allows links and images to `hosts` (beside the GitHub host) in what it posts.
     pub fn with_link_hosts(mut self, hosts: &[String]) -> GitHub {
         self.links = super::outbound::LinkPolicy::for_api(&self.api_url, hosts);
+        self
+    }
+
+    /// Spaces the mutations of one installation at least `interval` apart.
+    pub fn with_write_interval(mut self, interval: Duration) -> GitHub {
+        self.write_interval = interval;
         self
     }
 
@@ -275,23 +325,38 @@ impl GitHub {
         &self,
         installation: InstallationId,
         repo: &RepoName,
+        access: Access,
     ) -> Result<String, GitHubError> {
-        self.token_for(installation, Some(repo)).await
+        self.token_for(installation, Some((repo, access))).await
     }
 
-    /// A token for `repo` only, or (`None`) for every repository of the installation.
+    fn token_key(installation: InstallationId, repo: Option<(&RepoName, Access)>) -> TokenKey {
+        match repo {
+            Some((r, a)) => (installation.0, r.to_string(), Some(a)),
+            None => (installation.0, String::new(), None),
+        }
+    }
+
+    /// Forgets a token GitHub refused (revoked, or the installation changed), so the next
+    /// request mints a new one; a token another request has already replaced stays.
+    async fn drop_token(&self, key: &TokenKey, refused: &str) {
+        let mut tokens = self.tokens.lock().await;
+        if tokens.get(key).is_some_and(|t| refused.ends_with(&t.token)) {
+            tokens.remove(key);
+        }
+    }
+
+    /// A token for `repo` only with `access`, or (`None`) for listing every repository of
+    /// the installation.
     async fn token_for(
         &self,
         installation: InstallationId,
-        repo: Option<&RepoName>,
+        repo: Option<(&RepoName, Access)>,
     ) -> Result<String, GitHubError> {
         if let Auth::Token(t) = &self.auth {
             return Ok(t.clone());
         }
-        let key = (
-            installation.0,
-            repo.map(|r| r.to_string()).unwrap_or_default(),
-        );
+        let key = Self::token_key(installation, repo);
         let fresh = |tokens: &HashMap<TokenKey, CachedToken>, now: u64| {
             tokens
                 .get(&key)
@@ -316,7 +381,9 @@ impl GitHub {
         }
         let path = format!("/app/installations/{}/access_tokens", installation.0);
         let body = match repo {
-            Some(repo) => serde_json::json!({ "repositories": [repo.name] }),
+            Some((repo, access)) => {
+                serde_json::json!({ "repositories": [repo.name], "permissions": access.permissions() })
+            }
             // Installation-wide tokens only list repositories: they get nothing else.
             None => serde_json::json!({ "permissions": { "metadata": "read" } }),
         };
@@ -342,8 +409,11 @@ impl GitHub {
                 Auth::Token(_) => return Err(GitHubError::NeedsApp),
             },
             // Boxed: minting a token is itself a request (made as the app).
-            As::Installation(id, repo) => {
-                format!("token {}", Box::pin(self.token_for(id, Some(repo))).await?)
+            As::Installation(id, repo, access) => {
+                format!(
+                    "token {}",
+                    Box::pin(self.token_for(id, Some((repo, access)))).await?
+                )
             }
             As::InstallationAll(id) => {
                 format!("token {}", Box::pin(self.token_for(id, None)).await?)
@@ -378,11 +448,40 @@ impl GitHub {
     ) -> Result<String, GitHubError> {
         let mutation = method != Method::GET && method != Method::HEAD;
         let _guard = match (mutation, who) {
-            (true, As::Installation(id, _) | As::InstallationAll(id)) => {
-                Some(self.mutation_locks.lock(id.0).await)
+            (true, As::Installation(id, _, _) | As::InstallationAll(id)) => {
+                let guard = self.mutation_locks.lock(id.0).await;
+                self.space_writes(id.0).await;
+                Some((guard, id.0))
             }
             _ => None,
         };
+        let result = self.send_unspaced(method, path, who, body, accept).await;
+        if let Some((_, id)) = &_guard {
+            self.last_write
+                .lock()
+                .await
+                .insert(*id, tokio::time::Instant::now());
+        }
+        result
+    }
+
+    /// Waits until the installation's last mutation is `write_interval` ago (GitHub asks for
+    /// a second between content-creating requests). Called holding its mutation lock.
+    async fn space_writes(&self, installation: u64) {
+        let last = self.last_write.lock().await.get(&installation).copied();
+        if let Some(last) = last {
+            tokio::time::sleep_until(last + self.write_interval).await;
+        }
+    }
+
+    async fn send_unspaced(
+        &self,
+        method: Method,
+        path: &str,
+        who: As<'_>,
+        body: Option<&Value>,
+        accept: Option<&str>,
+    ) -> Result<String, GitHubError> {
         // A POST that failed with a 5xx or mid-flight may have created its comment, review or
         // check run already: retrying it blindly duplicates them. POSTs are retried only where
         // GitHub answers a repeat with the same object (a token, a reaction), or when the
@@ -401,11 +500,13 @@ impl GitHub {
         let url = format!("{}{}", self.api_url, path);
         let mut attempt = 0;
         let mut waited = Duration::ZERO;
+        let mut reminted = false;
         loop {
+            let authorization = self.authorization(who).await?;
             let mut req = self
                 .http
                 .request(method.clone(), &url)
-                .header("Authorization", self.authorization(who).await?)
+                .header("Authorization", &authorization)
                 .header("Accept", accept.unwrap_or("application/vnd.github+json"))
                 .header("X-GitHub-Api-Version", "2022-11-28")
                 .header(
@@ -433,15 +534,49 @@ impl GitHub {
             };
             let status = resp.status();
             let wait = rate_limit_wait(&resp, self.clock.now());
+            let request_id = resp
+                .headers()
+                .get("x-github-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| {
+                    v.chars()
+                        .filter(|c| c.is_ascii_graphic())
+                        .take(64)
+                        .collect::<String>()
+                });
             let text = resp.text().await.unwrap_or_default();
             if status.is_success() {
                 return Ok(text);
             }
+            // A refused installation token (revoked, the installation changed) is minted once
+            // more; a second refusal is the answer.
+            let token_key = match who {
+                As::Installation(id, repo, access) => {
+                    Some(Self::token_key(id, Some((repo, access))))
+                }
+                As::InstallationAll(id) => Some(Self::token_key(id, None)),
+                As::App => None,
+            };
+            if let (StatusCode::UNAUTHORIZED, Some(key), Auth::App(_), false) =
+                (status, &token_key, &self.auth, reminted)
+            {
+                tracing::warn!(
+                    path,
+                    "GitHub refused the installation token; minting a new one"
+                );
+                self.drop_token(key, &authorization).await;
+                reminted = true;
+                continue;
+            }
             let retry_after = match status {
                 // GitHub's documented order: Retry-After, then the primary limit's reset, then
-                // (a secondary limit that names neither) at least a minute.
+                // (a secondary limit that names neither) at least a minute. GitHub also answers
+                // a secondary limit on content creation with 422.
                 StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
                     wait.or_else(|| secondary_limit(&text))
+                }
+                StatusCode::UNPROCESSABLE_ENTITY => {
+                    secondary_limit(&text).map(|w| wait.unwrap_or(w))
                 }
                 s if s.is_server_error() && retry_ambiguous => Some(backoff(attempt + 1)),
                 _ => None,
@@ -467,7 +602,10 @@ impl GitHub {
                         status: status.as_u16(),
                         method: method.to_string(),
                         path: path.to_string(),
-                        message: error_message(&text),
+                        message: match &request_id {
+                            Some(id) => format!("{} (request {id})", error_message(&text)),
+                            None => error_message(&text),
+                        },
                     })
                 }
             }
@@ -498,9 +636,9 @@ fn rate_limit_wait(resp: &reqwest::Response, now: u64) -> Option<Duration> {
 /// A 403/429 body that names a secondary rate limit but no header says how long: GitHub asks
 /// for at least a minute.
 fn secondary_limit(body: &str) -> Option<Duration> {
-    error_message(body)
-        .to_ascii_lowercase()
-        .contains("secondary rate limit")
+    let message = error_message(body).to_ascii_lowercase();
+    // "You have exceeded a secondary rate limit", and the older "abuse detection mechanism".
+    (message.contains("secondary rate limit") || message.contains("abuse"))
         .then_some(SECONDARY_LIMIT_WAIT)
 }
 
@@ -510,11 +648,26 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(0..=cap_ms))
 }
 
+/// GitHub's `message`, at most 200 characters of it. A body that is not a GitHub error (a
+/// proxy's page, an echo of the request) is never copied: it can carry what was sent.
 fn error_message(text: &str) -> String {
     let msg = serde_json::from_str::<Value>(text)
         .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| text.chars().take(200).collect());
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string));
+    let msg = match msg {
+        Some(m) => {
+            let mut short: String = m.chars().take(200).collect();
+            if short.len() < m.len() {
+                short.push('…');
+            }
+            short
+        }
+        None if text.trim().is_empty() => "an empty answer".to_string(),
+        None => format!(
+            "an answer that is not a GitHub error ({} bytes)",
+            text.len()
+        ),
+    };
     msg.replace(['\n', '\r'], " ")
 }
 
@@ -551,6 +704,27 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_access_asks_for_the_least_and_never_workflows() {
+        for a in [Access::Triage, Access::Review, Access::Write] {
+            let p = a.permissions();
+            assert!(
+                p.get("workflows").is_none() && p.get("administration").is_none(),
+                "{p}"
+            );
+            assert_eq!(p["metadata"], "read");
+        }
+        assert_eq!(Access::Triage.permissions()["contents"], "read");
+        assert_eq!(Access::Review.permissions()["contents"], "read");
+        assert_eq!(Access::Review.permissions()["checks"], "write");
+        assert_eq!(Access::Write.permissions()["contents"], "write");
+        assert!(Access::Write.permissions().get("checks").is_none());
+        assert_eq!(
+            error_message("<html>Authorization: token ghs_secret</html>"),
+            "an answer that is not a GitHub error (44 bytes)"
+        );
+    }
 
     #[test]
     fn rfc3339() {

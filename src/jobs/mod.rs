@@ -58,6 +58,19 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// What the job's installation token may do: the least each kind needs.
+    pub fn access(&self) -> crate::github::api::Access {
+        use crate::github::api::Access;
+        match self {
+            JobKind::Implement { .. }
+            | JobKind::Approve { .. }
+            | JobKind::Revise { .. }
+            | JobKind::Refactor { .. } => Access::Write,
+            JobKind::Review { .. } => Access::Review,
+            JobKind::Ask { .. } | JobKind::Cost { .. } | JobKind::Help { .. } => Access::Triage,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             JobKind::Implement { .. } => "implement",

@@ -209,6 +209,7 @@ async fn propose_plan(
         gh: &env.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: spec.kind.access(),
     };
     let mark = marker(spec.id);
     let info = repo.info().await?;
@@ -285,6 +286,7 @@ pub async fn approve(
         gh: &env.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: spec.kind.access(),
     };
     // The login the plans were posted as: the app's bot, or the user of the Action's token.
     let bot = env
@@ -384,6 +386,7 @@ async fn implement_with(
         gh: &env.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: spec.kind.access(),
     };
     let mark = marker(spec.id);
     let info = repo.info().await?;
@@ -620,6 +623,7 @@ pub async fn refactor(
         gh: &env.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: spec.kind.access(),
     };
     let info = repo.info().await?;
     let branch = refactor_branch(name);
@@ -746,7 +750,7 @@ async fn clone(
 ) -> anyhow::Result<(tempfile::TempDir, Checkout)> {
     let token = env
         .gh
-        .installation_token(spec.installation, &spec.repo)
+        .installation_token(spec.installation, &spec.repo, spec.kind.access())
         .await?;
     std::fs::create_dir_all(&env.work_root)
         .with_context(|| format!("creating {}", env.work_root.display()))?;
@@ -792,6 +796,7 @@ pub async fn review(
         gh: &env.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: spec.kind.access(),
     };
     let info = repo.info().await?;
     let pull = repo.pull(pr_number).await?;
@@ -921,6 +926,7 @@ pub async fn review_unpublished(
         gh: &env.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: spec.kind.access(),
     };
     let info = repo.info().await?;
     let pull = repo.pull(pr_number).await?;
@@ -1117,6 +1123,7 @@ pub async fn ask(
         gh: &env.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: spec.kind.access(),
     };
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
@@ -1160,6 +1167,7 @@ pub async fn revise(
         gh: &env.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: spec.kind.access(),
     };
     let pull = repo.pull(pr_number).await?;
     // Own = opened by this App's bot (or, for the Action, the identity the run acts as) on a

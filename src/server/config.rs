@@ -28,6 +28,9 @@ pub struct ServeConfig {
     /// Hosts besides GitHub that links and images in posted text may point at
     /// (`EQUITR_LINK_HOSTS`).
     pub link_hosts: Vec<String>,
+    /// The least time between two GitHub mutations of one installation
+    /// (`EQUITR_GITHUB_WRITE_INTERVAL_MS`, default 1000).
+    pub write_interval: Duration,
     /// The agent core's configuration.
     pub llm: Config,
     /// Discovered at start-up (`GET /app`): how the app is mentioned and commits.
@@ -218,6 +221,15 @@ impl ServeConfig {
                 .map_err(|m| err("EQUITR_LINK_HOSTS", m))?,
             None => Vec::new(),
         };
+        let write_interval = match get("EQUITR_GITHUB_WRITE_INTERVAL_MS") {
+            Some(v) => Duration::from_millis(v.parse::<u64>().map_err(|_| {
+                err(
+                    "EQUITR_GITHUB_WRITE_INTERVAL_MS",
+                    format!("`{v}` is not a number of milliseconds"),
+                )
+            })?),
+            None => crate::github::client::DEFAULT_WRITE_INTERVAL,
+        };
         for s in &webhook_secrets {
             crate::github::scrub::register_secret(s);
         }
@@ -238,6 +250,7 @@ impl ServeConfig {
             work_root,
             installation_monthly_usd,
             link_hosts,
+            write_interval,
             llm,
             app_slug: String::new(),
             bot_user_id: get("GITHUB_APP_BOT_USER_ID")

@@ -177,6 +177,7 @@ impl Scheduler {
             gh: &self.gh,
             installation: inst,
             name,
+            access: crate::github::api::Access::Triage,
         };
         let text = repo.file(RepoConfig::PATH, branch).await?;
         let schedules = match RepoConfig::parse(text.as_deref().unwrap_or("")) {

@@ -274,6 +274,7 @@ async fn report_on_thread(
         gh: &app.gh,
         installation: inst,
         name: &repo,
+        access: crate::github::api::Access::Triage,
     };
     if let Err(err) = r
         .upsert_marked_comment(number, &run::marker(job_id), &text)
@@ -305,6 +306,7 @@ async fn job_thread(
         gh: &app.gh,
         installation: inst,
         name: &repo,
+        access: crate::github::api::Access::Triage,
     };
     let pull = r.open_pull_for(&run::refactor_branch(&name)).await.ok()??;
     Some((repo, inst, pull.number))
@@ -357,6 +359,7 @@ pub async fn acknowledge(app: &App, ev: &Event) {
             gh: &app.gh,
             installation,
             name: &name,
+            access: crate::github::api::Access::Triage,
         };
         let cfg = match config_text(app, &r, "").await {
             Ok(text) => RepoConfig::parse(text.as_deref().unwrap_or("")).ok(),
@@ -377,6 +380,7 @@ pub async fn acknowledge(app: &App, ev: &Event) {
                 gh: &app.gh,
                 installation: *installation,
                 name: repo,
+                access: crate::github::api::Access::Triage,
             };
             r.react_to_comment(*comment_id, "eyes").await
         }
@@ -390,6 +394,7 @@ pub async fn acknowledge(app: &App, ev: &Event) {
                 gh: &app.gh,
                 installation: *installation,
                 name: repo,
+                access: crate::github::api::Access::Triage,
             };
             r.react_to_issue(*number, "eyes").await
         }
@@ -438,6 +443,7 @@ async fn run_job(
         gh: &app.gh,
         installation,
         name: &repo_name,
+        access: crate::github::api::Access::Triage,
     };
     let info = repo.info().await?;
     let text = config_text(app, &repo, &info.default_branch).await?;
@@ -537,6 +543,7 @@ async fn run_scheduled(app: &App, job: &ClaimedJob, kind: JobKind) -> anyhow::Re
         gh: &app.gh,
         installation,
         name: &repo_name,
+        access: crate::github::api::Access::Triage,
     };
     let info = repo.info().await?;
     let text = config_text(app, &repo, &info.default_branch).await?;
@@ -588,6 +595,7 @@ async fn run_kind(
         gh: &app.gh,
         installation: spec.installation,
         name: &spec.repo,
+        access: crate::github::api::Access::Triage,
     };
     let month = crate::store::month_of(app.store.now());
     match &spec.kind {

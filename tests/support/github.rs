@@ -57,6 +57,8 @@ pub struct RecordedRequest {
     pub body: Value,
     /// The status the fake answered.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {

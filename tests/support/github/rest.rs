@@ -266,6 +266,7 @@ fn record(server: &Server, method: &str, uri: &Uri, headers: &HeaderMap, body: V
             .collect(),
         body,
         status: 0,
+        at: std::time::Instant::now(),
     };
     let mut inner = server.lock();
     inner.requests.push(rec);
@@ -325,7 +326,7 @@ fn injected_reply(inner: &mut Inner, f: Injected, installation: Option<u64>) -> 
         None
     };
     let message = match f.status {
-        403 | 429 if get("retry-after").is_some() => "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.".to_string(),
+        403 | 422 | 429 if get("retry-after").is_some() => "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.".to_string(),
         403 | 429 => format!(
             "API rate limit exceeded for installation ID {}. If you reach out to GitHub Support for help, please include the request ID.",
             installation.unwrap_or_default()
