@@ -319,6 +319,7 @@ async fn racing_processes_fire_a_due_slot_exactly_once() {
             installation_id: 7,
             payload: serde_json::json!({}),
             dedupe_key: None,
+            thread: None,
         };
         let next = |now: i64| Some(now + HOUR);
         let armed = stores[0].fire_schedule(&slot, next, job()).await.unwrap();

@@ -1462,6 +1462,7 @@ async fn a_schedule_missed_while_down_fires_once_at_start_up_and_opens_a_pr() {
             installation_id: 1,
             payload: json!({}),
             dedupe_key: None,
+            thread: None,
         };
         let armed = store
             .fire_schedule(&slot, |now| Some(now + 86_400_000), never)
@@ -2480,4 +2481,79 @@ async fn writes_are_spaced_and_a_secondary_limit_422_is_waited_out() {
             pair[1].path
         );
     }
+}
+
+/// Issue 9, item 9: two triggers on one issue (the label, then an `implement` comment) never
+/// run at once on its branch, though `serve` runs four jobs at a time: the second waits for
+/// the first, then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_triggers_on_one_issue_never_run_at_once() {
+    use equitr_coder::store::JobState;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let llm = ScriptedLlm::start().await;
+    for n in 0..2 {
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool(
+                "write_file",
+                json!({"path": "README.md", "content": format!("# Hello {n}\n")}),
+            )
+            .after(Duration::from_millis(800)),
+        );
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool("finish", json!({"summary": "Fixed."})),
+        );
+    }
+    let svc = start(&gh, &llm).await;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    assert_eq!(
+        deliver(&svc, "issues", "two-1", &labelled_issue(), SECRET)
+            .await
+            .0,
+        202
+    );
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr implement");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "two-2", &body, SECRET)
+            .await
+            .0,
+        202
+    );
+    let mut ran_alone = true;
+    let mut seen_second_running = false;
+    for _ in 0..600 {
+        let (a, b) = (store.job(1).await.unwrap(), store.job(2).await.unwrap());
+        let state = |j: &Option<equitr_coder::store::Job>| j.as_ref().map(|j| j.state);
+        if state(&a) == Some(JobState::Running) && state(&b) == Some(JobState::Running) {
+            ran_alone = false;
+        }
+        seen_second_running |= state(&b) == Some(JobState::Running);
+        let done = |s: Option<JobState>| matches!(s, Some(JobState::Succeeded | JobState::Failed));
+        if done(state(&a)) && done(state(&b)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ran_alone, "the two jobs of issue 1 ran at the same time");
+    assert!(seen_second_running, "the second job never ran");
+    for id in [1, 2] {
+        assert_eq!(
+            store.job(id).await.unwrap().unwrap().state,
+            JobState::Succeeded
+        );
+    }
+    assert_eq!(gh.pulls(REPO).len(), 1, "one branch, one pull request");
 }

@@ -40,6 +40,7 @@ fn job(kind: &str, repo: &str, installation: i64) -> NewJob {
         installation_id: installation,
         payload: json!({ "kind": kind, "repo": repo }),
         dedupe_key: None,
+        thread: None,
     }
 }
 
@@ -285,6 +286,67 @@ async fn claim_heartbeat_complete() {
         assert_eq!(count(&s, JobState::Succeeded).await, 1);
         assert_eq!(count(&s, JobState::Failed).await, 1);
         s.close().await;
+    });
+}
+
+/// Issue 9, item 9: jobs of one thread (an issue, a pull request, a schedule's branch) run
+/// one at a time, in order, across processes (two `Store`s); other threads' jobs go on. A
+/// running job whose lease expired does not hold its thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_of_one_thread_are_claimed_one_at_a_time_across_processes() {
+    each_db!(|db, clock| {
+        let a = db.store(&clock).await;
+        let b = db.store(&clock).await;
+        let on = |thread: &str| NewJob {
+            thread: Some(thread.into()),
+            ..job("event", "o/r", 1)
+        };
+        let ids = enqueue(
+            &a,
+            "t1",
+            vec![
+                on("o/r#7"),
+                on("o/r#7"),
+                on("o/r#8"),
+                job("event", "o/r", 1),
+            ],
+        )
+        .await;
+        let first = a.claim("proc-a", LEASE).await.unwrap().unwrap();
+        assert_eq!(first.id, ids[0]);
+        // The second job of #7 waits; the other process takes #8, then the thread-less job.
+        let second = b.claim("proc-b", LEASE).await.unwrap().unwrap();
+        assert_eq!(second.id, ids[2]);
+        let third = b.claim("proc-b", LEASE).await.unwrap().unwrap();
+        assert_eq!(third.id, ids[3]);
+        assert!(b.claim("proc-b", LEASE).await.unwrap().is_none());
+        // Two claimers racing for the waiting job: neither gets it while #7 runs.
+        let (x, y) = tokio::join!(a.claim("proc-a", LEASE), b.claim("proc-b", LEASE));
+        assert!(x.unwrap().is_none() && y.unwrap().is_none());
+        assert!(a.complete(first.id, "proc-a", json!({})).await.unwrap());
+        let (x, y) = tokio::join!(a.claim("proc-a", LEASE), b.claim("proc-b", LEASE));
+        let got: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+        assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[1]]);
+        assert!(a
+            .complete(ids[1], &got[0].lease_owner, json!({}))
+            .await
+            .unwrap());
+        assert!(b.complete(ids[3], "proc-b", json!({})).await.unwrap());
+        // A stalled owner's thread is free once its lease is gone.
+        let more = enqueue(&a, "t2", vec![on("o/r#8")]).await;
+        assert!(a.claim("proc-a", LEASE).await.unwrap().is_none());
+        clock.advance(LEASE + Duration::from_millis(1));
+        let next = a.claim("proc-a", LEASE).await.unwrap().unwrap();
+        // The older, expired job of #8 comes back first; #8's new job waits behind it.
+        assert_eq!(next.id, second.id);
+        assert_eq!(b.claim("proc-b", LEASE).await.unwrap().map(|j| j.id), None);
+        assert!(a.complete(next.id, "proc-a", json!({})).await.unwrap());
+        assert_eq!(
+            b.claim("proc-b", LEASE).await.unwrap().map(|j| j.id),
+            Some(more[0])
+        );
+        a.close().await;
+        b.close().await;
     });
 }
 

@@ -225,22 +225,37 @@ async fn webhook(
         outcome("ignored");
         return (StatusCode::OK, "ignored".to_string());
     };
-    let (repo, installation) = match &ev {
+    let (repo, installation, number) = match &ev {
         Event::IssueLabeled {
-            repo, installation, ..
+            repo,
+            installation,
+            number,
+            ..
         }
         | Event::Comment {
-            repo, installation, ..
+            repo,
+            installation,
+            number,
+            ..
         }
         | Event::ReviewComment {
-            repo, installation, ..
+            repo,
+            installation,
+            number,
+            ..
         }
         | Event::Review {
-            repo, installation, ..
+            repo,
+            installation,
+            number,
+            ..
         }
         | Event::PullRequest {
-            repo, installation, ..
-        } => (repo.clone(), *installation),
+            repo,
+            installation,
+            number,
+            ..
+        } => (repo.clone(), *installation, *number),
         Event::Ping => {
             outcome("ignored");
             return (StatusCode::OK, "pong".to_string());
@@ -252,6 +267,8 @@ async fn webhook(
         installation_id: installation.0 as i64,
         payload: json!({ "event": ev }),
         dedupe_key: None,
+        // Jobs of one issue or pull request run one at a time (see `Store::claim`).
+        thread: Some(format!("{repo}#{number}")),
     };
     match app
         .store

@@ -139,6 +139,10 @@ impl Scheduler {
             // One live run per schedule: a slot that comes while the last run is still going
             // is skipped, not stacked.
             dedupe_key: Some(format!("schedule:{repo_s}:{}", s.name)),
+            thread: Some(format!(
+                "{repo_s}@{}",
+                crate::config::repo::refactor_branch(&s.name)
+            )),
         };
         let slot = ScheduleSlot {
             repo: &repo_s,

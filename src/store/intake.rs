@@ -262,8 +262,8 @@ impl Store {
                 // one on live dedupe keys, and the id is generated.
                 let sql = insert_sql(
                     "INSERT INTO jobs (delivery_id, kind, repo, installation_id, payload, \
-                     dedupe_key, state, attempts, max_attempts, created_at, updated_at) VALUES ",
-                    "($n, $n, $n, $n, $n, $n, 'queued', 0, $1, $2, $2)",
+                     dedupe_key, thread, state, attempts, max_attempts, created_at, updated_at) VALUES ",
+                    "($n, $n, $n, $n, $n, $n, $n, 'queued', 0, $1, $2, $2)",
                     2,
                     chunk.len(),
                     " ON CONFLICT DO NOTHING RETURNING id, dedupe_key",
@@ -279,7 +279,8 @@ impl Store {
                         .bind(&job.repo)
                         .bind(job.installation_id)
                         .bind(&payloads[i][j])
-                        .bind(&job.dedupe_key);
+                        .bind(&job.dedupe_key)
+                        .bind(&job.thread);
                 }
                 let mut rows = q.fetch_all(&mut *tx).await?;
                 // Ids are generated in the order of the rows, whatever order RETURNING uses;

@@ -36,6 +36,9 @@ pub struct NewJob {
     /// At most one queued or running job per key: a second one is not inserted (reported in
     /// [`DeliveryOutcome::New::deduplicated`]). Finished jobs free their key.
     pub dedupe_key: Option<String>,
+    /// The issue or pull request (`owner/repo#12`) or branch it works on: jobs of one thread
+    /// run one at a time, in order, across processes.
+    pub thread: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,8 +251,14 @@ impl Store {
     ) -> Result<Option<ClaimedJob>, StoreError> {
         let now = self.now();
         let expires = now.saturating_add(millis(lease));
-        let runnable = "state = 'queued' OR (state = 'running' AND lease_expires_at <= $3 \
-                        AND attempts < max_attempts)";
+        // Not while another job of the same thread runs with a live lease: two triggers on
+        // one issue never work on one branch at once. (An expired lease's job is itself
+        // runnable and, being older, is claimed first.)
+        let runnable = "(state = 'queued' OR (state = 'running' AND lease_expires_at <= $3 \
+                        AND attempts < max_attempts)) \
+                        AND (thread IS NULL OR NOT EXISTS (SELECT 1 FROM jobs o \
+                        WHERE o.thread = jobs.thread AND o.state = 'running' \
+                        AND o.lease_expires_at > $3 AND o.id <> jobs.id))";
         with_pool!(self, |pool, dialect| {
             let sql = match dialect {
                 // Other claimers skip the row this one locked instead of waiting for it, so
@@ -270,6 +279,13 @@ impl Store {
                 ),
             };
             let mut tx = begin_write(pool, dialect).await?;
+            if let Dialect::Postgres = dialect {
+                // Claims take turns (held to the commit): a claimer must see the job another
+                // has just started on the same thread. SQLite's write lock does this already.
+                sqlx::query("SELECT pg_advisory_xact_lock(7291001)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let row: Option<JobRow> = sqlx::query_as(&sql)
                 .bind(worker_id)
                 .bind(expires)

@@ -142,8 +142,8 @@ impl Store {
             }
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO jobs (delivery_id, kind, repo, installation_id, payload, \
-                 dedupe_key, state, attempts, max_attempts, created_at, updated_at) \
-                 VALUES (NULL, $1, $2, $3, $4, $5, 'queued', 0, $6, $7, $7) \
+                 dedupe_key, thread, state, attempts, max_attempts, created_at, updated_at) \
+                 VALUES (NULL, $1, $2, $3, $4, $5, $8, 'queued', 0, $6, $7, $7) \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(&job.kind)
@@ -153,6 +153,7 @@ impl Store {
             .bind(&job.dedupe_key)
             .bind(self.max_attempts)
             .bind(now)
+            .bind(&job.thread)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(id) = id else {
