@@ -716,3 +716,46 @@ async fn a_personal_access_token_run_knows_its_own_comments() {
     assert_eq!(mine(&gh).len(), 1);
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+/// Issue 9, item 11: the Action decides on the event before any GitHub call. With GitHub out
+/// of reach, a comment that is no command (or a bot's) is skipped, exit 0, and an event it
+/// does not handle is one line, exit 2 — neither waits for, nor blames, GitHub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_decides_on_the_event_before_any_github_call() {
+    let gh = FakeGitHub::start().await;
+    let token = setup_repo(&gh);
+    let llm = ScriptedLlm::start().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let mut runner = Runner::new(&gh, &llm, &token);
+    runner.set("GITHUB_API_URL", &dead);
+    let chatter = fixture("issue_comment.created.3.json");
+    let mut by_bot = chatter.clone();
+    by_bot["comment"]["body"] = json!("/equitr implement");
+    by_bot["comment"]["user"]["login"] = json!("dependabot[bot]");
+    by_bot["comment"]["user"]["type"] = json!("Bot");
+    for payload in [&chatter, &by_bot] {
+        let run = runner.run("issue_comment", payload).await;
+        assert_eq!(
+            (run.code, run.outputs.get("conclusion").map(String::as_str)),
+            (0, Some("skipped")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.to_lowercase().contains("github"),
+            "{}",
+            run.stderr
+        );
+    }
+    let run = runner.run("push", &fixture("push.none.1.json")).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("GITHUB_EVENT_NAME `push`"),
+        "{}",
+        run.stderr
+    );
+    assert!(llm.requests().is_empty());
+}

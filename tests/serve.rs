@@ -17,6 +17,8 @@ const REPO: &str = "Codertocat/Hello-World";
 struct Service {
     _child: tokio::process::Child,
     addr: String,
+    /// Every line `serve` wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dirs: Vec<tempfile::TempDir>,
     /// Its `DATABASE_URL`.
     db: String,
@@ -139,8 +141,10 @@ async fn start_in(
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            log.lock().unwrap().push(line.clone());
             if let Some(rest) = line.split("listening on ").nth(1) {
                 return rest.split_whitespace().next().unwrap().to_string();
             }
@@ -151,9 +155,11 @@ async fn start_in(
     .await
     .expect("serve started");
     // Keep draining stderr so the service never blocks on a full pipe.
+    let keep = log.clone();
     tokio::spawn(async move {
         while let Ok(Some(l)) = lines.next_line().await {
-            eprintln!("serve: {l}")
+            eprintln!("serve: {l}");
+            keep.lock().unwrap().push(l);
         }
     });
     let db = extra
@@ -164,6 +170,7 @@ async fn start_in(
     Service {
         _child: child,
         addr,
+        log,
         _dirs: vec![],
         db,
     }
@@ -2556,4 +2563,88 @@ async fn two_triggers_on_one_issue_never_run_at_once() {
         );
     }
     assert_eq!(gh.pulls(REPO).len(), 1, "one branch, one pull request");
+}
+
+/// Issue 9, item 11: `serve` starts and takes deliveries while GitHub is out of reach.
+/// `/readyz` says what is missing (and never calls an unreachable host a refusal of the
+/// app's credentials); when GitHub answers, the queued job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_deliveries_while_github_is_unreachable_and_runs_them_when_it_answers() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "On line 1."})),
+    );
+    // GitHub's address, with nothing listening on it yet.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let api = format!("http://127.0.0.1:{port}");
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let svc = start_in(
+        &gh,
+        &llm,
+        home.path(),
+        data.path(),
+        &[("GITHUB_API_URL", &api)],
+    )
+    .await;
+    let ready = reqwest::get(format!("http://{}/readyz", svc.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(
+        why.contains(&format!("github: could not reach GitHub at {api}")),
+        "{why}"
+    );
+    assert_eq!(
+        deliver(
+            &svc,
+            "issue_comment",
+            "down-1",
+            &ask_comment(1, 9201),
+            SECRET
+        )
+        .await
+        .0,
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(gh.comments(REPO, 1).is_empty());
+
+    // GitHub comes back: a proxy on its address forwards to the fake.
+    let upstream = gh.api_url().trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    let answer = eventually("the answer once GitHub is back", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("On line 1."))
+    })
+    .await;
+    assert!(answer.body.contains("On line 1."));
+    let ready = reqwest::get(format!("http://{}/readyz", svc.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let log = svc.log.lock().unwrap().join("\n");
+    assert!(!log.contains("refused"), "{log}");
 }

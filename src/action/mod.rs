@@ -172,6 +172,21 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         Arc::new(GitHub::with_token(http.clone(), &api_url, &token).with_link_hosts(&link_hosts));
     // One token for everything: the installation is only a label here.
     let installation = InstallationId(0);
+    // The event decides first, before any GitHub call: a run that has nothing to do (a bot's
+    // comment, chatter without a command, an event we do not handle) ends here, whether or
+    // not GitHub can be reached.
+    let event = webhook::parse_action_event(&event_name, &payload, installation)
+        .map_err(|e| UsageError(format!("GITHUB_EVENT_PATH: {e}")))?;
+    let payload_json: serde_json::Value = serde_json::from_slice(&payload)
+        .map_err(|e| UsageError(format!("GITHUB_EVENT_PATH: {e}")))?;
+    let mode = inputs.get("mode").unwrap_or_else(|| "auto".into());
+    if !may_matter(&mode, &event_name, event.as_ref())? {
+        return Ok(Outcome {
+            conclusion: "skipped".into(),
+            summary: format!("Nothing to do for `{event_name}` in mode `{mode}`."),
+            ..Outcome::default()
+        });
+    }
     let repo = Repo {
         gh: &gh,
         installation,
@@ -186,11 +201,6 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         Err(e) => return Err(UsageError(format!("github_token: {e}"))),
     };
     gh.set_bot_login(&login);
-
-    let event = webhook::parse_action_event(&event_name, &payload, installation)
-        .map_err(|e| UsageError(format!("GITHUB_EVENT_PATH: {e}")))?;
-    let payload_json: serde_json::Value = serde_json::from_slice(&payload)
-        .map_err(|e| UsageError(format!("GITHUB_EVENT_PATH: {e}")))?;
 
     // The repository's config from its default branch, never from the checkout: a pull
     // request must not be able to change the rules it is reviewed by.
@@ -217,7 +227,6 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         cfg.triggers.command = t;
     }
 
-    let mode = inputs.get("mode").unwrap_or_else(|| "auto".into());
     let task = inputs.get("task");
     let sender = actor(&payload_json["sender"]);
     let requests = requests(
@@ -511,6 +520,39 @@ fn thread_number(kind: &JobKind) -> Option<u64> {
         }
         JobKind::Refactor { .. } => None,
     }
+}
+
+/// Whether the event can lead to any job, judged from the event alone (no repository
+/// config, no GitHub call): `false` only where no configuration could make it matter.
+fn may_matter(mode: &str, event_name: &str, event: Option<&Event>) -> Result<bool, UsageError> {
+    const THREAD_EVENTS: &[&str] = &[
+        "issues",
+        "issue_comment",
+        "pull_request",
+        "pull_request_review",
+        "pull_request_review_comment",
+    ];
+    if mode != "auto" || matches!(event_name, "schedule" | "workflow_dispatch") {
+        return Ok(true);
+    }
+    if !THREAD_EVENTS.contains(&event_name) {
+        return Err(UsageError(format!(
+            "GITHUB_EVENT_NAME `{event_name}` is not an event equitr-coder handles (issues, issue_comment, pull_request, pull_request_review, pull_request_review_comment, schedule, workflow_dispatch)"
+        )));
+    }
+    Ok(match event {
+        None => false,
+        // Commands start with a prefix (`/equitr`: `triggers.command` must begin with `/`)
+        // or a mention: a comment with neither, or
+        // one this product or a bot wrote, is never one.
+        Some(Event::Comment { body, author, .. })
+        | Some(Event::ReviewComment { body, author, .. }) => {
+            !author.is_bot
+                && !crate::github::api::is_own_output(body)
+                && (body.contains('/') || body.contains('@'))
+        }
+        Some(_) => true,
+    })
 }
 
 /// The jobs this run does: in `auto` mode what `serve` would do for the same event; in the

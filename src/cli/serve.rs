@@ -15,7 +15,7 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let mut cfg = match ServeConfig::from_env(llm, env) {
+    let cfg = match ServeConfig::from_env(llm, env) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -39,26 +39,28 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
             .with_link_hosts(&cfg.link_hosts)
             .with_write_interval(cfg.write_interval),
     );
-    // The app's slug: how it is mentioned (`@slug`) and who commits.
-    match gh
-        .send_json::<serde_json::Value>(reqwest::Method::GET, "/app", As::App, None)
-        .await
-    {
-        Ok(v) => {
-            cfg.app_slug = v
-                .get("slug")
-                .and_then(|s| s.as_str())
-                .unwrap_or("equitr-coder")
-                .to_string()
+    // The app's slug: how it is mentioned (`@slug`) and who commits. Credentials GitHub
+    // refuses stop start-up; GitHub out of reach does not: deliveries are taken and queued,
+    // and the lookup goes on in the background.
+    let (identity, _) = tokio::sync::watch::channel(None::<String>);
+    let mut github_problem = None;
+    match lookup_app(&gh).await {
+        Ok(slug) => {
+            gh.set_bot_login(&format!("{slug}[bot]"));
+            identity.send_replace(Some(slug));
         }
-        Err(e) => {
+        Err(e) if refused(&e) => {
             return fail(
                 EXIT_USAGE,
                 format!("GITHUB_APP_ID / GITHUB_PRIVATE_KEY: GitHub refused the app's credentials at {}: {e}", cfg.api_url),
             )
         }
+        Err(e) => {
+            let problem = format!("could not reach GitHub at {}: {e}", cfg.api_url);
+            tracing::warn!(%problem, "taking deliveries; looking the app up again in the background");
+            github_problem = Some(problem);
+        }
     }
-    gh.set_bot_login(&format!("{}[bot]", cfg.app_slug));
     let listener = match tokio::net::TcpListener::bind(&cfg.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -72,12 +74,14 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| cfg.listen.clone());
-    tracing::info!(%addr, app = %cfg.app_slug, database = %crate::store::redact_url(&cfg.database_url), "serving");
+    let slug = identity
+        .borrow()
+        .clone()
+        .unwrap_or_else(|| "(not known yet: GitHub unreachable)".into());
+    tracing::info!(%addr, app = %slug, database = %crate::store::redact_url(&cfg.database_url), "serving");
     // Tests and wrappers read the bound address from this line.
-    eprintln!(
-        "equitr-coder serve: listening on {addr} as {}",
-        cfg.app_slug
-    );
+    eprintln!("equitr-coder serve: listening on {addr} as {slug}");
+    let pending = github_problem.is_some();
     let app = Arc::new(App {
         cfg,
         store,
@@ -85,7 +89,12 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         metrics: Arc::new(Metrics::default()),
         http,
         repo_configs: Default::default(),
+        identity,
+        github_problem: std::sync::Mutex::new(github_problem),
     });
+    if pending {
+        tokio::spawn(look_up_until_found(app.clone()));
+    }
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -101,5 +110,53 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
     match server::serve(app, listener, shutdown).await {
         Ok(()) => EXIT_OK,
         Err(e) => fail(EXIT_FAILED, format!("{e:#}")),
+    }
+}
+
+/// `GET /app`: the app's slug.
+async fn lookup_app(gh: &GitHub) -> Result<String, crate::github::client::GitHubError> {
+    let v = gh
+        .send_json::<serde_json::Value>(reqwest::Method::GET, "/app", As::App, None)
+        .await?;
+    Ok(v.get("slug")
+        .and_then(|s| s.as_str())
+        .unwrap_or("equitr-coder")
+        .to_string())
+}
+
+/// GitHub answered and said no (a wrong app id or key), as opposed to not answering
+/// (unreachable, 5xx, rate limited), which waiting can fix.
+fn refused(e: &crate::github::client::GitHubError) -> bool {
+    matches!(e.status(), Some(s) if (400..500).contains(&s) && s != 429)
+        || matches!(e, crate::github::client::GitHubError::Key(_))
+}
+
+/// Looks the app up until GitHub answers, backing off to a minute between tries.
+async fn look_up_until_found(app: Arc<App>) {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        match lookup_app(&app.gh).await {
+            Ok(slug) => {
+                tracing::info!(app = %slug, "GitHub answered: jobs start");
+                app.gh.set_bot_login(&format!("{slug}[bot]"));
+                *app.github_problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                app.identity.send_replace(Some(slug));
+                return;
+            }
+            Err(e) => {
+                let problem = if refused(&e) {
+                    format!(
+                        "GitHub refused the app's credentials at {}: {e}",
+                        app.cfg.api_url
+                    )
+                } else {
+                    format!("could not reach GitHub at {}: {e}", app.cfg.api_url)
+                };
+                tracing::warn!(%problem, "the app lookup failed; trying again");
+                *app.github_problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem);
+            }
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(60));
     }
 }

@@ -33,8 +33,6 @@ pub struct ServeConfig {
     pub write_interval: Duration,
     /// The agent core's configuration.
     pub llm: Config,
-    /// Discovered at start-up (`GET /app`): how the app is mentioned and commits.
-    pub app_slug: String,
     pub bot_user_id: u64,
 }
 
@@ -252,7 +250,6 @@ impl ServeConfig {
             link_hosts,
             write_interval,
             llm,
-            app_slug: String::new(),
             bot_user_id: get("GITHUB_APP_BOT_USER_ID")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),

@@ -129,6 +129,32 @@ pub struct App {
     /// Each repository's `.github/equitr.yml` text (or its absence) and when it was read.
     pub repo_configs:
         Mutex<std::collections::HashMap<String, (std::time::Instant, Option<String>)>>,
+    /// The app's slug once `GET /app` has answered: how it is mentioned and who commits.
+    /// Until then deliveries are taken and queued, and no job is claimed.
+    pub identity: tokio::sync::watch::Sender<Option<String>>,
+    /// What keeps the service from being ready besides the database (`/readyz`).
+    pub github_problem: std::sync::Mutex<Option<String>>,
+}
+
+impl App {
+    /// The app's slug; empty until it is known (workers wait for it, see [`App::identity`]).
+    pub fn slug(&self) -> String {
+        self.identity.borrow().clone().unwrap_or_default()
+    }
+
+    /// Waits until the app's identity is known; `false` if `stop` came first.
+    pub async fn identity_known(&self, stop: &tokio_util::sync::CancellationToken) -> bool {
+        let mut rx = self.identity.subscribe();
+        loop {
+            if rx.borrow_and_update().is_some() {
+                return true;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                changed = rx.changed() => if changed.is_err() { return false },
+            }
+        }
+    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -145,10 +171,28 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// 200 `ready`, or 503 with one line per missing part: deliveries are taken whenever the
+/// database is, but jobs wait for GitHub.
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    match app.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready".to_string()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")),
+    let mut missing = Vec::new();
+    if let Err(e) = app.store.ping().await {
+        missing.push(format!("database: {e}"));
+    }
+    if app.identity.borrow().is_none() {
+        let problem = app
+            .github_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the app has not been looked up yet".into());
+        missing.push(format!(
+            "github: {problem}; deliveries are queued and run once GitHub answers"
+        ));
+    }
+    if missing.is_empty() {
+        (StatusCode::OK, "ready".to_string())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, missing.join("\n"))
     }
 }
 

@@ -44,6 +44,11 @@ pub(super) fn hostname() -> String {
 }
 
 async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, worker_id: String) {
+    // Who the app is decides which comments are its commands and who commits: no job runs
+    // before GitHub has told us.
+    if !app.identity_known(&stop).await {
+        return;
+    }
     while !stop.is_cancelled() {
         report_exhausted(&app).await;
         let claimed = match app.store.claim(&worker_id, app.cfg.lease).await {
@@ -365,7 +370,7 @@ pub async fn acknowledge(app: &App, ev: &Event) {
             Ok(text) => RepoConfig::parse(text.as_deref().unwrap_or("")).ok(),
             Err(_) => None,
         };
-        if cfg.is_some_and(|cfg| jobs::triage(ev, &cfg, &app.cfg.app_slug).is_empty()) {
+        if cfg.is_some_and(|cfg| jobs::triage(ev, &cfg, &app.slug()).is_empty()) {
             return;
         }
     }
@@ -450,7 +455,7 @@ async fn run_job(
     let Some(cfg) = run::repo_config(&repo, text.as_deref(), number, job.id).await? else {
         return Ok("invalid repository configuration".into());
     };
-    let slug = app.cfg.app_slug.clone();
+    let slug = app.slug();
     // A command written twice in one comment runs once, and a comment runs at most
     // `MAX_COMMANDS` commands: each costs a permission lookup before anything else.
     let mut requests = jobs::triage(&ev, &cfg, &slug);
@@ -772,7 +777,7 @@ fn env(app: &App, job: &ClaimedJob) -> JobEnv {
         fence: Some(fence),
         gh: app.gh.clone(),
         llm: app.cfg.llm.clone(),
-        app_slug: app.cfg.app_slug.clone(),
+        app_slug: app.slug(),
         bot_user_id: app.cfg.bot_user_id,
         work_root: app.cfg.work_root.clone(),
         http: app.http.clone(),
