@@ -1369,10 +1369,26 @@ async fn review_posts_inline_comments_and_a_check_run_and_a_failure_is_reported(
             .find(|c| c.body.contains("❌ This job failed"))
     })
     .await;
+    // Issue 9, item 12: the thread gets one plain sentence; the details (the status, the
+    // request) are the operator's, in the log and the job's row.
     assert!(
-        failure.body.contains("GitHub answered 422 to POST"),
+        failure.body.contains("an internal error stopped job")
+            && failure.body.contains("the operator's log has the details"),
         "{}",
         failure.body
+    );
+    assert!(
+        !failure.body.contains("GitHub answered 422"),
+        "{}",
+        failure.body
+    );
+    assert!(
+        svc.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("GitHub answered 422 to POST")),
+        "the log has the details"
     );
     // The same calls as the first review's: the money was spent even though nothing posted.
     assert!(
@@ -1558,10 +1574,26 @@ async fn a_schedule_missed_while_down_fires_once_at_start_up_and_opens_a_pr() {
             .find(|c| c.body.contains("❌ This job failed"))
     })
     .await;
+    // Issue 9, item 12: the thread gets one plain sentence; the details (the status, the
+    // request) are the operator's, in the log and the job's row.
     assert!(
-        failure.body.contains("GitHub answered 422 to PATCH"),
+        failure.body.contains("an internal error stopped job")
+            && failure.body.contains("the operator's log has the details"),
         "{}",
         failure.body
+    );
+    assert!(
+        !failure.body.contains("GitHub answered 422"),
+        "{}",
+        failure.body
+    );
+    assert!(
+        svc.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("GitHub answered 422 to PATCH")),
+        "the log has the details"
     );
     assert!(
         failure.body.contains(
@@ -1758,11 +1790,12 @@ async fn the_processs_secrets_never_leave_in_any_encoding() {
     ];
     let said = format!("Fixed the heading. Debug: {}", leaks.join(" "));
     let llm = ScriptedLlm::start().await;
+    // The model also writes the secrets into the file it commits.
     llm.push(
         "gpt-4o-mini",
         Reply::tool(
             "write_file",
-            json!({"path": "README.md", "content": "# Hello World\n"}),
+            json!({"path": "README.md", "content": format!("# Hello World\n\nkey={api_key} {}\n", leaks.join(" "))}),
         ),
     );
     llm.push(
@@ -1792,7 +1825,13 @@ async fn the_processs_secrets_never_leave_in_any_encoding() {
         .map(|c| c.body.clone())
         .collect();
     let log = gh.git(REPO, &["log", "--format=%B", "equitr/issue-1"]);
+    let committed = gh.git(REPO, &["show", "equitr/issue-1:README.md"]);
+    assert!(
+        committed.starts_with("# Hello World\n\nkey=[redacted]"),
+        "{committed}"
+    );
     for (what, text) in [
+        ("committed file", committed),
         ("PR title and body", format!("{}\n{}", pr.title, pr.body)),
         ("thread", comments),
         ("commit message", log),

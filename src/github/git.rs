@@ -159,8 +159,38 @@ impl Checkout {
     }
 
     /// Commit everything (honouring .gitignore); `false` when there was nothing to commit.
+    /// A file being committed that holds a secret this process has (an API key, a token,
+    /// in any of its encodings) has it replaced by `[redacted]` first: nothing the agents
+    /// write can carry one out.
     pub async fn commit_all(&self, message: &str, author: &Author) -> Result<bool, GitError> {
         self.run("add", &["add", "-A"]).await?;
+        let staged = self
+            .run(
+                "diff",
+                &["diff", "--cached", "--name-only", "-z", "--diff-filter=AM"],
+            )
+            .await?;
+        let mut redacted = Vec::new();
+        for path in staged.split('\0').filter(|p| !p.is_empty()) {
+            let file = self.dir.join(path);
+            // Past 8 MiB a file is not the agents' prose; text only (binary is left).
+            let small = std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.len() <= 8 << 20);
+            let Some(text) = small.then(|| std::fs::read_to_string(&file).ok()).flatten() else {
+                continue;
+            };
+            let clean = super::scrub::scrub_values(&text);
+            if clean != text {
+                std::fs::write(&file, clean).map_err(|e| GitError {
+                    action: "redact".into(),
+                    message: format!("{path}: {e}"),
+                })?;
+                redacted.push(path.to_string());
+            }
+        }
+        if !redacted.is_empty() {
+            tracing::warn!(files = ?redacted, "secrets redacted from files before committing");
+            self.run("add", &["add", "-A"]).await?;
+        }
         let status = self.run("status", &["status", "--porcelain"]).await?;
         if status.trim().is_empty() {
             return Ok(false);

@@ -80,7 +80,7 @@ pub fn register_secret(secret: &str) {
 /// Replace every registered secret form in `text`; then every run of URL-ish characters
 /// whose percent-decoding holds a secret (any mix of encoded and plain characters), and
 /// every run whose lowercase holds a secret's hex (any mix of cases).
-fn scrub_values(text: &str) -> String {
+pub fn scrub_values(text: &str) -> String {
     let r = registry().read().unwrap_or_else(|p| p.into_inner());
     if r.is_empty() {
         return text.to_string();

@@ -127,10 +127,7 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
                     span.in_scope(|| tracing::error!(panic = %what, "the job panicked"));
-                    Err(anyhow::anyhow!(
-                        "an internal error stopped job {}; the operator's log has the details",
-                        job.id
-                    ))
+                    Err(anyhow::anyhow!("the job panicked: {what}"))
                 }),
             _ = abort.cancelled() => {
                 beat.abort();
@@ -189,7 +186,7 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
                 match app.store.fail(job.id, &worker_id, &format!("{e:#}")).await {
                     Ok(true) => {
                         if !e.is::<Reported>() {
-                            report_failure(&app, &job, &e).await;
+                            report_failure(&app, &job).await;
                         }
                         "failed"
                     }
@@ -221,11 +218,12 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
 #[error("{0}")]
 struct Reported(String);
 
-/// An error the job could not report itself (GitHub or git failed under it): say on the
-/// thread what happened and what it cost, in the job's own marked comment.
-async fn report_failure(app: &App, job: &ClaimedJob, e: &anyhow::Error) {
-    // The error chain names the operation that failed; outbound text is scrubbed of tokens.
-    let why = format!("{e:#}");
+/// An error the job could not report itself (GitHub or git failed under it): the details
+/// (paths, statuses, git's stderr, the chain of causes) are for the operator and are in the
+/// log and the job's row; the thread gets one plain sentence, what was spent and what
+/// happens next.
+async fn report_failure(app: &App, job: &ClaimedJob) {
+    let why = failure_sentence(job.id);
     report_on_thread(
         app,
         job.id,
@@ -235,6 +233,11 @@ async fn report_failure(app: &App, job: &ClaimedJob, e: &anyhow::Error) {
         &why,
     )
     .await;
+}
+
+/// What a thread is told of an internal failure.
+fn failure_sentence(job_id: i64) -> String {
+    format!("an internal error stopped job {job_id}; the operator's log has the details")
 }
 
 /// Jobs whose leases expired too often are failed by the store; say so on their thread.
