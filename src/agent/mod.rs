@@ -157,6 +157,9 @@ pub struct OrchestratorBuilder {
     retry: RetryPolicy,
     prices: PriceTable,
     allow_unsandboxed: bool,
+    /// Why the job's context is untrusted (text from someone without write access), and
+    /// whether the repository still lets commands run then.
+    untrusted: Option<(String, bool)>,
     clients: Vec<(AgentRole, Arc<dyn Provider>)>,
     toolchain: Toolchain,
 }
@@ -234,6 +237,14 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// Untrusted-context mode (`why`: whose text it is): `run_command` is not offered unless
+    /// `allow_commands`, and the supervisor reviews the final diff whatever the task's class,
+    /// even in single-agent mode.
+    pub fn untrusted(mut self, why: Option<String>, allow_commands: bool) -> Self {
+        self.untrusted = why.map(|w| (w, allow_commands));
+        self
+    }
+
     pub async fn build(self) -> anyhow::Result<Orchestrator> {
         let cfg = self.config;
         let multi = cfg.orchestrator.use_multi_agent;
@@ -307,7 +318,11 @@ impl OrchestratorBuilder {
             ..ToolboxOptions::default()
         };
         let repo = self.repo;
-        let toolbox = Toolbox::new(&repo, opts(Access::ReadWrite))
+        let access = match &self.untrusted {
+            Some((_, false)) => Access::ReadWriteNoCommands,
+            _ => Access::ReadWrite,
+        };
+        let toolbox = Toolbox::new(&repo, opts(access))
             .with_context(|| format!("opening the repository at {}", repo.display()))?;
         let readonly = Toolbox::new(&repo, opts(Access::ReadOnly))?;
         let watcher = TreeWatcher::new(toolbox.root()).await?;
@@ -332,6 +347,7 @@ impl OrchestratorBuilder {
             sink: self.sink,
             session_costs: Mutex::new(session_costs),
             approved_plan: None,
+            untrusted: self.untrusted.map(|(why, _)| why),
         })
     }
 }
@@ -353,6 +369,8 @@ pub struct Orchestrator {
     /// A plan a maintainer approved ([`Orchestrator::run_with_plan`]): the next run follows
     /// it instead of asking the supervisor for one.
     approved_plan: Option<String>,
+    /// Untrusted-context mode, and why (see [`OrchestratorBuilder::untrusted`]).
+    untrusted: Option<String>,
 }
 
 impl Orchestrator {
@@ -371,6 +389,7 @@ impl Orchestrator {
             retry: RetryPolicy::default(),
             prices: PriceTable::builtin(),
             allow_unsandboxed: false,
+            untrusted: None,
             clients: Vec::new(),
             toolchain: Toolchain::default(),
         }
@@ -519,9 +538,13 @@ impl Orchestrator {
             plan.as_deref(),
         )));
         let mut rejections = 0u32;
+        if let Some(why) = &self.untrusted {
+            let message = format!("untrusted-context mode: {why}");
+            self.emit(run, JobEvent::Note { message });
+        }
         loop {
             *content = self.work(run).await?;
-            if !self.multi {
+            if !self.multi && self.untrusted.is_none() {
                 return Ok(());
             }
             let Some((why, diff, files)) = self.review_due(baseline, escalated).await? else {
@@ -866,6 +889,12 @@ impl Orchestrator {
                 toolbox.call(&call.name, &call.arguments).instrument(span),
             )
             .await?
+        } else if call.name == "run_command"
+            && self.untrusted.is_some()
+            && role == AgentRole::Worker
+        {
+            // The toolbox says why: untrusted-context mode.
+            toolbox.call(&call.name, &call.arguments).await
         } else {
             crate::tools::ToolOutcome {
                 content: format!(
@@ -1032,6 +1061,8 @@ impl Orchestrator {
             .collect();
         let why = if !sensitive.is_empty() {
             format!("it touches sensitive paths: {}", sensitive.join(", "))
+        } else if let Some(u) = &self.untrusted {
+            format!("the job's context is untrusted: {u}")
         } else if escalated {
             "the task was escalated to the supervisor".to_string()
         } else {

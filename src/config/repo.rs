@@ -84,6 +84,8 @@ impl Default for Review {
 pub struct Implement {
     pub require_plan_approval: bool,
     pub test_command: Option<String>,
+    /// Let `run_command` run in untrusted-context mode (an outsider's issue); off by default.
+    pub untrusted_commands: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

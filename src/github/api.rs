@@ -48,6 +48,8 @@ pub struct Issue {
     pub title: String,
     #[serde(default)]
     pub body: Option<String>,
+    #[serde(default)]
+    pub user: Option<CommentUser>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

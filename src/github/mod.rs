@@ -45,6 +45,17 @@ impl fmt::Display for RepoName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct InstallationId(pub u64);
 
+/// An issue's title and body as a delivery carried them, and who wrote it: the text of a
+/// task is what it was when a writer asked for the work, not what it became afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IssueText {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    /// The issue's author (`None` when the delivery did not say).
+    pub author: Option<String>,
+}
+
 /// Who did something on GitHub.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Actor {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::Sha256;
 
-use super::{Actor, InstallationId, RepoName};
+use super::{Actor, InstallationId, IssueText, RepoName};
 
 /// Why a delivery's signature was refused. The answer is 401 either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +79,9 @@ pub enum Event {
         label: String,
         title: String,
         body: String,
+        /// Who wrote the issue (absent in jobs queued before it was recorded).
+        #[serde(default)]
+        author: Option<String>,
         sender: Actor,
     },
     /// A comment on an issue or a pull request (GitHub sends both as `issue_comment`).
@@ -87,6 +90,9 @@ pub enum Event {
         installation: InstallationId,
         number: u64,
         is_pull_request: bool,
+        /// The issue as the delivery carried it (issues only, not pull requests).
+        #[serde(default)]
+        issue: Option<IssueText>,
         comment_id: u64,
         body: String,
         /// For an edit: the body before it, so only newly added commands run.
@@ -195,6 +201,24 @@ struct RawIssue {
     /// Present (not null) on a pull request's issue; its contents do not matter.
     #[serde(default)]
     pull_request: Option<IgnoredAny>,
+    #[serde(default)]
+    user: Option<RawLogin>,
+}
+
+#[derive(Deserialize)]
+struct RawLogin {
+    login: String,
+}
+
+impl RawIssue {
+    fn text(&self) -> IssueText {
+        IssueText {
+            number: self.number,
+            title: self.title.clone(),
+            body: self.body.clone().unwrap_or_default(),
+            author: self.user.as_ref().map(|u| u.login.clone()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -368,6 +392,7 @@ fn parse_with(
                 installation,
                 number: issue.number,
                 label: label.name,
+                author: issue.user.as_ref().map(|u| u.login.clone()),
                 title: issue.title,
                 body: issue.body.unwrap_or_default(),
                 sender: sender()?,
@@ -395,6 +420,7 @@ fn parse_with(
                     installation,
                     number: issue.number,
                     is_pull_request: issue.pull_request.is_some(),
+                    issue: (issue.pull_request.is_none()).then(|| issue.text()),
                     comment_id: comment.id,
                     body: comment.body.unwrap_or_default(),
                     previous_body,

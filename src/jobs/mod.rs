@@ -365,6 +365,7 @@ mod tests {
             installation: InstallationId(1),
             number: 7,
             is_pull_request: on_pr,
+            issue: None,
             comment_id: 99,
             body: body.into(),
             previous_body: None,
@@ -434,6 +435,7 @@ mod tests {
             label: label.into(),
             title: "t".into(),
             body: "b".into(),
+            author: None,
             sender: actor("bob", false),
         };
         assert_eq!(triage(&labeled("AI"), &cfg, "x").len(), 1);

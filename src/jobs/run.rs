@@ -34,6 +34,30 @@ pub struct JobEnv {
     /// Asked right before the job pushes or posts a review: `false` stops it there
     /// (the service's job lease was taken over). `None`: nothing to ask (the Action, tests).
     pub fence: Option<Fence>,
+    /// The issue as the triggering delivery carried it: its text is the task, whatever was
+    /// edited into it since (`None`: read it from GitHub, e.g. a plan approved later).
+    pub trigger_issue: Option<crate::github::IssueText>,
+}
+
+/// The issue a delivery carried, if it carried one.
+pub fn issue_of(event: &crate::github::webhook::Event) -> Option<crate::github::IssueText> {
+    use crate::github::webhook::Event;
+    match event {
+        Event::IssueLabeled {
+            number,
+            title,
+            body,
+            author,
+            ..
+        } => Some(crate::github::IssueText {
+            number: *number,
+            title: title.clone(),
+            body: body.clone(),
+            author: author.clone(),
+        }),
+        Event::Comment { issue, .. } => issue.clone(),
+        _ => None,
+    }
 }
 
 /// See [`JobEnv::fence`].
@@ -159,16 +183,65 @@ fn plan_approved(job_id: i64) -> String {
     format!("<!-- equitr:plan=approved job={job_id} -->")
 }
 
-/// The task an issue gives the agents: the issue fenced as data, the maintainer's notes,
-/// the test command.
+/// Where a job's context came from, and so what its agents may do (see
+/// [`crate::agent::OrchestratorBuilder::untrusted`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// Who wrote text in the context without write access, and what it was.
+    pub outsiders: Vec<String>,
+}
+
+impl Provenance {
+    pub fn untrusted(&self) -> bool {
+        !self.outsiders.is_empty()
+    }
+
+    /// For the progress comment and the transcript.
+    pub fn describe(&self) -> String {
+        if self.untrusted() {
+            format!(
+                "untrusted-context mode: {} — no commands run unless `implement.untrusted_commands` allows them, and the supervisor reviews the final diff",
+                self.outsiders.join("; ")
+            )
+        } else {
+            "trusted context: written by collaborators with write access".into()
+        }
+    }
+}
+
+/// The task an issue gives the agents: the issue fenced as data (as the triggering delivery
+/// carried it), the maintainer's notes, the test command — and where it came from.
 async fn issue_task(
+    env: &JobEnv,
     repo: &Repo<'_>,
     spec: &JobSpec,
     issue_number: u64,
     notes: &str,
     cfg: &RepoConfig,
-) -> anyhow::Result<(crate::github::api::Issue, String)> {
-    let issue = repo.issue(issue_number).await?;
+) -> anyhow::Result<(crate::github::api::Issue, String, Provenance)> {
+    let mut issue = repo.issue(issue_number).await?;
+    // The text a writer asked to be worked on: an outsider's edit after the trigger is not
+    // the task.
+    let mut author = issue.user.as_ref().map(|u| u.login.clone());
+    if let Some(t) = env
+        .trigger_issue
+        .as_ref()
+        .filter(|t| t.number == issue_number)
+    {
+        issue.title = t.title.clone();
+        issue.body = Some(t.body.clone());
+        author = t.author.clone().or(author);
+    }
+    let mut provenance = Provenance::default();
+    match &author {
+        Some(login) if repo.permission(login).await.can_write() => {}
+        Some(login) => provenance.outsiders.push(format!(
+            "issue #{issue_number} was written by @{login}, who has no write access"
+        )),
+        None => provenance
+            .outsiders
+            .push(format!("the author of issue #{issue_number} is not known")),
+    }
     let mut task = format!(
         "Resolve GitHub issue #{} of {}.\n\n{}",
         issue.number,
@@ -191,7 +264,7 @@ async fn issue_task(
     if let Some(cmd) = &cfg.implement.test_command {
         task.push_str(&format!("\n\nThe project's tests run with `{cmd}`."));
     }
-    Ok((issue, task))
+    Ok((issue, task, provenance))
 }
 
 /// `implement.require_plan_approval`: the supervisor reads the code (read-only) and writes
@@ -219,9 +292,12 @@ async fn propose_plan(
         "📝 Writing a plan for this issue; nothing will change until a maintainer approves it.",
     )
     .await?;
-    let (_issue, task) = issue_task(&repo, spec, issue_number, notes, cfg).await?;
+    let (_issue, task, provenance) = issue_task(env, &repo, spec, issue_number, notes, cfg).await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
-    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced)
+        .untrusted(untrusted_why(&provenance), cfg.implement.untrusted_commands)
+        .build()
+        .await?;
     let answer = orch.plan(&task).await?;
     let costs = answer.cost.render_markdown(
         "plan-first — the repository approves plans",
@@ -390,26 +466,35 @@ async fn implement_with(
     };
     let mark = marker(spec.id);
     let info = repo.info().await?;
-    let progress = |steps: &[(&str, bool)]| checklist("🤖 Working on this issue.", steps);
+    let mut mode = String::new();
+    let progress = |steps: &[(&str, bool)], mode: &str| {
+        format!("{}{mode}", checklist("🤖 Working on this issue.", steps))
+    };
     let mut steps = vec![
         ("Read the issue and the repository configuration", true),
         ("Clone the repository", false),
         ("Work on the change", false),
         ("Push the branch and open the pull request", false),
     ];
-    repo.upsert_marked_comment(issue_number, &mark, &progress(&steps))
+    repo.upsert_marked_comment(issue_number, &mark, &progress(&steps, &mode))
         .await?;
 
-    let (issue, task) = issue_task(&repo, spec, issue_number, notes, cfg).await?;
+    let (issue, task, provenance) = issue_task(env, &repo, spec, issue_number, notes, cfg).await?;
+    if provenance.untrusted() {
+        mode = format!("\n🔒 {}\n", provenance.describe());
+    }
 
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     let branch = format!("equitr/issue-{issue_number}");
     checkout.switch_to(&branch).await?;
     steps[1].1 = true;
-    repo.upsert_marked_comment(issue_number, &mark, &progress(&steps))
+    repo.upsert_marked_comment(issue_number, &mark, &progress(&steps, &mode))
         .await?;
 
-    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced)
+        .untrusted(untrusted_why(&provenance), cfg.implement.untrusted_commands)
+        .build()
+        .await?;
     let result = match plan {
         Some(plan) => orch.run_with_plan(&task, plan).await?,
         None => orch.run(&task).await?,
@@ -451,7 +536,7 @@ async fn implement_with(
     }
     let succeeded = result.outcome == Outcome::Done && published.committed;
     let headline = published.headline(&result.outcome, "no pull request");
-    let mut text = progress(&steps);
+    let mut text = progress(&steps, &mode);
     text.push_str(&format!("\n{headline}\n\n{costs}"));
     repo.upsert_marked_comment(issue_number, &mark, &text)
         .await?;
@@ -644,7 +729,9 @@ pub async fn refactor(
 The project's tests run with `{cmd}`."
         ));
     }
-    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced)
+        .build()
+        .await?;
     let result = orch.run(&work).await?;
     let costs = summary_table(&result, ledger.as_ref()).await;
     let author = Author::app_bot(&env.app_slug, env.bot_user_id);
@@ -722,13 +809,13 @@ fn checklist(head: &str, steps: &[(&str, bool)]) -> String {
     s
 }
 
-async fn orchestrator(
+fn orchestrator(
     env: &JobEnv,
     checkout: &Checkout,
     cfg: Option<&RepoConfig>,
     ledger: Arc<dyn Ledger>,
     enforced: bool,
-) -> anyhow::Result<Orchestrator> {
+) -> crate::agent::OrchestratorBuilder {
     let mut llm = env.llm.clone();
     if let Some(cfg) = cfg {
         llm.orchestrator.sensitive_paths = cfg.review.sensitive_paths.clone();
@@ -737,8 +824,11 @@ async fn orchestrator(
         .ledger(ledger, enforced)
         .http(env.http.clone())
         .sink(env.sink.clone())
-        .build()
-        .await
+}
+
+/// The reason for untrusted-context mode, if the context calls for it.
+fn untrusted_why(p: &Provenance) -> Option<String> {
+    p.untrusted().then(|| p.outsiders.join("; "))
 }
 
 /// A shallow clone of the default branch in a scratch directory that lives as long as the
@@ -998,7 +1088,9 @@ async fn draft_review(
     let (_scratch, checkout) = clone(env, spec, info).await?;
     checkout.checkout_pull(pr_number, &pull.head.name).await?;
 
-    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced)
+        .build()
+        .await?;
     let context = format!(
         "Pull request #{pr_number} of {}:\n{}",
         spec.repo,
@@ -1127,7 +1219,9 @@ pub async fn ask(
     };
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
-    let mut orch = orchestrator(env, &checkout, None, ledger.clone(), enforced).await?;
+    let mut orch = orchestrator(env, &checkout, None, ledger.clone(), enforced)
+        .build()
+        .await?;
     let answer = orch.ask(&sanitize::fence("question", question)).await?;
     let headline = match &answer.outcome {
         Outcome::Done => answer.text.trim().to_string(),
@@ -1239,7 +1333,9 @@ pub async fn revise(
     let info = repo.info().await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.switch_to(&pull.head.name).await?;
-    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced).await?;
+    let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced)
+        .build()
+        .await?;
     let task = format!(
         "Revise pull request #{pr_number} (branch `{}`) of {} as the maintainer asks:\n\n{}",
         pull.head.name,

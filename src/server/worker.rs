@@ -784,6 +784,10 @@ fn env(app: &App, job: &ClaimedJob) -> JobEnv {
         bot_user_id: app.cfg.bot_user_id,
         work_root: app.cfg.work_root.clone(),
         http: app.http.clone(),
+        trigger_issue: serde_json::from_value::<Event>(job.payload["event"].clone())
+            .ok()
+            .as_ref()
+            .and_then(run::issue_of),
     }
 }
 

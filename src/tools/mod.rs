@@ -29,6 +29,8 @@ pub enum Access {
     ReadOnly,
     /// Also write_file, edit_file, run_command.
     ReadWrite,
+    /// write_file and edit_file, but no run_command: untrusted-context mode.
+    ReadWriteNoCommands,
 }
 
 /// How `run_command` isolates commands.
@@ -190,6 +192,7 @@ impl Toolbox {
         let writes: &[&str] = match self.opts.access {
             Access::ReadOnly => &[],
             Access::ReadWrite => WRITE_TOOLS,
+            Access::ReadWriteNoCommands => &WRITE_TOOLS[..2],
         };
         READ_ONLY_TOOLS.iter().chain(writes.iter()).copied()
     }
@@ -213,7 +216,12 @@ impl Toolbox {
     async fn call_inner(&self, name: &str, arguments: &str) -> ToolOutcome {
         if !self.handles(name) {
             let known = self.names().collect::<Vec<_>>().join(", ");
-            let why = if WRITE_TOOLS.contains(&name) {
+            let why = if name == "run_command" && self.opts.access == Access::ReadWriteNoCommands {
+                format!(
+                    "`run_command` is off: this job's context has text from someone without write \
+                     access (untrusted-context mode); available: {known}"
+                )
+            } else if WRITE_TOOLS.contains(&name) {
                 format!("tool `{name}` is not available in read-only mode; available: {known}")
             } else {
                 format!("unknown tool `{name}`; available: {known}")
