@@ -159,13 +159,17 @@ impl RepoConfig {
                 Some((head, _)) => head.to_string(),
                 None => full,
             };
+            // The parser quotes the file's own text, which may span lines: one line here.
+            let message = message.replace('\r', "").replace('\n', "\\n");
             RepoConfigError { line, message }
         })?;
         let lines = super::key_lines(text);
         let at = |key: &str| lines.get(key).copied().unwrap_or(1);
         let bad = |key: &str, message: String| RepoConfigError {
             line: at(key),
-            message: format!("{key}: {message}"),
+            message: format!("{key}: {message}")
+                .replace('\r', "")
+                .replace('\n', "\\n"),
         };
         for (key, v) in [
             ("budget.per_run_usd", cfg.budget.per_run_usd),

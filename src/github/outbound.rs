@@ -116,15 +116,22 @@ impl LinkPolicy {
 /// `text` with every link and image to a host `policy` does not allow neutralised and raw
 /// HTML escaped.
 pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
-    let mut out = String::with_capacity(text.len() + 64);
+    // The code spans written here use a run of backticks longer than any in the text, so no
+    // stray backtick of the text can pair with one of ours (a code span ends only at a run
+    // of the same length).
     let options = Options::ENABLE_TABLES
         | Options::ENABLE_STRIKETHROUGH
         | Options::ENABLE_TASKLISTS
         | Options::ENABLE_FOOTNOTES;
+    let ticks = stray_backticks(text, options) + 1;
+    let policy = &Ctx { policy, ticks };
+    let mut out = String::with_capacity(text.len() + 64);
     let mut cursor = 0usize;
     // Links and images being dropped, innermost last: the note to write at their end.
     let mut dropping: Vec<Option<String>> = Vec::new();
     let mut in_code_block = false;
+    // Inside an HTML block: where its text starts in `out`, and whether any was escaped.
+    let mut html_block: Option<(usize, bool)> = None;
     for (event, range) in Parser::new_ext(text, options).into_offset_iter() {
         if in_code_block {
             if let Event::End(TagEnd::CodeBlock) = event {
@@ -144,7 +151,7 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
             Event::Start(Tag::Link { ref dest_url, .. })
             | Event::Start(Tag::Image { ref dest_url, .. }) => {
                 let image = matches!(event, Event::Start(Tag::Image { .. }));
-                let refused = policy.refuses(dest_url);
+                let refused = policy.policy.refuses(dest_url);
                 if dropping.is_empty() {
                     if refused.is_none() {
                         continue; // copied with the text around it
@@ -153,7 +160,7 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
                     cursor = range.end;
                 }
                 dropping.push(refused.map(|host| {
-                    let host = code(&host);
+                    let host = code(&host, policy.ticks);
                     if image {
                         format!(" (image from {host} removed)")
                     } else {
@@ -166,18 +173,56 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
                     out.push_str(&note);
                 }
             }
+            // An HTML block, once escaped, is running text: blank lines keep it a block of its
+            // own, so it cannot merge with the lines around it (and turn their text into a
+            // link, an image or a reference).
+            Event::Start(Tag::HtmlBlock) => {
+                flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
+                html_block = Some((out.len(), false));
+            }
+            Event::End(TagEnd::HtmlBlock) => {
+                flush(&mut out, text, &mut cursor, range.end, policy, &dropping);
+                if let Some((start, true)) = html_block.take() {
+                    if start > 0 && !out[..start].ends_with("\n\n") {
+                        let gap = if out[..start].ends_with('\n') {
+                            "\n"
+                        } else {
+                            "\n\n"
+                        };
+                        out.insert_str(start, gap);
+                    }
+                    if range.end < text.len() {
+                        out.push_str(if out.ends_with('\n') { "\n" } else { "\n\n" });
+                    }
+                }
+            }
             Event::Code(_) => {
                 flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
-                out.push_str(&text[range.clone()]);
+                push(&mut out, &text[range.clone()]);
                 cursor = cursor.max(range.end);
             }
             Event::Html(_) | Event::InlineHtml(_) => {
                 flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
-                out.push_str(&bare_urls(&escape_html(&text[range.clone()]), policy));
+                // Escaped, the HTML becomes running text: its brackets must not become links
+                // (to a reference defined elsewhere, say).
+                let raw = &text[range.clone()];
+                let escaped = escape_html(raw);
+                let literal = if escaped == raw {
+                    escaped
+                } else {
+                    if let Some((_, changed)) = html_block.as_mut() {
+                        *changed = true;
+                    }
+                    escaped
+                        .replace('[', "\\[")
+                        .replace(']', "\\]")
+                        .replace('`', "\\`")
+                };
+                push(&mut out, &bare_urls(&literal, policy));
                 cursor = cursor.max(range.end);
             }
             Event::Text(_) | Event::SoftBreak | Event::HardBreak if !dropping.is_empty() => {
-                out.push_str(&bare_urls(&text[range], policy));
+                push(&mut out, &bare_urls(&text[range], policy));
             }
             _ => {}
         }
@@ -187,6 +232,57 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
     out
 }
 
+/// The policy, and the length of the backtick runs that fence the code spans written.
+struct Ctx<'a> {
+    policy: &'a LinkPolicy,
+    ticks: usize,
+}
+
+/// The longest run of backticks outside code spans and code blocks (whose own runs are
+/// paired already).
+fn stray_backticks(text: &str, options: Options) -> usize {
+    let mut code = Vec::new();
+    let mut block: Option<usize> = None;
+    for (event, range) in Parser::new_ext(text, options).into_offset_iter() {
+        match event {
+            Event::Start(Tag::CodeBlock(_)) => block = Some(range.start),
+            Event::End(TagEnd::CodeBlock) => {
+                code.push(block.take().unwrap_or(range.start)..range.end);
+            }
+            Event::Code(_) => code.push(range),
+            _ => {}
+        }
+    }
+    if let Some(start) = block {
+        code.push(start..text.len());
+    }
+    let (mut longest, mut run) = (0, 0);
+    for (i, c) in text.char_indices() {
+        let stray = c == '`' && !code.iter().any(|r| r.contains(&i));
+        run = if stray { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
+fn longest_backtick_run(text: &str) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// Appends `piece`, apart from a backtick that ends `out` if it starts with one: two runs
+/// side by side would be read as one longer run.
+fn push(out: &mut String, piece: &str) {
+    if (out.ends_with('`') || out.ends_with('\\')) && piece.starts_with('`') {
+        out.push(' ');
+    }
+    out.push_str(piece);
+}
+
 /// Copies the running text between the last element handled and `to` (outside a link
 /// being dropped, whose text is copied piece by piece instead).
 fn flush(
@@ -194,32 +290,33 @@ fn flush(
     text: &str,
     cursor: &mut usize,
     to: usize,
-    policy: &LinkPolicy,
+    policy: &Ctx<'_>,
     dropping: &[Option<String>],
 ) {
     if dropping.is_empty() && to > *cursor {
-        out.push_str(&bare_urls(&text[*cursor..to], policy));
+        push(out, &bare_urls(&text[*cursor..to], policy));
     }
     *cursor = (*cursor).max(to);
 }
 
-/// `s` as a code span that nothing in it can end early.
-fn code(s: &str) -> String {
+/// `s` as a code span fenced by `ticks` backticks (more than any run in `s`).
+fn code(s: &str, ticks: usize) -> String {
     let s = s.replace(['\n', '\r'], " ");
-    let mut ticks = 1;
-    while s.contains(&"`".repeat(ticks)) {
-        ticks += 1;
-    }
+    let ticks = ticks.max(longest_backtick_run(&s) + 1);
     let fence = "`".repeat(ticks);
     format!("{fence} {s} {fence}")
 }
 
 /// GitHub's extended autolinks in running text: a bare URL to a host that is not allowed
 /// becomes a code span.
-fn bare_urls(text: &str, policy: &LinkPolicy) -> String {
+fn bare_urls(text: &str, ctx: &Ctx<'_>) -> String {
     static URL: LazyLock<Regex> = LazyLock::new(|| {
         // A literal pattern: it compiles (the unit tests run it).
-        Regex::new(r"(?i)\b(?:https?://|www\.)[^\s<>`]+").expect("a valid regex")
+        // Parentheses end a URL here: `[t](https://github.com/…)https://evil.example` is a
+        // link and then an autolink, never one URL.
+        // No word boundary is asked for: GitHub also links after `_`, and a URL neutralised
+        // where GitHub would not have linked it costs nothing.
+        Regex::new(r"(?i)(?:https?://|www\.)[^\s<>`()\\]+").expect("a valid regex")
     });
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
@@ -234,12 +331,20 @@ fn bare_urls(text: &str, policy: &LinkPolicy) -> String {
                 break;
             }
         }
-        if url.is_empty() || policy.refuses(url).is_none() {
+        if url.is_empty() || ctx.policy.refuses(url).is_none() {
             continue;
         }
         out.push_str(&text[last..m.start()]);
-        out.push_str(&code(url));
+        // A backtick beside ours would lengthen our fence, a backslash would escape it:
+        // keep them apart.
+        if out.ends_with('`') || out.ends_with('\\') {
+            out.push(' ');
+        }
+        out.push_str(&code(url, ctx.ticks));
         last = m.start() + url.len();
+        if text[last..].starts_with('`') {
+            out.push(' ');
+        }
     }
     out.push_str(&text[last..]);
     out
