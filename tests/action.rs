@@ -759,3 +759,76 @@ async fn the_action_decides_on_the_event_before_any_github_call() {
     );
     assert!(llm.requests().is_empty());
 }
+
+/// Issue 9, item 1, in the Action: the supervisor's final rejection of a gated change leaves
+/// nothing on GitHub but the thread's report — no branch, no pull request — and the run's
+/// conclusion and step summary say it was rejected, not that it succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_supervisor_rejects_is_never_pushed_by_the_action() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(
+        1,
+        REPO,
+        &[
+            ("README.md", "# Hello\n"),
+            ("Cargo.toml", "[package]\nname = \"demo\"\n"),
+        ],
+    );
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let token = gh.mint_token(1, Duration::from_secs(3600));
+    let llm = ScriptedLlm::start().await;
+    for i in 0..3 {
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool(
+                "write_file",
+                json!({"path": "Cargo.toml", "content": format!("[package]\nname = \"evil{i}\"\n")}),
+            ),
+        );
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool("finish", json!({"summary": "done"})),
+        );
+        llm.push(
+            "gpt-4o",
+            Reply::tool(
+                "submit_review",
+                json!({"approved": false, "reasons": format!("reason {i}: keep the name")}),
+            ),
+        );
+    }
+    let runner = Runner::new(&gh, &llm, &token);
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr implement");
+    let run = runner.run("issue_comment", &c).await;
+    assert_eq!(
+        run.outputs.get("conclusion").map(String::as_str),
+        Some("failure"),
+        "{}",
+        run.stderr
+    );
+    assert!(gh.pulls(REPO).is_empty(), "no pull request");
+    assert_eq!(
+        gh.git(REPO, &["branch", "--list", "equitr/*"]).trim(),
+        "",
+        "no branch pushed"
+    );
+    assert!(run.summary.contains("rejected"), "{}", run.summary);
+    let thread: String = gh
+        .comments(REPO, 1)
+        .iter()
+        .map(|c| c.body.clone())
+        .collect();
+    assert!(
+        thread.contains("The supervisor rejected the change, so nothing was pushed"),
+        "{thread}"
+    );
+    assert!(thread.contains("reason 2: keep the name"), "{thread}");
+}

@@ -2797,3 +2797,172 @@ async fn an_outsiders_issue_runs_in_untrusted_context_mode() {
     );
     assert_eq!(pr.head, "equitr/issue-1");
 }
+
+/// Issue 9, item 2: a panic inside a job (injected in a debug build while a model call's
+/// reservation is outstanding) is caught at the job's edge: the job fails with a plain report
+/// on its thread, the reservation is settled (charged: the call may have been billed), no
+/// row stays `running`, and the same worker goes on to the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_a_job_fails_it_settles_its_reservations_and_the_worker_goes_on() {
+    use equitr_coder::store::JobState;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Hello\n")]);
+    gh.add_issue(REPO, 1, "Question", "", "Codertocat");
+    gh.add_issue(REPO, 2, "Spend", "", "Codertocat");
+    let llm = ScriptedLlm::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("one-worker.yaml");
+    std::fs::write(
+        &cfg,
+        format!("llm:\n  model: gpt-4o\n  api_base: {}/v1\n  models:\n    worker:\n      model: gpt-4o-mini\norchestrator:\n  use_multi_agent: true\nserver:\n  concurrency: 1\n", llm.base_url()),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let svc = start_in(
+        &gh,
+        &llm,
+        home.path(),
+        data.path(),
+        &[
+            ("EQUITR_CONFIG", &cfg),
+            ("EQUITR_INJECT_PANIC", "model-call"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        deliver(
+            &svc,
+            "issue_comment",
+            "panic-1",
+            &ask_comment(1, 9301),
+            SECRET
+        )
+        .await
+        .0,
+        202
+    );
+    wait_finished(&svc, 1).await;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    assert_eq!(store.job(1).await.unwrap().unwrap().state, JobState::Failed);
+    let thread: String = gh
+        .comments(REPO, 1)
+        .iter()
+        .map(|c| c.body.clone())
+        .collect();
+    assert!(
+        thread.contains("an internal error stopped job 1; the operator's log has the details"),
+        "{thread}"
+    );
+    assert!(!thread.contains("injected panic"), "{thread}");
+    let spent = store.job_spend(1).await.unwrap().spent;
+    assert!(
+        spent > equitr_coder::llm::pricing::Usd::ZERO,
+        "the outstanding reservation is charged"
+    );
+    let db = sqlx::SqlitePool::connect(&svc.db).await.unwrap();
+    let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE state = 'reserved'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(open, 0, "no reservation left outstanding");
+    // The one worker is still there: the next job (no model call) runs.
+    let mut c = fixture("issue_comment.created.3.json");
+    c["issue"]["number"] = json!(2);
+    c["comment"]["id"] = json!(9302);
+    c["comment"]["body"] = json!("/equitr cost");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "panic-2", &body, SECRET)
+            .await
+            .0,
+        202
+    );
+    wait_finished(&svc, 2).await;
+    assert_eq!(
+        store.job(2).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+    assert!(svc
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("the job panicked")));
+}
+
+/// Issue 9, item 1: partial work on a stop other than a rejection (here the iteration limit)
+/// is pushed only to a **draft** pull request whose title and body say it is unfinished and
+/// why; the job is `failed`, never a PR that looks done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_work_goes_to_a_draft_pull_request_that_says_it_is_unfinished() {
+    use equitr_coder::store::JobState;
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("read_file", json!({"path": "README.md"})),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("short.yaml");
+    std::fs::write(
+        &cfg,
+        format!("llm:\n  model: gpt-4o\n  api_base: {}/v1\n  models:\n    worker:\n      model: gpt-4o-mini\norchestrator:\n  use_multi_agent: true\n  max_iterations: 2\n", llm.base_url()),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let svc = start_in(
+        &gh,
+        &llm,
+        home.path(),
+        data.path(),
+        &[("EQUITR_CONFIG", &cfg)],
+    )
+    .await;
+    assert_eq!(
+        deliver(&svc, "issues", "part-1", &labelled_issue(), SECRET)
+            .await
+            .0,
+        202
+    );
+    wait_finished(&svc, 1).await;
+    let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
+    assert_eq!(store.job(1).await.unwrap().unwrap().state, JobState::Failed);
+    let pulls = gh.pulls(REPO);
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    let pr = &pulls[0];
+    assert!(pr.draft, "{pr:?}");
+    assert!(pr.title.starts_with("[unfinished]"), "{}", pr.title);
+    assert!(pr.body.contains("iterations"), "{}", pr.body);
+    assert_eq!(
+        gh.branch_files(REPO, "equitr/issue-1")
+            .get("README.md")
+            .map(String::as_str),
+        Some("# Hello\n")
+    );
+    let thread: String = gh
+        .comments(REPO, 1)
+        .iter()
+        .map(|c| c.body.clone())
+        .collect();
+    assert!(thread.to_lowercase().contains("draft"), "{thread}");
+}

@@ -164,6 +164,12 @@ impl RoleModel {
                     .await?;
                 slot.put(r);
             }
+            // Fault injection for the job-boundary tests (debug builds only): a panic while
+            // a reservation is outstanding.
+            #[cfg(debug_assertions)]
+            if std::env::var_os("EQUITR_INJECT_PANIC").is_some_and(|v| v == "model-call") {
+                panic!("injected panic (EQUITR_INJECT_PANIC=model-call)");
+            }
             let result = self.client.chat(req).await;
             let reservation = slot.take();
             match result {
