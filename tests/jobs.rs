@@ -36,11 +36,11 @@ async fn env(gh: &FakeGitHub, llm: &ScriptedLlm, work: &std::path::Path) -> JobE
     .unwrap();
     let http = reqwest::Client::new();
     let auth = AppAuth::new(gh.app_id(), gh.private_key_pem().as_bytes()).unwrap();
+    let client = GitHub::new(http.clone(), &gh.api_url(), auth, Arc::new(SystemClock))
+        .with_write_interval(std::time::Duration::ZERO);
+    client.set_bot_login(&format!("{}[bot]", gh.app_slug()));
     JobEnv {
-        gh: Arc::new(
-            GitHub::new(http.clone(), &gh.api_url(), auth, Arc::new(SystemClock))
-                .with_write_interval(std::time::Duration::ZERO),
-        ),
+        gh: Arc::new(client),
         llm: cfg,
         app_slug: gh.app_slug(),
         bot_user_id: 9001,

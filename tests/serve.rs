@@ -2966,3 +2966,62 @@ async fn partial_work_goes_to_a_draft_pull_request_that_says_it_is_unfinished() 
         .collect();
     assert!(thread.to_lowercase().contains("draft"), "{thread}");
 }
+
+/// Issue 9, item 13: "own" is who opened it, not the branch name. A maintainer's pull
+/// request from a branch they named `equitr/issue-1` is not pushed to or retitled when the
+/// bot implements issue 1; the thread says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implement_never_pushes_to_a_maintainers_pull_request_on_a_branch_named_like_its_own() {
+    let gh = FakeGitHub::start().await;
+    gh.add_installation(1, "Codertocat");
+    let repo = gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+    let theirs = repo.push_branch(
+        "equitr/issue-1",
+        "main",
+        &[("NOTES.md", Some("mine\n"))],
+        "Maintainer's work",
+    );
+    gh.add_pr(REPO, 7, "equitr/issue-1", "main", "Codertocat", false);
+    let llm = ScriptedLlm::start().await;
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed."})),
+    );
+    let svc = start(&gh, &llm).await;
+    assert_eq!(
+        deliver(&svc, "issues", "own-1", &labelled_issue(), SECRET)
+            .await
+            .0,
+        202
+    );
+    wait_finished(&svc, 1).await;
+    assert_eq!(
+        gh.git(REPO, &["rev-parse", "refs/heads/equitr/issue-1"])
+            .trim(),
+        theirs
+    );
+    let pr = gh.pulls(REPO).into_iter().find(|p| p.number == 7).unwrap();
+    assert_eq!(gh.pulls(REPO).len(), 1);
+    assert!(!pr.title.contains("Spelling"), "{}", pr.title);
+    let thread: String = gh
+        .comments(REPO, 1)
+        .iter()
+        .map(|c| c.body.clone())
+        .collect();
+    assert!(thread.contains("that this bot did not open"), "{thread}");
+}

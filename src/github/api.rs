@@ -69,12 +69,6 @@ pub struct CommentUser {
 }
 
 impl Comment {
-    /// Written by a bot account (`type: Bot`): the only comments a job edits or trusts as
-    /// its own. Anyone can paste a marker into a comment of theirs.
-    pub fn by_bot(&self) -> bool {
-        self.user.as_ref().is_some_and(|u| u.kind == "Bot")
-    }
-
     pub fn by(&self, login: &str) -> bool {
         self.user
             .as_ref()
@@ -451,10 +445,8 @@ impl Repo<'_> {
         marker: &str,
     ) -> Result<Option<Comment>, GitHubError> {
         Ok(self.comments(number).await?.into_iter().find(|c| {
-            let own = match self.gh.bot_login() {
-                Some(login) => c.by(login),
-                None => c.by_bot(),
-            };
+            // Own = written by the login this client acts as; unknown, nothing is own.
+            let own = self.gh.bot_login().is_some_and(|login| c.by(login));
             own && c.body.as_deref().is_some_and(|b| b.contains(marker))
         }))
     }

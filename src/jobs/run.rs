@@ -365,10 +365,7 @@ pub async fn approve(
         access: spec.kind.access(),
     };
     // The login the plans were posted as: the app's bot, or the user of the Action's token.
-    let bot = env
-        .gh
-        .bot_login()
-        .map_or_else(|| format!("{}[bot]", env.app_slug), str::to_string);
+    let bot = bot_login(env);
     let mine = plan_approved(spec.id);
     // The app's plans on this issue, newest first: (comment, body, plan, approved by this job).
     let plans: Vec<(u64, String, String, bool)> = repo
@@ -624,6 +621,21 @@ pub fn rejection_text(reasons: &str) -> String {
 
 /// The shared end of implement and refactor: commit, push and open or update the branch's
 /// pull request as [`Publish`] allows.
+/// The login this run acts as: the App's bot, or the Action's identity.
+fn bot_login(env: &JobEnv) -> String {
+    env.gh
+        .bot_login()
+        .map_or_else(|| format!("{}[bot]", env.app_slug), str::to_string)
+}
+
+/// Whether this bot opened the pull request: the one rule for "own" pull requests.
+fn opened_by_bot(env: &JobEnv, pull: &crate::github::api::Pull) -> bool {
+    let bot = bot_login(env);
+    pull.user
+        .as_ref()
+        .is_some_and(|u| u.login.eq_ignore_ascii_case(&bot))
+}
+
 async fn publish(
     env: &JobEnv,
     repo: &Repo<'_>,
@@ -640,6 +652,17 @@ async fn publish(
         withheld: None,
         draft: false,
     };
+    // A pull request someone else opened from a branch named like ours is not ours to
+    // push to or retitle.
+    if let Some(pr) = branch.open.filter(|p| !opened_by_bot(env, p)) {
+        out.pr_url = None;
+        out.withheld = Some(format!(
+            "⚠️ A pull request from `{}` that this bot did not open is already there ({}); \
+             nothing was pushed to it.",
+            branch.name, pr.html_url
+        ));
+        return Ok(out);
+    }
     match rule {
         Publish::Withhold(reasons) => {
             out.withheld = Some(rejection_text(reasons));
@@ -1266,15 +1289,7 @@ pub async fn revise(
     let pull = repo.pull(pr_number).await?;
     // Own = opened by this App's bot (or, for the Action, the identity the run acts as) on a
     // branch of its own in this repository — not merely a branch someone named `equitr/…`.
-    let bot = env
-        .gh
-        .bot_login()
-        .map_or_else(|| format!("{}[bot]", env.app_slug), str::to_string);
-    let opened_by_us = pull
-        .user
-        .as_ref()
-        .is_some_and(|u| u.login.eq_ignore_ascii_case(&bot));
-    let own = opened_by_us
+    let own = opened_by_bot(env, &pull)
         && pull.head.name.starts_with("equitr/")
         && pull
             .head
