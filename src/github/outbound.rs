@@ -130,8 +130,9 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
     // Links and images being dropped, innermost last: the note to write at their end.
     let mut dropping: Vec<Option<String>> = Vec::new();
     let mut in_code_block = false;
-    // Inside an HTML block: where its text starts in `out`, and whether any was escaped.
-    let mut html_block: Option<(usize, bool)> = None;
+    // Inside an HTML block: where its text starts in `out`, and (once its first line is
+    // seen) whether that line was escaped, which makes the whole block running text.
+    let mut html_block: Option<(usize, Option<bool>)> = None;
     for (event, range) in Parser::new_ext(text, options).into_offset_iter() {
         if in_code_block {
             if let Event::End(TagEnd::CodeBlock) = event {
@@ -178,11 +179,11 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
             // link, an image or a reference).
             Event::Start(Tag::HtmlBlock) => {
                 flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
-                html_block = Some((out.len(), false));
+                html_block = Some((out.len(), None));
             }
             Event::End(TagEnd::HtmlBlock) => {
                 flush(&mut out, text, &mut cursor, range.end, policy, &dropping);
-                if let Some((start, true)) = html_block.take() {
+                if let Some((start, Some(true))) = html_block.take() {
                     if start > 0 && !out[..start].ends_with("\n\n") {
                         let gap = if out[..start].ends_with('\n') {
                             "\n"
@@ -207,16 +208,24 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
                 // (to a reference defined elsewhere, say).
                 let raw = &text[range.clone()];
                 let escaped = escape_html(raw);
-                let literal = if escaped == raw {
-                    escaped
-                } else {
-                    if let Some((_, changed)) = html_block.as_mut() {
-                        *changed = true;
+                // An HTML block whose first line is escaped is no HTML block any more: all its
+                // lines become running text, where brackets and backticks would act. (If the
+                // first line stands, the block stays HTML and markdown never acts in it.)
+                let literal_block = match html_block.as_mut() {
+                    Some((_, first @ None)) => {
+                        *first = Some(escaped != raw);
+                        escaped != raw
                     }
+                    Some((_, Some(first))) => *first,
+                    None => escaped != raw,
+                };
+                let literal = if literal_block {
                     escaped
                         .replace('[', "\\[")
                         .replace(']', "\\]")
                         .replace('`', "\\`")
+                } else {
+                    escaped
                 };
                 push(&mut out, &bare_urls(&literal, policy));
                 cursor = cursor.max(range.end);
