@@ -88,7 +88,10 @@ impl LinkPolicy {
         let dest = dest.trim();
         let parsed = if dest.starts_with("//") {
             reqwest::Url::parse(&format!("https:{dest}"))
-        } else if dest.len() > 4 && dest[..4].eq_ignore_ascii_case("www.") {
+        } else if dest
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("www."))
+        {
             reqwest::Url::parse(&format!("https://{dest}"))
         } else {
             reqwest::Url::parse(dest)
@@ -456,6 +459,8 @@ mod tests {
         assert!(neutralise("[x](https://github.com@evil.example/)", &p).contains("evil.example"));
         assert!(neutralise("[x](//evil.example/)", &p).contains("link to ` evil.example `"));
         assert!(neutralise("[x](data:image/png;base64,AAA)", &p).contains("` data: `"));
+        // A destination of multi-byte characters (found by scripts/fuzz: it once panicked).
+        assert_eq!(neutralise("[](ପ𑎀)", &p), "[](ପ𑎀)");
         assert!(neutralise("[t][x]\n\n[x]: //evil.example/a", &p)
             .starts_with("t (link to ` evil.example ` removed)"));
         assert!(neutralise("[x](\\\\evil.example\\a)", &p).contains("removed"));
