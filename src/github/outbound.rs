@@ -156,23 +156,19 @@ fn escapes(out: &str, policy: &LinkPolicy) -> bool {
                 link_type,
                 dest_url,
                 ..
-            }) => {
-                if link_type == pulldown_cmark::LinkType::Email
-                    || policy.refuses(&dest_url).is_some()
-                {
-                    return true;
-                }
+            }) if link_type == pulldown_cmark::LinkType::Email
+                || policy.refuses(&dest_url).is_some() =>
+            {
+                return true
             }
-            Event::Html(h) | Event::InlineHtml(h) => {
-                if escape_html(&h) != *h {
-                    return true;
-                }
-            }
-            Event::Text(_) if !in_code => {
-                let raw = &out[range];
-                if URL.find_iter(raw).any(|m| run_refused(m.as_str(), policy)) {
-                    return true;
-                }
+            Event::Html(h) | Event::InlineHtml(h) if escape_html(&h) != *h => return true,
+            Event::Text(_)
+                if !in_code
+                    && URL
+                        .find_iter(&out[range.clone()])
+                        .any(|m| run_refused(m.as_str(), policy)) =>
+            {
+                return true
             }
             _ => {}
         }
