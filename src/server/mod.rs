@@ -171,12 +171,12 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// 200 `ready`, or 503 with one line per missing part: deliveries are taken whenever the
-/// database is, but jobs wait for GitHub.
+/// Readiness is for load balancers and orchestrators: ready means deliveries are taken, which
+/// needs the database alone — 503 names it when it is down. GitHub out of reach is said in the
+/// body (jobs wait for it) without taking the process out of the webhook's rotation.
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let mut missing = Vec::new();
     if let Err(e) = app.store.ping().await {
-        missing.push(format!("database: {e}"));
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
     }
     if app.identity.borrow().is_none() {
         let problem = app
@@ -185,15 +185,12 @@ async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .unwrap_or_else(|| "the app has not been looked up yet".into());
-        missing.push(format!(
-            "github: {problem}; deliveries are queued and run once GitHub answers"
-        ));
+        return (
+            StatusCode::OK,
+            format!("ready to take deliveries\ngithub: {problem}; jobs are queued and run once GitHub answers"),
+        );
     }
-    if missing.is_empty() {
-        (StatusCode::OK, "ready".to_string())
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, missing.join("\n"))
-    }
+    (StatusCode::OK, "ready".to_string())
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
