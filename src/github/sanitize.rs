@@ -105,7 +105,8 @@ fn without_definitions(text: &str, hidden: &mut usize) -> String {
 fn strip_invisible_entities(s: &str, hidden: &mut usize) -> String {
     static ENTITY: LazyLock<Regex> = LazyLock::new(|| {
         // A literal pattern: it compiles (the unit tests run it).
-        Regex::new(r"&(?:#([0-9]{1,8})|#[xX]([0-9a-fA-F]{1,8})|([A-Za-z][A-Za-z0-9]{1,31}));")
+        // Numeric references need no `;` and may carry leading zeros (browsers decode both).
+        Regex::new(r"&(?:#([0-9]{1,20});?|#[xX]([0-9a-fA-F]{1,20});?|([A-Za-z][A-Za-z0-9]{1,31});)")
             .expect("a valid regex")
     });
     const INVISIBLE_NAMES: &[&str] = &[
@@ -546,6 +547,7 @@ mod tests {
             ),
             ("<a href=\"javascript:evil\" title=\"x\">l</a>", "<a>l</a>"),
             ("a&#8203;b&#x200b;c&zwj;d&#xE0041;e &amp; f&#0;", "abcde &amp; f"),
+            ("a&#0000008203;b&#8203c", "abc"),
             ("<span hidden>secret</span> visible <b title=\"x\">bold</b>", "visible <b>bold</b>"),
             ("<DIV HIDDEN=''>\nsecret\n\nmore</div>\nafter", "after"),
             ("[r]: https://x \"hidden title\"\n\n[a][r]", "[a][r]"),
