@@ -48,6 +48,7 @@ async fn env(gh: &FakeGitHub, llm: &ScriptedLlm, work: &std::path::Path) -> JobE
         http,
         sink: Arc::new(equitr_coder::agent::NoSink),
         fence: None,
+        branch_lock: None,
         trigger_issue: None,
     }
 }

@@ -2995,3 +2995,75 @@ async fn implement_never_pushes_to_a_maintainers_pull_request_on_a_branch_named_
         .collect();
     assert!(thread.contains("that this bot did not open"), "{thread}");
 }
+
+/// Issue 9, item 9, across threads: an implementation of issue 1 and a revision of the bot's
+/// pull request for it (#2) are two threads on one branch, `equitr/issue-1`. They take turns:
+/// the model calls of one job all come before the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_jobs_on_one_branch_from_two_threads_take_turns() {
+    let gh = FakeGitHub::start().await;
+    typo_repo(&gh);
+    let repo = gh.repo(REPO);
+    repo.push_branch(
+        "equitr/issue-1",
+        "main",
+        &[("README.md", Some("# Helo!\n"))],
+        "First try",
+    );
+    gh.add_pr(
+        REPO,
+        2,
+        "equitr/issue-1",
+        "main",
+        &format!("{}[bot]", gh.app_slug()),
+        false,
+    );
+    let llm = ScriptedLlm::start().await;
+    for n in 0..2 {
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool(
+                "write_file",
+                json!({"path": "README.md", "content": format!("# Hello {n}\n")}),
+            )
+            .after(Duration::from_millis(600)),
+        );
+        llm.push(
+            "gpt-4o-mini",
+            Reply::tool("finish", json!({"summary": "Fixed."})),
+        );
+    }
+    let svc = start(&gh, &llm).await;
+    assert_eq!(
+        deliver(&svc, "issues", "br-1", &labelled_issue(), SECRET)
+            .await
+            .0,
+        202
+    );
+    let mut c = fixture("issue_comment.created.3.json");
+    c["issue"]["number"] = json!(2);
+    c["issue"]["pull_request"] = json!({"url": "x"});
+    c["comment"]["id"] = json!(9401);
+    c["comment"]["body"] = json!("/equitr fix say hello twice");
+    let body = serde_json::to_vec(&c).unwrap();
+    assert_eq!(
+        deliver(&svc, "issue_comment", "br-2", &body, SECRET)
+            .await
+            .0,
+        202
+    );
+    wait_finished(&svc, 1).await;
+    wait_finished(&svc, 2).await;
+    // Which job each worker request belongs to: the revision's carries its notes.
+    let owners: Vec<bool> = llm
+        .requests_for("gpt-4o-mini")
+        .iter()
+        .map(|r| r.body.to_string().contains("say hello twice"))
+        .collect();
+    assert_eq!(owners.len(), 4, "{owners:?}");
+    let switches = owners.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(
+        switches, 1,
+        "the two jobs' model calls interleaved: {owners:?}"
+    );
+}

@@ -269,6 +269,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         http,
         sink: Arc::new(crate::agent::NoSink),
         fence: None,
+        branch_lock: None,
         trigger_issue: event.as_ref().and_then(run::issue_of),
     };
     let month = crate::store::month_of(crate::store::Clock::now(&crate::store::SystemClock));

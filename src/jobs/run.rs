@@ -34,6 +34,10 @@ pub struct JobEnv {
     /// Asked right before the job pushes or posts a review: `false` stops it there
     /// (the service's job lease was taken over). `None`: nothing to ask (the Action, tests).
     pub fence: Option<Fence>,
+    /// Held while a job works on a branch: jobs of different threads that share a branch (an
+    /// implementation and a revision of its pull request) take turns. `None`: nothing to
+    /// share it with (the Action, tests).
+    pub branch_lock: Option<BranchLock>,
     /// The issue as the triggering delivery carried it: its text is the task, whatever was
     /// edited into it since (`None`: read it from GitHub, e.g. a plan approved later).
     pub trigger_issue: Option<crate::github::IssueText>,
@@ -57,6 +61,21 @@ pub fn issue_of(event: &crate::github::webhook::Event) -> Option<crate::github::
         }),
         Event::Comment { issue, .. } => issue.clone(),
         _ => None,
+    }
+}
+
+/// See [`JobEnv::branch_lock`]: waits for the branch and returns a guard that holds it.
+pub type BranchLock = Arc<
+    dyn Fn(String) -> futures::future::BoxFuture<'static, anyhow::Result<Box<dyn Send + Sync>>>
+        + Send
+        + Sync,
+>;
+
+/// Waits until this job may work on `branch`; the guard holds it until dropped.
+async fn hold_branch(env: &JobEnv, branch: &str) -> anyhow::Result<Option<Box<dyn Send + Sync>>> {
+    match &env.branch_lock {
+        Some(lock) => Ok(Some(lock(branch.to_string()).await?)),
+        None => Ok(None),
     }
 }
 
@@ -481,8 +500,9 @@ async fn implement_with(
         mode = format!("\n🔒 {}\n", provenance.describe());
     }
 
-    let (_scratch, checkout) = clone(env, spec, &info).await?;
     let branch = format!("equitr/issue-{issue_number}");
+    let _branch = hold_branch(env, &branch).await?;
+    let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.switch_to(&branch).await?;
     steps[1].1 = true;
     repo.upsert_marked_comment(issue_number, &mark, &progress(&steps, &mode))
@@ -735,6 +755,7 @@ pub async fn refactor(
     };
     let info = repo.info().await?;
     let branch = refactor_branch(name);
+    let _branch = hold_branch(env, &branch).await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.switch_to(&branch).await?;
     let mut work = format!(
@@ -1346,6 +1367,7 @@ pub async fn revise(
         request = format!("Review by @{who}:\n{body}\n{lines}");
     }
     let info = repo.info().await?;
+    let _branch = hold_branch(env, &pull.head.name).await?;
     let (_scratch, checkout) = clone(env, spec, &info).await?;
     checkout.switch_to(&pull.head.name).await?;
     let mut orch = orchestrator(env, &checkout, Some(cfg), ledger.clone(), enforced)
