@@ -518,16 +518,22 @@ pub async fn serve(
             }
             inner.mutation_latency
         };
-        tokio::time::sleep(latency).await;
-        let q = parse_query(uri.query());
-        let reply = route(&server, &caller, &m, &segs, &q, &headers, &body);
-        if let Some(i) = installation {
-            let mut inner = server.lock();
-            if let Some(c) = inner.inflight.get_mut(&i) {
-                *c = c.saturating_sub(1);
+        // The count goes down however the request ends: a client killed mid-request (a
+        // `kill -9` scenario) drops this future during the sleep.
+        struct Inflight<'a>(&'a Server, Option<u64>);
+        impl Drop for Inflight<'_> {
+            fn drop(&mut self) {
+                if let Some(i) = self.1 {
+                    if let Some(c) = self.0.lock().inflight.get_mut(&i) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
             }
         }
-        reply
+        let _inflight = Inflight(&server, installation);
+        tokio::time::sleep(latency).await;
+        let q = parse_query(uri.query());
+        route(&server, &caller, &m, &segs, &q, &headers, &body)
     } else {
         let q = parse_query(uri.query());
         route(&server, &caller, &m, &segs, &q, &headers, &body)
