@@ -2,6 +2,8 @@
 //! model, whether a delivery may need work ([`intake`]); the job worker later reads the
 //! repository's config from its default branch and decides what exactly to do ([`triage`]).
 
+mod branch;
+mod issue;
 pub mod run;
 
 use serde::{Deserialize, Serialize};

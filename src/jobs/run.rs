@@ -17,6 +17,10 @@ use crate::github::{InstallationId, RepoName};
 use crate::llm::ledger::Ledger;
 use crate::llm::pricing::Usd;
 
+use super::branch::{bot_login, hold_branch, opened_by_bot, publish, Branch};
+pub use super::branch::{rejection_text, BranchLock, Publish};
+use super::issue::{issue_task, untrusted_why};
+pub use super::issue::{issue_of, Provenance};
 use super::JobKind;
 
 /// What every job needs, built once by the front door.
@@ -43,42 +47,6 @@ pub struct JobEnv {
     pub trigger_issue: Option<crate::github::IssueText>,
 }
 
-/// The issue a delivery carried, if it carried one.
-pub fn issue_of(event: &crate::github::webhook::Event) -> Option<crate::github::IssueText> {
-    use crate::github::webhook::Event;
-    match event {
-        Event::IssueLabeled {
-            number,
-            title,
-            body,
-            author,
-            ..
-        } => Some(crate::github::IssueText {
-            number: *number,
-            title: title.clone(),
-            body: body.clone(),
-            author: author.clone(),
-        }),
-        Event::Comment { issue, .. } => issue.clone(),
-        _ => None,
-    }
-}
-
-/// See [`JobEnv::branch_lock`]: waits for the branch and returns a guard that holds it.
-pub type BranchLock = Arc<
-    dyn Fn(String) -> futures::future::BoxFuture<'static, anyhow::Result<Box<dyn Send + Sync>>>
-        + Send
-        + Sync,
->;
-
-/// Waits until this job may work on `branch`; the guard holds it until dropped.
-async fn hold_branch(env: &JobEnv, branch: &str) -> anyhow::Result<Option<Box<dyn Send + Sync>>> {
-    match &env.branch_lock {
-        Some(lock) => Ok(Some(lock(branch.to_string()).await?)),
-        None => Ok(None),
-    }
-}
-
 /// See [`JobEnv::fence`].
 pub type Fence = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
 
@@ -88,7 +56,7 @@ pub type Fence = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Sen
 pub struct LeaseLost;
 
 /// Stop here, before a write, if the job's lease was taken over.
-async fn fenced(env: &JobEnv) -> Result<(), LeaseLost> {
+pub(super) async fn fenced(env: &JobEnv) -> Result<(), LeaseLost> {
     match &env.fence {
         Some(holds) if !holds().await => Err(LeaseLost),
         _ => Ok(()),
@@ -200,90 +168,6 @@ fn plan_notes(body: &str) -> String {
 /// The mark of a plan approved by job `job_id`: a retry of that job finds its plan again.
 fn plan_approved(job_id: i64) -> String {
     format!("<!-- equitr:plan=approved job={job_id} -->")
-}
-
-/// Where a job's context came from, and so what its agents may do (see
-/// [`crate::agent::OrchestratorBuilder::untrusted`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Provenance {
-    /// Who wrote text in the context without write access, and what it was.
-    pub outsiders: Vec<String>,
-}
-
-impl Provenance {
-    pub fn untrusted(&self) -> bool {
-        !self.outsiders.is_empty()
-    }
-
-    /// For the progress comment and the transcript.
-    pub fn describe(&self) -> String {
-        if self.untrusted() {
-            format!(
-                "untrusted-context mode: {} — no commands run unless `implement.untrusted_commands` allows them, and the supervisor reviews the final diff",
-                self.outsiders.join("; ")
-            )
-        } else {
-            "trusted context: written by collaborators with write access".into()
-        }
-    }
-}
-
-/// The task an issue gives the agents: the issue fenced as data (as the triggering delivery
-/// carried it), the maintainer's notes, the test command — and where it came from.
-async fn issue_task(
-    env: &JobEnv,
-    repo: &Repo<'_>,
-    spec: &JobSpec,
-    issue_number: u64,
-    notes: &str,
-    cfg: &RepoConfig,
-) -> anyhow::Result<(crate::github::api::Issue, String, Provenance)> {
-    let mut issue = repo.issue(issue_number).await?;
-    // The text a writer asked to be worked on: an outsider's edit after the trigger is not
-    // the task.
-    let mut author = issue.user.as_ref().map(|u| u.login.clone());
-    if let Some(t) = env
-        .trigger_issue
-        .as_ref()
-        .filter(|t| t.number == issue_number)
-    {
-        issue.title = t.title.clone();
-        issue.body = Some(t.body.clone());
-        author = t.author.clone().or(author);
-    }
-    let mut provenance = Provenance::default();
-    match &author {
-        Some(login) if repo.permission(login).await.can_write() => {}
-        Some(login) => provenance.outsiders.push(format!(
-            "issue #{issue_number} was written by @{login}, who has no write access"
-        )),
-        None => provenance
-            .outsiders
-            .push(format!("the author of issue #{issue_number} is not known")),
-    }
-    let mut task = format!(
-        "Resolve GitHub issue #{} of {}.\n\n{}",
-        issue.number,
-        spec.repo,
-        sanitize::fence(
-            "issue",
-            &format!(
-                "{}\n\n{}",
-                issue.title,
-                issue.body.clone().unwrap_or_default()
-            )
-        )
-    );
-    if !notes.trim().is_empty() {
-        task.push_str(&format!(
-            "\n\nExtra instructions from the maintainer:\n{}",
-            sanitize::fence("notes", notes)
-        ));
-    }
-    if let Some(cmd) = &cfg.implement.test_command {
-        task.push_str(&format!("\n\nThe project's tests run with `{cmd}`."));
-    }
-    Ok((issue, task, provenance))
 }
 
 /// `implement.require_plan_approval`: the supervisor reads the code (read-only) and writes
@@ -567,171 +451,6 @@ async fn implement_with(
     })
 }
 
-/// What a run's outcome lets the branch pipeline publish. The rule, in one place:
-/// - done: commit, push, open or update an ordinary pull request;
-/// - the supervisor's final rejection: nothing leaves the machine — no commit is pushed,
-///   no pull request is opened or updated; the thread gets the reasons;
-/// - any other stop (budget, iterations, wall clock, a failed model call, cancelled): the
-///   partial work is pushed to a **draft** pull request whose title starts `[unfinished]`
-///   and whose body says why — unless the branch already has a ready (non-draft) pull
-///   request, which is left as it was (pushing would make unfinished work look done).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Publish {
-    Ready,
-    Draft(String),
-    Withhold(String),
-}
-
-impl Publish {
-    pub fn of(outcome: &Outcome) -> Publish {
-        match outcome {
-            Outcome::Done => Publish::Ready,
-            Outcome::GateRejected(reasons) => Publish::Withhold(reasons.clone()),
-            other => Publish::Draft(other.describe()),
-        }
-    }
-}
-
-/// The branch a job publishes to.
-struct Branch<'a> {
-    name: &'a str,
-    base: &'a str,
-    /// Its open pull request, if any.
-    open: Option<&'a crate::github::api::Pull>,
-}
-
-/// What [`publish`] did.
-struct Published {
-    committed: bool,
-    pushed: bool,
-    pr_url: Option<String>,
-    /// Why nothing was pushed although the run changed files.
-    withheld: Option<String>,
-    draft: bool,
-}
-
-impl Published {
-    /// The result line for the thread. `none` names what a run without changes leaves.
-    fn headline(&self, outcome: &Outcome, none: &str) -> String {
-        if let Some(why) = &self.withheld {
-            return why.clone();
-        }
-        match (outcome, &self.pr_url, self.pushed) {
-            (Outcome::Done, Some(url), true) => format!("✅ Opened {url}"),
-            (Outcome::Done, _, _) => {
-                format!("ℹ️ The run finished without changing any file; {none}.")
-            }
-            (other, Some(url), true) if self.draft => format!(
-                "⚠️ The run {}; the unfinished work is in the draft {url}",
-                other.describe()
-            ),
-            (other, _, _) => format!("❌ The run {}; nothing was pushed.", other.describe()),
-        }
-    }
-}
-
-/// The supervisor's final rejection, as the thread reads it.
-pub fn rejection_text(reasons: &str) -> String {
-    format!(
-        "🛑 The supervisor rejected the change, so nothing was pushed and no pull request was \
-         opened or updated.\n\nIts reasons:\n\n{}",
-        quote(reasons.trim())
-    )
-}
-
-/// The shared end of implement and refactor: commit, push and open or update the branch's
-/// pull request as [`Publish`] allows.
-/// The login this run acts as: the App's bot, or the Action's identity.
-fn bot_login(env: &JobEnv) -> String {
-    env.gh
-        .bot_login()
-        .map_or_else(|| format!("{}[bot]", env.app_slug), str::to_string)
-}
-
-/// Whether this bot opened the pull request: the one rule for "own" pull requests.
-fn opened_by_bot(env: &JobEnv, pull: &crate::github::api::Pull) -> bool {
-    let bot = bot_login(env);
-    pull.user
-        .as_ref()
-        .is_some_and(|u| u.login.eq_ignore_ascii_case(&bot))
-}
-
-async fn publish(
-    env: &JobEnv,
-    repo: &Repo<'_>,
-    checkout: &Checkout,
-    branch: Branch<'_>,
-    rule: &Publish,
-    (title, body): (&str, &str),
-    (message, author): (&str, &Author),
-) -> anyhow::Result<Published> {
-    let mut out = Published {
-        committed: false,
-        pushed: false,
-        pr_url: branch.open.map(|p| p.html_url.clone()),
-        withheld: None,
-        draft: false,
-    };
-    // A pull request someone else opened from a branch named like ours is not ours to
-    // push to or retitle.
-    if let Some(pr) = branch.open.filter(|p| !opened_by_bot(env, p)) {
-        out.pr_url = None;
-        out.withheld = Some(format!(
-            "⚠️ A pull request from `{}` that this bot did not open is already there ({}); \
-             nothing was pushed to it.",
-            branch.name, pr.html_url
-        ));
-        return Ok(out);
-    }
-    match rule {
-        Publish::Withhold(reasons) => {
-            out.withheld = Some(rejection_text(reasons));
-            return Ok(out);
-        }
-        Publish::Draft(why) if branch.open.is_some_and(|p| !p.draft) => {
-            out.committed = checkout.commit_all(message, author).await?;
-            if out.committed {
-                out.withheld = Some(format!(
-                    "⚠️ The run {why}; its unfinished work was not pushed, so the ready pull \
-                     request {} is left as it was.",
-                    out.pr_url.clone().unwrap_or_default()
-                ));
-            }
-            return Ok(out);
-        }
-        _ => {}
-    }
-    out.committed = checkout.commit_all(message, author).await?;
-    if !out.committed {
-        return Ok(out);
-    }
-    fenced(env).await?;
-    checkout.push(branch.name).await?;
-    out.pushed = true;
-    let (title, body) = match rule {
-        Publish::Draft(why) => {
-            out.draft = true;
-            (
-                format!("[unfinished] {title}"),
-                format!(
-                    "⚠️ **Unfinished**: the run {why}. This draft holds the work so far; it is \
-                     not ready to merge.\n\n{body}"
-                ),
-            )
-        }
-        _ => (title.to_string(), body.to_string()),
-    };
-    let pr = match branch.open {
-        Some(pr) => repo.update_pull(pr.number, &title, &body).await?,
-        None => {
-            repo.create_pull(&title, branch.name, branch.base, &body, out.draft)
-                .await?
-        }
-    };
-    out.pr_url = Some(pr.html_url);
-    Ok(out)
-}
-
 pub use crate::config::repo::refactor_branch;
 
 /// A free-standing task (a schedule, a manual Action run) on branch
@@ -835,15 +554,13 @@ The project's tests run with `{cmd}`."
 }
 
 /// Markdown block quote of text written by a maintainer.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     text.lines()
         .map(|l| format!("> {l}"))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-/// The agent core on a checkout, with the repository's sensitive paths when it has a
-/// config, the job's ledger and the front door's event sink. Never unsandboxed.
 /// A progress comment: a line, then the job's steps as a checklist.
 fn checklist(head: &str, steps: &[(&str, bool)]) -> String {
     let mut s = format!("{head}\n\n");
@@ -853,6 +570,8 @@ fn checklist(head: &str, steps: &[(&str, bool)]) -> String {
     s
 }
 
+/// The agent core on a checkout, with the repository's sensitive paths when it has a
+/// config, the job's ledger and the front door's event sink. Never unsandboxed.
 fn orchestrator(
     env: &JobEnv,
     checkout: &Checkout,
@@ -868,11 +587,6 @@ fn orchestrator(
         .ledger(ledger, enforced)
         .http(env.http.clone())
         .sink(env.sink.clone())
-}
-
-/// The reason for untrusted-context mode, if the context calls for it.
-fn untrusted_why(p: &Provenance) -> Option<String> {
-    p.untrusted().then(|| p.outsiders.join("; "))
 }
 
 /// A shallow clone of the default branch in a scratch directory that lives as long as the
