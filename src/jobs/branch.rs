@@ -18,7 +18,10 @@ pub type BranchLock = Arc<
 >;
 
 /// Waits until this job may work on `branch`; the guard holds it until dropped.
-pub(super) async fn hold_branch(env: &JobEnv, branch: &str) -> anyhow::Result<Option<Box<dyn Send + Sync>>> {
+pub(super) async fn hold_branch(
+    env: &JobEnv,
+    branch: &str,
+) -> anyhow::Result<Option<Box<dyn Send + Sync>>> {
     match &env.branch_lock {
         Some(lock) => Ok(Some(lock(branch.to_string()).await?)),
         None => Ok(None),

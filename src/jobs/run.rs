@@ -19,8 +19,8 @@ use crate::llm::pricing::Usd;
 
 use super::branch::{bot_login, hold_branch, opened_by_bot, publish, Branch};
 pub use super::branch::{rejection_text, BranchLock, Publish};
-use super::issue::{issue_task, untrusted_why};
 pub use super::issue::{issue_of, Provenance};
+use super::issue::{issue_task, untrusted_why};
 use super::JobKind;
 
 /// What every job needs, built once by the front door.

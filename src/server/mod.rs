@@ -22,7 +22,9 @@ use crate::github::webhook::{self, Event};
 use crate::jobs;
 use crate::store::{DeliveryOutcome, NewJob, Store};
 
+mod branch_lock;
 pub mod config;
+mod failures;
 pub mod scheduler;
 pub mod worker;
 

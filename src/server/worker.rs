@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::branch_lock::branch_lock;
+use super::failures::{report_exhausted, report_failure, thread_of, Reported};
 use super::App;
 use crate::config::repo::RepoConfig;
 use crate::github::api::Repo;
@@ -209,150 +211,6 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
             &[("kind", &kind_now()), ("state", state)],
             started.elapsed().as_secs_f64(),
         );
-    }
-}
-
-/// A job that ended unsuccessfully after saying so on its thread itself (the run stopped,
-/// the budget ran out): the worker records the failure without a second comment.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Reported(String);
-
-/// An error the job could not report itself (GitHub or git failed under it): the details
-/// (paths, statuses, git's stderr, the chain of causes) are for the operator and are in the
-/// log and the job's row; the thread gets one plain sentence, what was spent and what
-/// happens next.
-async fn report_failure(app: &App, job: &ClaimedJob) {
-    let why = failure_sentence(job.id);
-    report_on_thread(
-        app,
-        job.id,
-        &job.payload,
-        &job.repo,
-        job.installation_id,
-        &why,
-    )
-    .await;
-}
-
-/// What a thread is told of an internal failure.
-fn failure_sentence(job_id: i64) -> String {
-    format!("an internal error stopped job {job_id}; the operator's log has the details")
-}
-
-/// Jobs whose leases expired too often are failed by the store; say so on their thread.
-async fn report_exhausted(app: &App) {
-    let Ok(jobs) = app.store.take_exhausted().await else {
-        return;
-    };
-    for j in jobs {
-        let why = format!(
-            "{} — the service was interrupted while running it each time, so it is not tried again",
-            j.error
-        );
-        report_on_thread(app, j.id, &j.payload, &j.repo, j.installation_id, &why).await;
-    }
-}
-
-/// "❌ This job failed: `why`", what it spent, and what happens next, in the job's marked
-/// comment on its thread (if it has one).
-async fn report_on_thread(
-    app: &App,
-    job_id: i64,
-    payload: &serde_json::Value,
-    repo: &str,
-    installation: i64,
-    why: &str,
-) {
-    let Some((repo, inst, number)) = job_thread(app, payload, repo, installation).await else {
-        return;
-    };
-    let spent = match app.store.job_spend(job_id).await {
-        Ok(s) => s.spent.to_string(),
-        Err(_) => "unknown (the ledger could not be read)".into(),
-    };
-    let next = if payload.get("schedule").is_some() {
-        "The schedule runs again at its next slot."
-    } else {
-        "Nothing more will happen for this request; ask again to retry."
-    };
-    let text =
-        format!("❌ This job failed: {why}\n\nSpent on models before it stopped: {spent}. {next}");
-    let r = Repo {
-        gh: &app.gh,
-        installation: inst,
-        name: &repo,
-        access: crate::github::api::Access::Triage,
-    };
-    if let Err(err) = r
-        .upsert_marked_comment(number, &run::marker(job_id), &text)
-        .await
-    {
-        tracing::warn!(error = %err, "could not report the failure on the thread");
-    }
-}
-
-/// Where a job reports: its event's issue or PR; for a scheduled task, the PR its branch has
-/// open (none yet: the failure is in the log and the metrics only, as there is no thread).
-async fn job_thread(
-    app: &App,
-    payload: &serde_json::Value,
-    repo: &str,
-    installation: i64,
-) -> Option<(RepoName, InstallationId, u64)> {
-    if let Ok(ev) = serde_json::from_value::<Event>(payload["event"].clone()) {
-        return thread_of(&ev);
-    }
-    let JobKind::Refactor { name, .. } =
-        serde_json::from_value::<JobKind>(payload["schedule"].clone()).ok()?
-    else {
-        return None;
-    };
-    let repo = RepoName::parse(repo)?;
-    let inst = InstallationId(u64::try_from(installation).ok()?);
-    let r = Repo {
-        gh: &app.gh,
-        installation: inst,
-        name: &repo,
-        access: crate::github::api::Access::Triage,
-    };
-    let pull = r.open_pull_for(&run::refactor_branch(&name)).await.ok()??;
-    Some((repo, inst, pull.number))
-}
-
-fn thread_of(ev: &Event) -> Option<(RepoName, InstallationId, u64)> {
-    match ev {
-        Event::IssueLabeled {
-            repo,
-            installation,
-            number,
-            ..
-        }
-        | Event::Comment {
-            repo,
-            installation,
-            number,
-            ..
-        }
-        | Event::ReviewComment {
-            repo,
-            installation,
-            number,
-            ..
-        }
-        | Event::Review {
-            repo,
-            installation,
-            number,
-            ..
-        }
-        | Event::PullRequest {
-            repo,
-            installation,
-            number,
-            ..
-        } => Some((repo.clone(), *installation, *number)),
-        Event::Ping => None,
     }
 }
 
@@ -789,68 +647,6 @@ fn env(app: &App, job: &ClaimedJob) -> JobEnv {
             .ok()
             .as_ref()
             .and_then(run::issue_of),
-    }
-}
-
-/// A branch is worked on by one job at a time, across processes: a lease in the store named
-/// after the repository and branch, renewed while held (it lapses with its process) and given
-/// up when the job is done with it.
-fn branch_lock(app: &App, job: &ClaimedJob) -> run::BranchLock {
-    let store = app.store.clone();
-    let ttl = app.cfg.lease;
-    let owner = format!("job-{}-{}", job.id, job.lease_owner);
-    let repo = job.repo.clone();
-    Arc::new(move |branch: String| {
-        let (store, owner) = (store.clone(), owner.clone());
-        let name = format!("branch:{repo}:{branch}");
-        Box::pin(async move {
-            let mut waited = false;
-            while !store.try_lease(&name, &owner, ttl).await? {
-                if !waited {
-                    tracing::info!(%name, "another job works on this branch; waiting for it");
-                    waited = true;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            let renew = {
-                let (store, name, owner) = (store.clone(), name.clone(), owner.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(ttl / 3).await;
-                        if let Err(e) = store.try_lease(&name, &owner, ttl).await {
-                            tracing::warn!(error = %e, %name, "could not renew the branch lease");
-                        }
-                    }
-                })
-            };
-            let guard: Box<dyn Send + Sync> = Box::new(BranchGuard {
-                store,
-                name,
-                owner,
-                renew,
-            });
-            Ok(guard)
-        })
-    })
-}
-
-/// Gives the branch up when the job is done with it (or stops at any `.await`).
-struct BranchGuard {
-    store: crate::store::Store,
-    name: String,
-    owner: String,
-    renew: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for BranchGuard {
-    fn drop(&mut self) {
-        self.renew.abort();
-        let (store, name, owner) = (self.store.clone(), self.name.clone(), self.owner.clone());
-        tokio::spawn(async move {
-            if let Err(e) = store.release_lease(&name, &owner).await {
-                tracing::warn!(error = %e, %name, "could not release the branch lease; it lapses");
-            }
-        });
     }
 }
 
