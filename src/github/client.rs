@@ -296,10 +296,6 @@ impl GitHub {
         self
     }
 
-    pub fn link_policy(&self) -> &super::outbound::LinkPolicy {
-        &self.links
-    }
-
     /// Markdown as it may be posted: secrets redacted, links and images to other hosts
     /// neutralised, raw HTML escaped.
     pub fn markdown(&self, body: &str) -> String {

@@ -7,6 +7,7 @@ pub mod api;
 pub mod client;
 pub mod command;
 pub mod git;
+mod links;
 mod markup;
 pub mod outbound;
 pub mod sanitize;

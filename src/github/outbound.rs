@@ -10,111 +10,10 @@
 //! links, autolinks and HTML blocks are read the way a renderer reads them; GitHub's
 //! extended autolinks (`https://…` and `www.…` in running text) are found separately.
 
+pub use super::links::LinkPolicy;
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 use regex::Regex;
 use std::sync::LazyLock;
-
-/// The hosts outbound links and images may point at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkPolicy {
-    /// Lowercase host names; `*.example.com` also allows every subdomain of it.
-    hosts: Vec<String>,
-}
-
-impl LinkPolicy {
-    /// The installation's GitHub host (derived from the API URL: `api.github.com` is
-    /// `github.com`, with GitHub's own subdomains and user-content hosts; a GitHub
-    /// Enterprise server is its own host), plus `extra` from the operator.
-    pub fn for_api(api_url: &str, extra: &[String]) -> LinkPolicy {
-        let mut hosts = Vec::new();
-        let host = reqwest::Url::parse(api_url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
-        match host.as_deref() {
-            Some("api.github.com") | Some("github.com") | None => {
-                for h in ["github.com", "*.github.com", "*.githubusercontent.com"] {
-                    hosts.push(h.to_string());
-                }
-            }
-            Some(h) => hosts.push(h.to_string()),
-        }
-        for e in extra {
-            let e = e.trim().trim_end_matches('.').to_ascii_lowercase();
-            if !e.is_empty() && !hosts.contains(&e) {
-                hosts.push(e);
-            }
-        }
-        LinkPolicy { hosts }
-    }
-
-    /// `EQUITR_LINK_HOSTS`: hosts separated by commas or spaces, `*.example.com` for a
-    /// domain and its subdomains.
-    pub fn parse_hosts(list: &str) -> Result<Vec<String>, String> {
-        let mut out = Vec::new();
-        for h in list
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|h| !h.is_empty())
-        {
-            let bare = h.strip_prefix("*.").unwrap_or(h);
-            let ok = !bare.is_empty()
-                && bare
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-            if !ok {
-                return Err(format!(
-                    "`{h}` is not a host name (write `docs.example.com` or `*.example.com`, without scheme or path)"
-                ));
-            }
-            out.push(h.to_ascii_lowercase());
-        }
-        Ok(out)
-    }
-
-    pub fn hosts(&self) -> &[String] {
-        &self.hosts
-    }
-
-    fn allows_host(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|h| match h.strip_prefix("*.") {
-            Some(base) => host == base || host.ends_with(&format!(".{base}")),
-            None => host == *h,
-        })
-    }
-
-    /// `None` when `dest` may be linked; otherwise what to show for it (its host, or the
-    /// scheme when it has none).
-    fn refuses(&self, dest: &str) -> Option<String> {
-        let dest = dest.trim();
-        let parsed = if dest.starts_with("//") {
-            reqwest::Url::parse(&format!("https:{dest}"))
-        } else if dest
-            .get(..4)
-            .is_some_and(|p| p.eq_ignore_ascii_case("www."))
-        {
-            reqwest::Url::parse(&format!("https://{dest}"))
-        } else {
-            reqwest::Url::parse(dest)
-        };
-        match parsed {
-            // Relative to the page, which is on the GitHub host.
-            Err(url::ParseError::RelativeUrlWithoutBase) => {
-                // `\\evil.example` and `/\evil.example` are read as `//…` by browsers.
-                if dest.starts_with('\\') || dest.starts_with("/\\") {
-                    Some(dest.chars().take(40).collect())
-                } else {
-                    None
-                }
-            }
-            Err(_) => Some(dest.chars().take(40).collect()),
-            Ok(u) => match (u.scheme(), u.host_str()) {
-                ("http" | "https", Some(h)) if self.allows_host(h) => None,
-                ("http" | "https", Some(h)) => Some(h.to_string()),
-                (scheme, _) => Some(format!("{scheme}:")),
-            },
-        }
-    }
-}
 
 /// `text` with every link and image to a host `policy` does not allow neutralised and raw
 /// HTML escaped.
@@ -194,7 +93,6 @@ fn neutralise_once(text: &str, policy: &LinkPolicy) -> String {
     // stray backtick of the text can pair with one of ours (a code span ends only at a run
     // of the same length).
     let options = options();
-    let policy = &Ctx { policy };
     let mut out = String::with_capacity(text.len() + 64);
     let mut cursor = 0usize;
     // Links and images being dropped, innermost last: the note to write at their end.
@@ -234,7 +132,7 @@ fn neutralise_once(text: &str, policy: &LinkPolicy) -> String {
                 let refused = if link_type == pulldown_cmark::LinkType::Email {
                     Some("mailto:".to_string())
                 } else {
-                    policy.policy.refuses(dest_url)
+                    policy.refuses(dest_url)
                 };
                 if dropping.is_empty() {
                     if refused.is_none() {
@@ -331,11 +229,6 @@ fn neutralise_once(text: &str, policy: &LinkPolicy) -> String {
     out
 }
 
-/// What the pass needs besides the text.
-struct Ctx<'a> {
-    policy: &'a LinkPolicy,
-}
-
 /// Copies the running text between the last element handled and `to` (outside a link
 /// being dropped, whose text is copied piece by piece instead).
 fn flush(
@@ -343,7 +236,7 @@ fn flush(
     text: &str,
     cursor: &mut usize,
     to: usize,
-    policy: &Ctx<'_>,
+    policy: &LinkPolicy,
     dropping: &[Option<String>],
 ) {
     if dropping.is_empty() && to > *cursor {
@@ -373,12 +266,12 @@ static INNER: LazyLock<Regex> = LazyLock::new(|| {
 
 /// GitHub's extended autolinks in running text: a run that holds a URL to a host that is not
 /// allowed is defanged — `https\://`, `www\.`, `\@` — so it shows the same but links nowhere.
-fn bare_urls(text: &str, ctx: &Ctx<'_>) -> String {
+fn bare_urls(text: &str, policy: &LinkPolicy) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for m in URL.find_iter(text) {
         let run = m.as_str();
-        if !run_refused(run, ctx.policy) {
+        if !run_refused(run, policy) {
             continue;
         }
         out.push_str(&text[last..m.start()]);
