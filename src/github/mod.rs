@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+mod access;
+mod answers;
 pub mod api;
 pub mod client;
 pub mod command;
