@@ -677,8 +677,9 @@ async fn a_job_out_of_attempts_fails_with_a_comment_saying_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
-    // A model that stalls past the lease: meanwhile another process takes the job over.
-    let (gh, llm, svc) = taken_over_mid_call("2", Duration::from_secs(3)).await;
+    // A model that stalls well past the lease (long enough that a loaded machine's late
+    // heartbeat still sees the take-over first): meanwhile another process takes the job over.
+    let (gh, llm, svc) = taken_over_mid_call("2", Duration::from_secs(6)).await;
 
     let lost = "equitr_jobs_finished_total{kind=\"implement\",state=\"lost\"} 1";
     let mut m = String::new();
@@ -691,7 +692,7 @@ async fn a_job_whose_lease_is_taken_over_stops_without_pushing() {
     }
     assert!(m.contains(lost), "the job stopped: {m}");
     // Past the stalled answer: the stopped job never asks the model again nor pushes.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(llm.requests_for("gpt-4o-mini").len(), 1, "{m}");
     assert!(
         gh.pulls(REPO).is_empty(),
