@@ -211,6 +211,8 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
             &[("kind", &kind_now()), ("state", state)],
             started.elapsed().as_secs_f64(),
         );
+        // Tests and wrappers wait on this line rather than polling the store.
+        eprintln!("equitr-coder serve: job {} {state}", job.id);
     }
 }
 
