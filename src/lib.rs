@@ -7,6 +7,7 @@
 pub mod action;
 pub mod agent;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod github;
 pub mod jobs;

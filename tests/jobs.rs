@@ -6,11 +6,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use equitr_coder::config::repo::RepoConfig;
 use equitr_coder::config::{Config, Overrides};
+use equitr_coder::github::api::Repo;
 use equitr_coder::github::client::{AppAuth, GitHub, SystemClock};
 use equitr_coder::github::{InstallationId, RepoName};
-use equitr_coder::jobs::run::{implement, JobEnv, JobSpec};
 use equitr_coder::jobs::JobKind;
+use equitr_coder::jobs::{dispatch, JobCtx, JobEnv, JobReport};
+use equitr_coder::llm::ledger::Ledger;
 use equitr_coder::llm::ledger::MemoryLedger;
 use equitr_coder::llm::pricing::Usd;
 use serde_json::json;
@@ -50,7 +53,41 @@ async fn env(gh: &FakeGitHub, llm: &ScriptedLlm, work: &std::path::Path) -> JobE
         fence: None,
         branch_lock: None,
         trigger_issue: None,
+        read_only: false,
     }
+}
+
+/// One job to run, as a front door would hand it over.
+struct JobSpec {
+    id: i64,
+    repo: RepoName,
+    installation: InstallationId,
+    kind: JobKind,
+    comment_id: Option<u64>,
+}
+
+/// The job through `jobs::dispatch`, as `serve` and the Action run it.
+async fn run_job(
+    env: &JobEnv,
+    spec: &JobSpec,
+    cfg: &RepoConfig,
+    ledger: Arc<dyn Ledger>,
+) -> anyhow::Result<JobReport> {
+    let ctx = JobCtx {
+        env,
+        id: spec.id,
+        repo: Repo {
+            gh: &env.gh,
+            installation: spec.installation,
+            name: &spec.repo,
+            access: spec.kind.access(),
+        },
+        kind: &spec.kind,
+        cfg,
+        ledger,
+        trigger: spec.comment_id,
+    };
+    dispatch(&ctx).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +141,7 @@ async fn an_issue_becomes_a_pull_request_with_its_cost_summary() {
         comment_id: None,
     };
     let ledger = Arc::new(MemoryLedger::new(Some(Usd::from_picos(1_000_000_000_000))));
-    let report = implement(&env, &spec, 5, "", &Default::default(), ledger, true)
+    let report = run_job(&env, &spec, &Default::default(), ledger)
         .await
         .unwrap();
     assert!(report.succeeded, "{report:?}");
@@ -194,7 +231,7 @@ async fn writes_that_landed_before_a_5xx_are_not_made_twice() {
         comment_id: None,
     };
     let ledger = Arc::new(MemoryLedger::new(None));
-    let r = implement(&env, &spec, 6, "", &Default::default(), ledger, false)
+    let r = run_job(&env, &spec, &Default::default(), ledger)
         .await
         .unwrap();
     assert!(r.succeeded, "{r:?}");
@@ -249,7 +286,7 @@ async fn a_retried_job_updates_its_pull_request_and_comment() {
     };
     for _ in 0..2 {
         let ledger = Arc::new(MemoryLedger::new(None));
-        let r = implement(&env, &spec, 6, "", &Default::default(), ledger, false)
+        let r = run_job(&env, &spec, &Default::default(), ledger)
             .await
             .unwrap();
         assert!(r.succeeded, "{r:?}");
@@ -263,7 +300,6 @@ async fn a_retried_job_updates_its_pull_request_and_comment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_pull_request_gets_a_review_with_inline_comments_and_a_check_run() {
     use equitr_coder::config::repo::RepoConfig;
-    use equitr_coder::jobs::run::review;
 
     let gh = FakeGitHub::start().await;
     gh.add_installation(7001, "acme");
@@ -316,16 +352,9 @@ async fn a_fork_pull_request_gets_a_review_with_inline_comments_and_a_check_run(
         comment_id: None,
     };
     let cfg = RepoConfig::default();
-    let report = review(
-        &env,
-        &spec,
-        9,
-        &cfg,
-        Arc::new(MemoryLedger::new(None)),
-        false,
-    )
-    .await
-    .unwrap();
+    let report = run_job(&env, &spec, &cfg, Arc::new(MemoryLedger::new(None)))
+        .await
+        .unwrap();
     assert!(report.succeeded, "{report:?}");
     let reviews = gh.reviews(REPO, 9);
     assert_eq!(reviews.len(), 1);
@@ -358,8 +387,6 @@ async fn a_fork_pull_request_gets_a_review_with_inline_comments_and_a_check_run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fix_revises_the_bots_own_pull_request_and_nothing_else() {
-    use equitr_coder::jobs::run::revise;
-
     let gh = FakeGitHub::start().await;
     gh.add_installation(7001, "acme");
     let repo = gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
@@ -405,17 +432,9 @@ async fn fix_revises_the_bots_own_pull_request_and_nothing_else() {
         comment_id: None,
     };
     let cfg = Default::default();
-    let r = revise(
-        &env,
-        &spec(20, 4),
-        4,
-        "Upper-case the letter",
-        &cfg,
-        Arc::new(MemoryLedger::new(None)),
-        false,
-    )
-    .await
-    .unwrap();
+    let r = run_job(&env, &spec(20, 4), &cfg, Arc::new(MemoryLedger::new(None)))
+        .await
+        .unwrap();
     assert!(r.succeeded, "{r:?}");
     assert_eq!(gh.branch_files(REPO, "equitr/issue-3")["a.txt"], "B\n");
     assert!(gh
@@ -424,34 +443,18 @@ async fn fix_revises_the_bots_own_pull_request_and_nothing_else() {
         .any(|c| c.body.contains("✅ Pushed the revision")));
     // Someone else's pull request is not touched, and no model is called.
     let calls = llm.requests().len();
-    revise(
-        &env,
-        &spec(21, 5),
-        5,
-        "change it",
-        &cfg,
-        Arc::new(MemoryLedger::new(None)),
-        false,
-    )
-    .await
-    .unwrap();
+    run_job(&env, &spec(21, 5), &cfg, Arc::new(MemoryLedger::new(None)))
+        .await
+        .unwrap();
     assert_eq!(llm.requests().len(), calls);
     assert_eq!(gh.branch_files(REPO, "feature")["a.txt"], "x\n");
     assert!(gh
         .comments(REPO, 5)
         .iter()
         .any(|c| c.body.contains("only pull requests this bot opened")));
-    revise(
-        &env,
-        &spec(22, 6),
-        6,
-        "change it",
-        &cfg,
-        Arc::new(MemoryLedger::new(None)),
-        false,
-    )
-    .await
-    .unwrap();
+    run_job(&env, &spec(22, 6), &cfg, Arc::new(MemoryLedger::new(None)))
+        .await
+        .unwrap();
     assert_eq!(llm.requests().len(), calls);
     assert_eq!(gh.branch_files(REPO, "equitr/mine")["a.txt"], "m\n");
     assert!(gh
@@ -464,7 +467,6 @@ async fn fix_revises_the_bots_own_pull_request_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_waits_for_approval_and_is_implemented_once() {
     use equitr_coder::config::repo::RepoConfig;
-    use equitr_coder::jobs::run::approve;
 
     let gh = FakeGitHub::start().await;
     gh.add_installation(7001, "acme");
@@ -498,14 +500,11 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
             notes: notes.into(),
         },
     );
-    let report = implement(
+    let report = run_job(
         &env,
         &implement_spec,
-        8,
-        notes,
         &cfg,
         Arc::new(MemoryLedger::new(None)),
-        true,
     )
     .await
     .unwrap();
@@ -551,13 +550,11 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
         "gpt-4o-mini",
         Reply::tool("finish", json!({"summary": "Fixed the typo."})),
     );
-    let report = approve(
+    let report = run_job(
         &env,
         &spec(2, JobKind::Approve { issue: 8 }),
-        8,
         &cfg,
         Arc::new(MemoryLedger::new(None)),
-        true,
     )
     .await
     .unwrap();
@@ -584,13 +581,11 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
 
     // A second approve finds no plan waiting and calls no model.
     let calls = llm.requests().len();
-    let report = approve(
+    let report = run_job(
         &env,
         &spec(3, JobKind::Approve { issue: 8 }),
-        8,
         &cfg,
         Arc::new(MemoryLedger::new(None)),
-        true,
     )
     .await
     .unwrap();
@@ -606,8 +601,6 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_review_on_the_bots_pull_request_is_revised_from_its_line_comments() {
-    use equitr_coder::jobs::run::revise;
-
     let gh = FakeGitHub::start().await;
     gh.add_installation(7001, "acme");
     let repo = gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
@@ -655,14 +648,11 @@ async fn a_review_on_the_bots_pull_request_is_revised_from_its_line_comments() {
         },
         comment_id: None,
     };
-    let r = revise(
+    let r = run_job(
         &env,
         &spec,
-        4,
-        "",
         &Default::default(),
         Arc::new(MemoryLedger::new(None)),
-        false,
     )
     .await
     .unwrap();
@@ -686,7 +676,6 @@ async fn a_review_on_the_bots_pull_request_is_revised_from_its_line_comments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approve_retried_after_a_failure_still_implements_its_plan() {
     use equitr_coder::config::repo::RepoConfig;
-    use equitr_coder::jobs::run::approve;
     let gh = FakeGitHub::start().await;
     gh.add_installation(7001, "acme");
     gh.add_repo(7001, REPO, &[("b.txt", "teh\n")]);
@@ -715,9 +704,7 @@ async fn an_approve_retried_after_a_failure_still_implements_its_plan() {
             notes: String::new(),
         },
     );
-    implement(&env, &implement_job, 8, "", &cfg, ledger(), true)
-        .await
-        .unwrap();
+    run_job(&env, &implement_job, &cfg, ledger()).await.unwrap();
     // The approve job's first attempt fails right after it marked the plan approved
     // (GitHub refuses its progress comment; a crash or a SIGTERM release is the same).
     gh.fail_next(
@@ -727,7 +714,7 @@ async fn an_approve_retried_after_a_failure_still_implements_its_plan() {
         vec![],
     );
     let approve_job = spec(2, JobKind::Approve { issue: 8 });
-    let first = approve(&env, &approve_job, 8, &cfg, ledger(), true).await;
+    let first = run_job(&env, &approve_job, &cfg, ledger()).await;
     assert!(first.is_err(), "{first:?}");
     // The same job, retried, resumes the plan it approved.
     llm.push(
@@ -738,21 +725,17 @@ async fn an_approve_retried_after_a_failure_still_implements_its_plan() {
         "gpt-4o-mini",
         Reply::tool("finish", json!({"summary": "Fixed."})),
     );
-    let again = approve(&env, &approve_job, 8, &cfg, ledger(), true)
-        .await
-        .unwrap();
+    let again = run_job(&env, &approve_job, &cfg, ledger()).await.unwrap();
     assert!(again.succeeded, "{again:?}");
     assert_eq!(gh.branch_files(REPO, "equitr/issue-8")["b.txt"], "the\n");
     let task = llm.requests_for("gpt-4o-mini")[0].body["messages"].to_string();
     assert!(task.contains("PLAN-XYZ"), "{task}");
     // Another job's approve finds nothing waiting.
-    let other = approve(
+    let other = run_job(
         &env,
         &spec(3, JobKind::Approve { issue: 8 }),
-        8,
         &cfg,
         ledger(),
-        true,
     )
     .await
     .unwrap();
@@ -761,7 +744,6 @@ async fn an_approve_retried_after_a_failure_still_implements_its_plan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_review_whose_only_comment_is_a_command_changes_nothing() {
-    use equitr_coder::jobs::run::revise;
     let gh = FakeGitHub::start().await;
     gh.add_installation(7001, "acme");
     let repo = gh.add_repo(7001, REPO, &[("a.txt", "a\n")]);
@@ -795,14 +777,11 @@ async fn a_review_whose_only_comment_is_a_command_changes_nothing() {
         },
         comment_id: None,
     };
-    let r = revise(
+    let r = run_job(
         &env,
         &spec,
-        4,
-        "",
         &Default::default(),
         Arc::new(MemoryLedger::new(None)),
-        false,
     )
     .await
     .unwrap();
@@ -832,7 +811,7 @@ async fn a_marked_comment_past_the_first_page_is_updated_not_duplicated() {
         name: &name,
         access: equitr_coder::github::api::Access::Triage,
     };
-    let marker = equitr_coder::jobs::run::marker(77);
+    let marker = equitr_coder::jobs::thread::marker(77);
     repo.upsert_marked_comment(3, &marker, "first")
         .await
         .unwrap();

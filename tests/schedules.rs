@@ -291,7 +291,7 @@ fn next_slots_follow_cron_in_utc() {
     .unwrap_err();
     assert_eq!(clash.line, 3, "{clash}");
     assert!(
-        clash.to_string().contains("equitr/refactor-weekly-cleanup"),
+        clash.to_string().contains("`refactor-weekly-cleanup`"),
         "{clash}"
     );
 }

@@ -483,7 +483,10 @@ async fn a_labelled_issue_becomes_a_pull_request_and_intake_holds_the_line(backe
     // The job's transcript is in the database: the agent's events, in order.
     let store = equitr_coder::store::Store::connect(&svc.db).await.unwrap();
     let events = store.events(1).await.unwrap();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    // The agent's events, between the job's own progress steps around them.
+    let all: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(all.first(), Some(&"progress"), "{all:?}");
+    let kinds: Vec<&str> = all.into_iter().filter(|k| *k != "progress").collect();
     assert_eq!(kinds.first(), Some(&"classified"), "{kinds:?}");
     assert!(
         kinds.contains(&"model_call") && kinds.contains(&"tool_call"),

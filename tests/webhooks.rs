@@ -158,8 +158,13 @@ fn a_submitted_review_on_the_apps_own_branch_asks_for_a_revision() {
         panic!("{ev:?}")
     };
     assert_eq!(
-        (state.as_str(), head_ref.as_str(), *from_fork, *number),
-        ("commented", "changes", false, 2)
+        (*state, head_ref.as_str(), *from_fork, *number),
+        (
+            equitr_coder::github::webhook::ReviewState::Commented,
+            "changes",
+            false,
+            2
+        )
     );
     assert_eq!(author.login, "Codertocat");
     assert_eq!(*review_id, 237895671);

@@ -21,7 +21,7 @@ use crate::llm::ledger::{BudgetError, Ledger, LedgerEntry, Reservation, Reservat
 use crate::llm::pricing::Usd;
 use crate::llm::{AgentRole, Usage};
 
-pub const BRANCH: &str = "equitr/ledger";
+pub const BRANCH: &str = crate::jobs::branch::LEDGER;
 
 /// How many times a write is retried after losing a compare-and-swap.
 const MAX_CONFLICTS: u32 = 20;
@@ -351,5 +351,15 @@ impl Ledger for GitLedger {
                 None
             }
         }
+    }
+
+    async fn month_spend(&self) -> Option<crate::llm::ledger::MonthSpend> {
+        let (spent, cap) = self.month().await?;
+        Some(crate::llm::ledger::MonthSpend {
+            month: Some(self.month.clone()),
+            spent,
+            cap,
+            scheduled: Vec::new(),
+        })
     }
 }

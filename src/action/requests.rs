@@ -2,8 +2,7 @@
 //! the event alone, before any GitHub call ([`may_matter`]), then with the repository's
 //! config ([`requests`]).
 
-use std::collections::BTreeMap;
-
+use super::inputs::Inputs;
 use super::{UsageError, ACTIONS_BOT};
 use crate::config::repo::RepoConfig;
 use crate::github::webhook::Event;
@@ -47,19 +46,44 @@ pub(super) fn may_matter(
     })
 }
 
+/// The event a run was started for, as the runner describes it.
+#[derive(Clone, Copy)]
+pub(super) struct RunEvent<'a> {
+    /// The `mode` input (`auto` unless the workflow says otherwise).
+    pub(super) mode: &'a str,
+    /// `GITHUB_EVENT_NAME`.
+    pub(super) name: &'a str,
+    /// The event parsed, when it is one the product handles.
+    pub(super) event: Option<&'a Event>,
+    /// The event's payload as it is.
+    pub(super) payload: &'a serde_json::Value,
+}
+
+/// The person an event's `sender` names.
+pub(super) fn actor(v: &serde_json::Value) -> Option<Actor> {
+    Some(Actor {
+        login: v["login"].as_str()?.to_string(),
+        id: v["id"].as_u64().unwrap_or(0),
+        is_bot: v["type"].as_str() == Some("Bot"),
+    })
+}
+
 /// The jobs this run does: in `auto` mode what `serve` would do for the same event; in the
 /// other modes the one job the workflow asks for, on the event's issue or pull request.
-#[allow(clippy::too_many_arguments)] // the run's context, read once by the caller
 pub(super) fn requests(
-    mode: &str,
-    event_name: &str,
-    event: Option<&Event>,
-    payload: &serde_json::Value,
+    run: &RunEvent<'_>,
     cfg: &RepoConfig,
-    sender: Option<Actor>,
-    task: Option<String>,
-    env: &BTreeMap<String, String>,
+    inputs: &Inputs<'_>,
 ) -> Result<Vec<Request>, UsageError> {
+    let RunEvent {
+        mode,
+        name: event_name,
+        event,
+        payload,
+    } = *run;
+    let env = inputs.0;
+    let task = inputs.get("task");
+    let sender = actor(&payload["sender"]);
     let number = payload["issue"]["number"]
         .as_u64()
         .or(payload["pull_request"]["number"].as_u64());
@@ -118,24 +142,7 @@ pub(super) fn requests(
             notes: task.clone().unwrap_or_default(),
         }),
         "review" if !is_pr => Err(UsageError(format!("mode `review` needs a pull request event, not `{event_name}`"))),
-        "review" => {
-            // A review the workflow runs on its own (a pull request opened or pushed to) is
-            // automatic, as `triggers.auto_review` is in the App: no sender to check — an
-            // outside contributor's pull request is what a security review is for. A comment
-            // or a submitted review asking for it is a command: its author is checked.
-            let asked = payload["comment"].is_object() || payload["review"].is_object();
-            Ok(vec![Request {
-                kind: JobKind::Review {
-                    pr: need_number("review")?,
-                    head_sha: payload["pull_request"]["head"]["sha"]
-                        .as_str()
-                        .map(str::to_string),
-                    from_fork: super::from_fork(payload),
-                },
-                requested_by: if asked { sender.clone() } else { None },
-                comment_id: payload["comment"]["id"].as_u64(),
-            }])
-        }
+        "review" => Ok(vec![review(payload, need_number("review")?, sender)]),
         "ask" => one(JobKind::Ask {
             number: need_number("ask")?,
             question: need_task("mode `ask`")?,
@@ -148,5 +155,24 @@ pub(super) fn requests(
         other => Err(UsageError(format!(
             "input `mode`: `{other}` is not one of auto, implement, review, refactor, ask"
         ))),
+    }
+}
+
+/// The review a workflow asks for. One it runs on its own (a pull request opened or pushed
+/// to) is automatic, as `triggers.auto_review` is in the App: no sender to check — an outside
+/// contributor's pull request is what a security review is for. A comment or a submitted
+/// review asking for it is a command: its author is checked.
+fn review(payload: &serde_json::Value, pr: u64, sender: Option<Actor>) -> Request {
+    let asked = payload["comment"].is_object() || payload["review"].is_object();
+    Request {
+        kind: JobKind::Review {
+            pr,
+            head_sha: payload["pull_request"]["head"]["sha"]
+                .as_str()
+                .map(str::to_string),
+            from_fork: super::from_fork(payload),
+        },
+        requested_by: if asked { sender } else { None },
+        comment_id: payload["comment"]["id"].as_u64(),
     }
 }

@@ -73,6 +73,11 @@ pub enum JobEvent {
         outcome: String,
         summary: String,
     },
+    /// A step of the job around the agent (reading the issue, pushing the branch), as its
+    /// thread shows it.
+    Progress {
+        step: String,
+    },
 }
 
 fn ser_opt_usd<S: serde::Serializer>(v: &Option<Usd>, s: S) -> Result<S::Ok, S::Error> {

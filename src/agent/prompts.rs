@@ -56,7 +56,7 @@ pub fn review_request(task: &str, why: &str, diff: &str) -> String {
          Check it does the task, and look for security problems (injection, secrets, auth bypass, unsafe input handling), \
          broken behaviour and risky design. Call `submit_review` with approved=true if it can be accepted as is, \
          or approved=false with the concrete reasons the worker must fix.\n\n<task>\n{task}\n</task>\n\n{}",
-        crate::github::sanitize::fence_code("diff", diff)
+        crate::agent::sanitize::fence_code("diff", diff)
     )
 }
 

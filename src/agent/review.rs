@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::diff::{self, FileDiff};
 use super::{CostReport, JobEvent, Orchestrator, Outcome, Run, Stop, TaskClass};
+use crate::agent::sanitize::fence_code;
 pub use crate::config::repo::Severity;
-use crate::github::sanitize::fence_code;
 use crate::llm::{tokens, AgentRole, Message, ToolSpec};
 
 /// The most diff text one review prompt carries.
@@ -107,26 +107,7 @@ impl Orchestrator {
     pub async fn review(&mut self, req: ReviewRequest) -> anyhow::Result<ReviewResult> {
         let files = diff::parse(&req.diff);
         let mut run = self.start_run("review", CancellationToken::new());
-        let sensitive: Vec<usize> = (0..files.len())
-            .filter(|&i| self.sensitive.is_match(&files[i].path))
-            .collect();
-        let class = if sensitive.is_empty() {
-            TaskClass::Routine
-        } else {
-            TaskClass::Security
-        };
-        let reason = if sensitive.is_empty() {
-            "no sensitive path in the diff".to_string()
-        } else {
-            format!(
-                "the diff touches sensitive paths: {}",
-                sensitive
-                    .iter()
-                    .map(|&i| files[i].path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+        let (sensitive, class, reason) = self.classify_diff(&files);
         self.emit(
             &mut run,
             JobEvent::Classified {
@@ -225,6 +206,23 @@ impl Orchestrator {
         })
     }
 
+    /// Which files of the diff match the sensitive paths, and the class that makes the review.
+    fn classify_diff(&self, files: &[diff::FileDiff]) -> (Vec<usize>, TaskClass, String) {
+        let sensitive: Vec<usize> = (0..files.len())
+            .filter(|&i| self.sensitive.is_match(&files[i].path))
+            .collect();
+        if sensitive.is_empty() {
+            return (
+                sensitive,
+                TaskClass::Routine,
+                "no sensitive path in the diff".to_string(),
+            );
+        }
+        let paths: Vec<&str> = sensitive.iter().map(|&i| files[i].path.as_str()).collect();
+        let reason = format!("the diff touches sensitive paths: {}", paths.join(", "));
+        (sensitive, TaskClass::Security, reason)
+    }
+
     /// One role's review conversation: read-only tools, `report_finding`, `finish`.
     async fn review_loop(
         &self,
@@ -272,8 +270,9 @@ impl Orchestrator {
                         Err(e) => (format!("report_finding: {e}"), true),
                     },
                     "finish" => {
-                        finished =
-                            Some(super::arg_str(&call.arguments, "summary").unwrap_or_default());
+                        finished = Some(
+                            super::worker::arg_str(&call.arguments, "summary").unwrap_or_default(),
+                        );
                         ("ok".to_string(), false)
                     }
                     _ => self.tool(run, role, &self.readonly, call).await?,
@@ -359,7 +358,7 @@ impl Orchestrator {
             let mut finished = false;
             for call in &resp.tool_calls {
                 let (content, is_error) = if call.name == "finish" {
-                    text = super::arg_str(&call.arguments, "summary").unwrap_or_default();
+                    text = super::worker::arg_str(&call.arguments, "summary").unwrap_or_default();
                     finished = true;
                     ("ok".to_string(), false)
                 } else {

@@ -13,7 +13,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> u8 {
         return fail(EXIT_FAILED, format!("writing the step outputs: {e}"));
     }
     println!("equitr-coder: {}", outcome.conclusion);
-    if outcome.conclusion == "failure" {
+    if outcome.conclusion == crate::action::Conclusion::Failure {
         EXIT_FAILED
     } else {
         EXIT_OK

@@ -95,22 +95,23 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
     if pending {
         tokio::spawn(look_up_until_found(app.clone()));
     }
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-        tracing::info!("shutting down: no new jobs are claimed");
-    };
-    match server::serve(app, listener, shutdown).await {
+    match server::serve(app, listener, shutdown_signal()).await {
         Ok(()) => EXIT_OK,
         Err(e) => fail(EXIT_FAILED, format!("{e:#}")),
     }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down: no new jobs are claimed");
 }
 
 /// `GET /app`: the app's slug.

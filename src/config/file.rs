@@ -1,10 +1,11 @@
 //! The YAML file as written: every field optional, unknown keys refused.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{ProviderKind, SandboxSetting};
+use super::{ConfigError, ProviderKind, RoleSettings, SandboxSetting, Secret, Source};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +164,184 @@ pub fn key_lines(text: &str) -> BTreeMap<String, usize> {
         }
     }
     lines
+}
+
+impl super::Config {
+    /// Parse and apply a YAML text as if read from `path`.
+    // long: one line per configuration key, in the file's order; split, the table would scatter.
+    pub fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let parsed: FileConfig = if text.trim().is_empty() {
+            FileConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| {
+                let line = e.location().map(|l| l.line()).unwrap_or(1);
+                let full = e.to_string();
+                // The library appends " at line L column C"; the line is already in front.
+                let message = match full.rsplit_once(" at line ") {
+                    Some((head, _)) => head.to_string(),
+                    None => full,
+                };
+                ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    message,
+                }
+            })?
+        };
+        let lines = key_lines(text);
+        self.file = Some(path.to_path_buf());
+        let src = |key: &str| Source::File {
+            path: path.to_path_buf(),
+            line: lines.get(key).copied().unwrap_or(1),
+        };
+        let s = &mut self.sources;
+        macro_rules! set {
+            ($slot:expr, $val:expr, $key:expr) => {
+                if let Some(v) = $val {
+                    $slot = v;
+                    s.insert($key.to_string(), src($key));
+                }
+            };
+        }
+        if let Some(llm) = parsed.llm {
+            set!(self.llm.provider, llm.provider, "llm.provider");
+            set!(self.llm.model, llm.model.map(Some), "llm.model");
+            set!(self.llm.api_base, llm.api_base.map(Some), "llm.api_base");
+            set!(
+                self.llm.api_key,
+                llm.api_key.map(|k| Some(Secret(k))),
+                "llm.api_key"
+            );
+            set!(
+                self.llm.api_key_env,
+                llm.api_key_env.map(Some),
+                "llm.api_key_env"
+            );
+            set!(self.llm.budget, llm.budget.map(Some), "llm.budget");
+            set!(self.llm.max_tokens, llm.max_tokens, "llm.max_tokens");
+            set!(
+                self.llm.temperature,
+                llm.temperature.map(Some),
+                "llm.temperature"
+            );
+            set!(self.llm.timeout_secs, llm.timeout_secs, "llm.timeout_secs");
+            if let Some(models) = llm.models {
+                if let Some(m) = models.supervisor {
+                    self.llm.supervisor = role_from_file(m, "llm.models.supervisor", &src, s);
+                }
+                if let Some(m) = models.worker {
+                    self.llm.worker = role_from_file(m, "llm.models.worker", &src, s);
+                }
+            }
+            if let Some(prices) = llm.pricing {
+                for (model, p) in prices {
+                    let key = format!("llm.pricing.{model}");
+                    s.insert(key.clone(), src(&key));
+                    self.llm.pricing.insert(model, p.into());
+                }
+            }
+        }
+        if let Some(o) = parsed.orchestrator {
+            let t = &mut self.orchestrator;
+            set!(
+                t.use_multi_agent,
+                o.use_multi_agent,
+                "orchestrator.use_multi_agent"
+            );
+            set!(
+                t.max_iterations,
+                o.max_iterations,
+                "orchestrator.max_iterations"
+            );
+            set!(
+                t.max_supervisor_calls,
+                o.max_supervisor_calls,
+                "orchestrator.max_supervisor_calls"
+            );
+            set!(
+                t.max_wall_clock_secs,
+                o.max_wall_clock_secs,
+                "orchestrator.max_wall_clock_secs"
+            );
+            set!(
+                t.max_gate_rejections,
+                o.max_gate_rejections,
+                "orchestrator.max_gate_rejections"
+            );
+            set!(
+                t.command_timeout_secs,
+                o.command_timeout_secs,
+                "orchestrator.command_timeout_secs"
+            );
+            set!(
+                t.sensitive_paths,
+                o.sensitive_paths,
+                "orchestrator.sensitive_paths"
+            );
+        }
+        set!(self.sandbox, parsed.sandbox, "sandbox");
+        if let Some(g) = parsed.github {
+            set!(self.github.app_id, g.app_id.map(Some), "github.app_id");
+            set!(
+                self.github.private_key_path,
+                g.private_key_path.map(Some),
+                "github.private_key_path"
+            );
+            set!(
+                self.github.webhook_secret_env,
+                g.webhook_secret_env.map(Some),
+                "github.webhook_secret_env"
+            );
+            set!(self.github.api_url, g.api_url.map(Some), "github.api_url");
+        }
+        if let Some(sv) = parsed.server {
+            set!(self.server.listen, sv.listen.map(Some), "server.listen");
+            set!(
+                self.server.database_url,
+                sv.database_url.map(Some),
+                "server.database_url"
+            );
+            set!(
+                self.server.concurrency,
+                sv.concurrency.map(Some),
+                "server.concurrency"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn role_from_file(
+    m: FileModel,
+    prefix: &str,
+    src: &dyn Fn(&str) -> Source,
+    sources: &mut BTreeMap<String, Source>,
+) -> RoleSettings {
+    let mut mark = |field: &str, present: bool| {
+        if present {
+            let key = format!("{prefix}.{field}");
+            sources.insert(key.clone(), src(&key));
+        }
+    };
+    mark("provider", m.provider.is_some());
+    mark("model", m.model.is_some());
+    mark("api_base", m.api_base.is_some());
+    mark("api_key", m.api_key.is_some());
+    mark("api_key_env", m.api_key_env.is_some());
+    mark("temperature", m.temperature.is_some());
+    mark("max_tokens", m.max_tokens.is_some());
+    mark("pricing", m.pricing.is_some());
+    RoleSettings {
+        provider: m.provider,
+        model: m.model,
+        api_base: m.api_base,
+        api_key: m.api_key.map(Secret),
+        api_key_env: m.api_key_env,
+        temperature: m.temperature,
+        max_tokens: m.max_tokens,
+        pricing: m.pricing.map(Into::into),
+        headers: m.headers.unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

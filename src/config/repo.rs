@@ -98,9 +98,9 @@ pub struct Schedule {
     pub budget_usd: Option<f64>,
 }
 
-/// The branch a free-standing task works on: `equitr/refactor-<name>`, with the name cut
-/// down to what a ref and a reader can take.
-pub fn refactor_branch(name: &str) -> String {
+/// A schedule's name cut down to what a branch ref and a reader can take: lowercase ASCII
+/// letters and digits joined by `-`, at most 48 of them (`task` when nothing is left).
+pub fn schedule_slug(name: &str) -> String {
     let mut slug = String::new();
     for c in name.chars() {
         if c.is_ascii_alphanumeric() {
@@ -113,10 +113,7 @@ pub fn refactor_branch(name: &str) -> String {
         }
     }
     let slug = slug.trim_end_matches('-');
-    format!(
-        "equitr/refactor-{}",
-        if slug.is_empty() { "task" } else { slug }
-    )
+    if slug.is_empty() { "task" } else { slug }.to_string()
 }
 
 impl Schedule {
@@ -207,12 +204,12 @@ impl RepoConfig {
                 return Err(bad(&key, e));
             }
             // Unique by the branch they work on, so two schedules never share one.
-            let branch = refactor_branch(&s.name);
-            if s.name.trim().is_empty() || !names.insert(branch.clone()) {
+            let slug = schedule_slug(&s.name);
+            if s.name.trim().is_empty() || !names.insert(slug.clone()) {
                 return Err(bad(
                     &format!("schedules.{i}.name"),
                     format!(
-                        "`{}` must be a non-empty name, unique among the schedules (its branch {branch} is taken)",
+                        "`{}` must be a non-empty name, unique among the schedules (its branch `refactor-{slug}` is taken)",
                         s.name
                     ),
                 ));

@@ -7,12 +7,10 @@ mod access;
 mod answers;
 pub mod api;
 pub mod client;
-pub mod command;
+pub mod event;
 pub mod git;
 mod links;
-mod markup;
 pub mod outbound;
-pub mod sanitize;
 pub mod scrub;
 pub mod webhook;
 

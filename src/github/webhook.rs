@@ -5,10 +5,11 @@ use std::borrow::Cow;
 
 use hmac::{Hmac, Mac};
 use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::Sha256;
 
+pub use super::event::{Event, PrAction, ReviewState, Thread};
 use super::{Actor, InstallationId, IssueText, RepoName};
 
 /// Why a delivery's signature was refused. The answer is 401 either way.
@@ -64,87 +65,6 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     };
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// What a delivery means to us.
-/// Serialised into the queued job, so the worker sees exactly what intake saw.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    Ping,
-    IssueLabeled {
-        repo: RepoName,
-        installation: InstallationId,
-        number: u64,
-        label: String,
-        title: String,
-        body: String,
-        /// Who wrote the issue (absent in jobs queued before it was recorded).
-        #[serde(default)]
-        author: Option<String>,
-        sender: Actor,
-    },
-    /// A comment on an issue or a pull request (GitHub sends both as `issue_comment`).
-    Comment {
-        repo: RepoName,
-        installation: InstallationId,
-        number: u64,
-        is_pull_request: bool,
-        /// The issue as the delivery carried it (issues only, not pull requests).
-        #[serde(default)]
-        issue: Option<IssueText>,
-        comment_id: u64,
-        body: String,
-        /// For an edit: the body before it, so only newly added commands run.
-        previous_body: Option<String>,
-        author: Actor,
-    },
-    /// A review comment on a diff line.
-    ReviewComment {
-        repo: RepoName,
-        installation: InstallationId,
-        number: u64,
-        comment_id: u64,
-        body: String,
-        author: Actor,
-    },
-    /// A submitted pull request review (`pull_request_review`), the envelope of every
-    /// review comment: on the app's own PR it asks for a revision.
-    Review {
-        repo: RepoName,
-        installation: InstallationId,
-        number: u64,
-        review_id: u64,
-        /// `commented`, `changes_requested` or `approved` (GitHub's lower case).
-        state: String,
-        body: String,
-        head_ref: String,
-        from_fork: bool,
-        author: Actor,
-    },
-    PullRequest {
-        repo: RepoName,
-        installation: InstallationId,
-        number: u64,
-        action: PrAction,
-        head_sha: String,
-        head_ref: String,
-        base_ref: String,
-        /// The head lives in another repository: review only, nothing of it runs with
-        /// credentials.
-        from_fork: bool,
-        draft: bool,
-        sender: Actor,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrAction {
-    Opened,
-    Synchronize,
-    Reopened,
-    ReadyForReview,
 }
 
 /// A payload that claims to be an event we handle but does not parse: 400.
@@ -362,10 +282,15 @@ fn parse_with(
             action: None,
         });
     }
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| malformed(event, e))?;
+    let mut env: Envelope = serde_json::from_slice(body).map_err(|e| malformed(event, e))?;
+    let repository = env.repository.take();
     let action = env.action.as_deref().unwrap_or_default();
-    let installation = env.installation.map(|i| InstallationId(i.id)).or(fallback);
-    let (Some(repo), Some(installation)) = (env.repository, installation) else {
+    let installation = env
+        .installation
+        .as_ref()
+        .map(|i| InstallationId(i.id))
+        .or(fallback);
+    let (Some(repo), Some(installation)) = (repository, installation) else {
         return Ok(Parsed {
             event: None,
             action: env.action.map(Cow::into_owned),
@@ -399,34 +324,7 @@ fn parse_with(
             })
         }
         ("issue_comment", "created" | "edited") => {
-            let issue: RawIssue = part(event, env.issue)?;
-            let comment: RawComment = part(event, env.comment)?;
-            let previous_body = if action == "edited" {
-                let changes: Option<Changes> = part(event, env.changes)?;
-                // An edit that did not change the body (a title edit) adds no command.
-                changes.and_then(|c| c.body).map(|b| b.from)
-            } else {
-                None
-            };
-            // An edit by someone other than the author (a maintainer fixing the formatting of
-            // an outsider's comment, an app) runs nothing: the text is the author's, the
-            // permission would be the editor's.
-            let edited_by_another = action == "edited" && sender()?.id != comment.user.id;
-            if (action == "edited" && previous_body.is_none()) || edited_by_another {
-                None
-            } else {
-                Some(Event::Comment {
-                    repo,
-                    installation,
-                    number: issue.number,
-                    is_pull_request: issue.pull_request.is_some(),
-                    issue: (issue.pull_request.is_none()).then(|| issue.text()),
-                    comment_id: comment.id,
-                    body: comment.body.unwrap_or_default(),
-                    previous_body,
-                    author: comment.user.into(),
-                })
-            }
+            comment_event(&env, event, action, repo, installation)?
         }
         ("pull_request_review_comment", "created") => {
             let pr: RawPr = part(event, env.pull_request)?;
@@ -441,29 +339,7 @@ fn parse_with(
             })
         }
         ("pull_request_review", "submitted") => {
-            #[derive(Deserialize)]
-            struct RawReview<'a> {
-                id: u64,
-                #[serde(default)]
-                body: Option<String>,
-                #[serde(default, borrow)]
-                state: Cow<'a, str>,
-                #[serde(borrow)]
-                user: RawUser<'a>,
-            }
-            let pr: RawPr = part(event, env.pull_request)?;
-            let review: RawReview = part(event, env.review)?;
-            Some(Event::Review {
-                from_fork: from_fork(&pr, &repo),
-                repo,
-                installation,
-                number: pr.number,
-                review_id: review.id,
-                state: review.state.to_ascii_lowercase(),
-                body: review.body.unwrap_or_default(),
-                head_ref: pr.head.name,
-                author: review.user.into(),
-            })
+            Some(review_event(&env, event, repo, installation)?)
         }
         ("pull_request", a) => {
             let action = match a {
@@ -498,6 +374,84 @@ fn parse_with(
     Ok(Parsed {
         event: ev,
         action: env.action.map(Cow::into_owned),
+    })
+}
+
+/// `issue_comment`: a comment, or an edit of one by its author that changed its text.
+fn comment_event(
+    env: &Envelope<'_>,
+    event: &str,
+    action: &str,
+    repo: RepoName,
+    installation: InstallationId,
+) -> Result<Option<Event>, ParseError> {
+    let sender_id = || {
+        env.sender
+            .as_ref()
+            .map(|u| u.id)
+            .ok_or_else(|| malformed(event, "no sender"))
+    };
+    let issue: RawIssue = part(event, env.issue)?;
+    let comment: RawComment = part(event, env.comment)?;
+    let previous_body = if action == "edited" {
+        let changes: Option<Changes> = part(event, env.changes)?;
+        // An edit that did not change the body (a title edit) adds no command.
+        changes.and_then(|c| c.body).map(|b| b.from)
+    } else {
+        None
+    };
+    // An edit by someone other than the author (a maintainer fixing the formatting of
+    // an outsider's comment, an app) runs nothing: the text is the author's, the
+    // permission would be the editor's.
+    let edited_by_another = action == "edited" && sender_id()? != comment.user.id;
+    Ok(
+        if (action == "edited" && previous_body.is_none()) || edited_by_another {
+            None
+        } else {
+            Some(Event::Comment {
+                repo,
+                installation,
+                number: issue.number,
+                is_pull_request: issue.pull_request.is_some(),
+                issue: (issue.pull_request.is_none()).then(|| issue.text()),
+                comment_id: comment.id,
+                body: comment.body.unwrap_or_default(),
+                previous_body,
+                author: comment.user.into(),
+            })
+        },
+    )
+}
+
+/// `pull_request_review` submitted: the review, its state and its branch.
+fn review_event(
+    env: &Envelope<'_>,
+    event: &str,
+    repo: RepoName,
+    installation: InstallationId,
+) -> Result<Event, ParseError> {
+    #[derive(Deserialize)]
+    struct RawReview<'a> {
+        id: u64,
+        #[serde(default)]
+        body: Option<String>,
+        #[serde(default, borrow)]
+        state: Cow<'a, str>,
+        #[serde(borrow)]
+        user: RawUser<'a>,
+    }
+    let pr: RawPr = part(event, env.pull_request)?;
+    let review: RawReview = part(event, env.review)?;
+    Ok(Event::Review {
+        from_fork: from_fork(&pr, &repo),
+        repo,
+        installation,
+        number: pr.number,
+        review_id: review.id,
+        state: ReviewState::parse(&review.state),
+        body: review.body.unwrap_or_default(),
+        head_ref: pr.head.name,
+        author: review.user.into(),
     })
 }
 

@@ -1,11 +1,9 @@
 //! What an issue gives a job: its text as the triggering delivery carried it, fenced as
 //! data, and where that text came from (which decides the job's tools).
 
-use crate::config::repo::RepoConfig;
-use crate::github::api::Repo;
-use crate::github::sanitize;
+use crate::agent::sanitize;
 
-use super::run::{JobEnv, JobSpec};
+use super::JobCtx;
 
 /// The issue a delivery carried, if it carried one.
 pub fn issue_of(event: &crate::github::webhook::Event) -> Option<crate::github::IssueText> {
@@ -57,13 +55,11 @@ impl Provenance {
 /// The task an issue gives the agents: the issue fenced as data (as the triggering delivery
 /// carried it), the maintainer's notes, the test command — and where it came from.
 pub(super) async fn issue_task(
-    env: &JobEnv,
-    repo: &Repo<'_>,
-    spec: &JobSpec,
+    ctx: &JobCtx<'_>,
     issue_number: u64,
     notes: &str,
-    cfg: &RepoConfig,
 ) -> anyhow::Result<(crate::github::api::Issue, String, Provenance)> {
+    let (env, repo, cfg) = (ctx.env, &ctx.repo, ctx.cfg);
     let mut issue = repo.issue(issue_number).await?;
     // The text a writer asked to be worked on: an outsider's edit after the trigger is not
     // the task.
@@ -90,7 +86,7 @@ pub(super) async fn issue_task(
     let mut task = format!(
         "Resolve GitHub issue #{} of {}.\n\n{}",
         issue.number,
-        spec.repo,
+        repo.name,
         sanitize::fence(
             "issue",
             &format!(

@@ -1,18 +1,46 @@
-//! Jobs built from GitHub events. Intake decides cheaply, without calling GitHub or a
-//! model, whether a delivery may need work ([`intake`]); the job worker later reads the
-//! repository's config from its default branch and decides what exactly to do ([`triage`]).
+//! Jobs: one module per kind, one [`dispatch`] that every front door calls (`serve`'s
+//! worker and the Action), and the rules they share — the budget, the permission gate,
+//! branch names, the thread reporter and the branch pipeline — each in one place.
+//!
+//! A job takes one [`JobCtx`]: what the front door built for it. It reports its progress
+//! through a [`thread::ThreadReporter`], never by formatting comments itself.
 
-mod branch;
+mod approve;
+mod ask;
+pub mod branch;
+pub mod budget;
+mod cost;
+mod help;
+mod implement;
 mod issue;
-pub mod run;
+pub mod permission;
+mod pipeline;
+mod plan;
+mod refactor;
+mod review;
+mod revise;
+pub mod thread;
+mod triage;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::EventSink;
+use crate::commands::CommandParseError;
 use crate::config::repo::RepoConfig;
-use crate::github::api::is_own_output;
-use crate::github::command::{self, Command, CommandParseError};
-use crate::github::webhook::{Event, PrAction};
+use crate::config::Config;
+use crate::github::api::{Access, Repo};
+use crate::github::client::GitHub;
 use crate::github::Actor;
+use crate::llm::ledger::Ledger;
+use crate::llm::pricing::Usd;
+
+pub use issue::{issue_of, Provenance};
+pub use permission::{can_write, denial_text, permitted};
+pub use pipeline::{rejection_text, BranchLock, Publish};
+pub use triage::{intake, triage, MAX_COMMANDS};
 
 /// What a queued job is about. Serialised into the job's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +75,7 @@ pub enum JobKind {
         name: String,
         task: String,
         /// This run's cap, on top of the repository's caps.
-        budget: Option<crate::llm::pricing::Usd>,
+        budget: Option<Usd>,
     },
     Cost {
         number: u64,
@@ -55,14 +83,13 @@ pub enum JobKind {
     /// The help text, with the parse error that prompted it, if any.
     Help {
         number: u64,
-        error: Option<String>,
+        error: Option<CommandParseError>,
     },
 }
 
 impl JobKind {
     /// What the job's installation token may do: the least each kind needs.
-    pub fn access(&self) -> crate::github::api::Access {
-        use crate::github::api::Access;
+    pub fn access(&self) -> Access {
         match self {
             JobKind::Implement { .. }
             | JobKind::Approve { .. }
@@ -91,6 +118,31 @@ impl JobKind {
     pub fn needs_permission(&self) -> bool {
         !matches!(self, JobKind::Help { .. })
     }
+
+    /// Whether the job calls a model (and so needs a key and a ledger that can spend).
+    pub fn needs_model(&self) -> bool {
+        !matches!(self, JobKind::Help { .. } | JobKind::Cost { .. })
+    }
+
+    /// The issue or pull request the job answers on; `None` for a free-standing task.
+    pub fn thread(&self) -> Option<u64> {
+        match self {
+            JobKind::Implement { issue, .. } | JobKind::Approve { issue } => Some(*issue),
+            JobKind::Review { pr, .. } | JobKind::Revise { pr, .. } => Some(*pr),
+            JobKind::Ask { number, .. }
+            | JobKind::Cost { number }
+            | JobKind::Help { number, .. } => Some(*number),
+            JobKind::Refactor { .. } => None,
+        }
+    }
+
+    /// A schedule's own cap for the run, if it has one.
+    pub fn run_cap(&self) -> Option<Usd> {
+        match self {
+            JobKind::Refactor { budget, .. } => *budget,
+            _ => None,
+        }
+    }
 }
 
 /// One job the event asks for, with who asked and what to react to.
@@ -103,344 +155,132 @@ pub struct Request {
     pub comment_id: Option<u64>,
 }
 
-/// Whether a verified delivery may need a job, decided from the payload alone. Anything
-/// that returns false is acknowledged and dropped.
-pub fn intake(event: &Event) -> bool {
-    match event {
-        Event::Ping => false,
-        Event::IssueLabeled { sender, .. } | Event::PullRequest { sender, .. } => !sender.is_bot,
-        // A review asks for a revision only on the app's own branches; the worker checks
-        // that the branch really is ours before anything runs.
-        Event::Review {
-            author,
-            state,
-            head_ref,
-            from_fork,
-            ..
-        } => !author.is_bot && !from_fork && state != "approved" && head_ref.starts_with("equitr/"),
-        Event::Comment { author, body, .. } | Event::ReviewComment { author, body, .. } => {
-            // The command prefix is per repository, so keep any line that starts like a
-            // command or a mention; triage applies the real prefix.
-            !author.is_bot
-                && body.lines().any(|l| {
-                    let t = l.trim_start();
-                    t.starts_with('/') || t.starts_with('@')
-                })
+/// What every job needs, built once by the front door.
+pub struct JobEnv {
+    pub gh: Arc<GitHub>,
+    /// The agent core's configuration (models, orchestrator limits).
+    pub llm: Config,
+    pub app_slug: String,
+    pub bot_user_id: u64,
+    /// Checkouts are made in temporary directories under here.
+    pub work_root: PathBuf,
+    pub http: reqwest::Client,
+    /// Where the agent's events go (the service keeps them as the job's transcript).
+    pub sink: Arc<dyn EventSink>,
+    /// Asked right before the job pushes or posts a review: `false` stops it there
+    /// (the service's job lease was taken over). `None`: nothing to ask (the Action, tests).
+    pub fence: Option<Fence>,
+    /// Held while a job works on a branch: jobs of different threads that share a branch (an
+    /// implementation and a revision of its pull request) take turns. `None`: nothing to
+    /// share it with (the Action, tests).
+    pub branch_lock: Option<BranchLock>,
+    /// The issue as the triggering delivery carried it: its text is the task, whatever was
+    /// edited into it since (`None`: read it from GitHub, e.g. a plan approved later).
+    pub trigger_issue: Option<crate::github::IssueText>,
+    /// The token may only read (the Action on a fork's pull request): a review is worked out
+    /// and returned in the report, nothing is posted.
+    pub read_only: bool,
+}
+
+/// See [`JobEnv::fence`].
+pub type Fence = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// One job, as the front door hands it to [`dispatch`].
+pub struct JobCtx<'a> {
+    pub env: &'a JobEnv,
+    pub id: i64,
+    /// The repository, with a token for what this job's kind needs.
+    pub repo: Repo<'a>,
+    pub kind: &'a JobKind,
+    pub cfg: &'a RepoConfig,
+    /// Always enforced: a capped ledger is the only kind jobs get.
+    pub ledger: Arc<dyn Ledger>,
+    /// The comment that triggered the job, if one did.
+    pub trigger: Option<u64>,
+}
+
+/// How a job ended, for the queue, the metrics and the Action's outputs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobReport {
+    pub succeeded: bool,
+    pub summary: String,
+    pub cost: Option<Usd>,
+    pub pr_url: Option<String>,
+    /// The pull request review it posted.
+    pub review_id: Option<u64>,
+    /// The cost summary of DESIGN §6 (markdown), empty when no model was called.
+    pub cost_summary: String,
+}
+
+impl JobReport {
+    /// A job that did what was asked without calling a model.
+    pub fn done(summary: impl Into<String>) -> JobReport {
+        JobReport {
+            succeeded: true,
+            summary: summary.into(),
+            ..JobReport::default()
         }
     }
 }
 
-/// Write or admin by the collaborator-permission API (the payload's author_association is
-/// not trusted), or listed in `triggers.allowed_users`. Bots never; automatic work always.
-pub async fn permitted(
-    repo: &crate::github::api::Repo<'_>,
-    cfg: &RepoConfig,
-    req: &Request,
-) -> bool {
-    let Some(user) = &req.requested_by else {
-        return true;
-    };
-    if user.is_bot {
-        return false;
-    }
-    if !req.kind.needs_permission() {
-        return true;
-    }
-    can_write(repo, cfg, user).await
+/// Why a job stopped without a report.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job ended unsuccessfully after saying so on its thread (the run stopped, the
+    /// budget ran out): its front door records the failure without a second comment.
+    #[error("{0}")]
+    Reported(String),
+    /// The job no longer holds its lease: another worker runs it now.
+    #[error(
+        "this worker no longer holds the job's lease; it stopped before writing to the repository"
+    )]
+    LeaseLost,
 }
 
-/// Write or admin by the collaborator-permission API, or listed in `triggers.allowed_users`.
-pub async fn can_write(
-    repo: &crate::github::api::Repo<'_>,
-    cfg: &RepoConfig,
-    user: &Actor,
-) -> bool {
-    if user.is_bot {
-        return false;
-    }
-    if cfg
-        .triggers
-        .allowed_users
-        .iter()
-        .any(|u| u.eq_ignore_ascii_case(&user.login))
-    {
-        return true;
-    }
-    repo.permission(&user.login).await.can_write()
-}
-
-/// The jobs an event asks for under this repository's config.
-pub fn triage(event: &Event, cfg: &RepoConfig, app_slug: &str) -> Vec<Request> {
-    let prefix = cfg.triggers.command.as_str();
-    match event {
-        Event::Ping => vec![],
-        Event::IssueLabeled {
-            number,
-            label,
-            sender,
-            ..
-        } => {
-            if sender.is_bot || !label.eq_ignore_ascii_case(&cfg.triggers.label) {
-                return vec![];
-            }
-            vec![Request {
-                kind: JobKind::Implement {
-                    issue: *number,
-                    notes: String::new(),
-                },
-                requested_by: Some(sender.clone()),
-                comment_id: None,
-            }]
-        }
-        Event::PullRequest {
-            number,
-            action,
-            head_sha,
-            from_fork,
-            draft,
-            sender,
-            ..
-        } => {
-            let wanted = cfg.auto_review()
-                && !sender.is_bot
-                && (*action == PrAction::ReadyForReview || !draft);
-            if !wanted {
-                return vec![];
-            }
-            vec![Request {
-                kind: JobKind::Review {
-                    pr: *number,
-                    head_sha: Some(head_sha.clone()),
-                    from_fork: *from_fork,
-                },
-                requested_by: None,
-                comment_id: None,
-            }]
-        }
-        Event::Comment {
-            number,
-            is_pull_request,
-            comment_id,
-            body,
-            previous_body,
-            author,
-            ..
-        } => {
-            if author.is_bot || is_own_output(body) {
-                return vec![];
-            }
-            let commands = match previous_body {
-                Some(prev) => command::newly_added(body, prev, prefix, app_slug),
-                None => command::parse(body, prefix, app_slug),
-            };
-            commands
-                .into_iter()
-                .map(|c| Request {
-                    kind: to_job(c, *number, *is_pull_request, prefix),
-                    requested_by: Some(author.clone()),
-                    comment_id: Some(*comment_id),
-                })
-                .collect()
-        }
-        Event::Review {
-            number,
-            review_id,
-            state,
-            body,
-            head_ref,
-            from_fork,
-            author,
-            ..
-        } => {
-            if author.is_bot
-                || is_own_output(body)
-                || *from_fork
-                || state == "approved"
-                || !head_ref.starts_with("equitr/")
-            {
-                return vec![];
-            }
-            // Commands in the review's body run as commands; otherwise the review itself —
-            // its body and its line comments — is the request for a revision.
-            let commands = command::parse(body, prefix, app_slug);
-            if !commands.is_empty() {
-                return commands
-                    .into_iter()
-                    .map(|c| Request {
-                        kind: to_job(c, *number, true, prefix),
-                        requested_by: Some(author.clone()),
-                        comment_id: None,
-                    })
-                    .collect();
-            }
-            vec![Request {
-                kind: JobKind::Revise {
-                    pr: *number,
-                    notes: String::new(),
-                    review: Some(*review_id),
-                },
-                requested_by: Some(author.clone()),
-                comment_id: None,
-            }]
-        }
-        Event::ReviewComment {
-            number,
-            comment_id,
-            body,
-            author,
-            ..
-        } => {
-            if author.is_bot || is_own_output(body) {
-                return vec![];
-            }
-            command::parse(body, prefix, app_slug)
-                .into_iter()
-                .map(|c| Request {
-                    kind: to_job(c, *number, true, prefix),
-                    requested_by: Some(author.clone()),
-                    comment_id: Some(*comment_id),
-                })
-                .collect()
-        }
+/// Stop here, before a write, if the job's lease was taken over.
+pub(crate) async fn fenced(env: &JobEnv) -> Result<(), JobError> {
+    match &env.fence {
+        Some(holds) if !holds().await => Err(JobError::LeaseLost),
+        _ => Ok(()),
     }
 }
 
-fn to_job(
-    c: Result<Command, CommandParseError>,
-    number: u64,
-    on_pr: bool,
-    prefix: &str,
-) -> JobKind {
-    let help = |error: String| JobKind::Help {
-        number,
-        error: Some(error),
-    };
-    match c {
-        Err(e) => help(e.to_string()),
-        Ok(Command::Implement { .. }) if on_pr => help(format!(
-            "`{prefix} implement` works on issues; on a pull request use `{prefix} fix <notes>`"
-        )),
-        Ok(Command::Implement { notes }) => JobKind::Implement {
-            issue: number,
-            notes,
-        },
-        Ok(Command::Review) if !on_pr => help(format!("`{prefix} review` works on pull requests")),
-        Ok(Command::Review) => JobKind::Review {
-            pr: number,
-            head_sha: None,
-            from_fork: false,
-        },
-        Ok(Command::Fix { .. }) if !on_pr => {
-            help(format!("`{prefix} fix` works on the bot's pull requests"))
+/// Run one job: the one router from a job kind to its module.
+pub async fn dispatch(ctx: &JobCtx<'_>) -> anyhow::Result<JobReport> {
+    match ctx.kind {
+        JobKind::Implement { issue, notes } if ctx.cfg.implement.require_plan_approval => {
+            plan::run(ctx, *issue, notes).await
         }
-        Ok(Command::Fix { notes }) => JobKind::Revise {
-            pr: number,
-            notes,
-            review: None,
-        },
-        Ok(Command::Ask { question }) => JobKind::Ask { number, question },
-        Ok(Command::Approve) => JobKind::Approve { issue: number },
-        Ok(Command::Cost) => JobKind::Cost { number },
-        Ok(Command::Help) => JobKind::Help {
-            number,
-            error: None,
-        },
+        JobKind::Implement { issue, notes } => implement::run(ctx, *issue, notes, None).await,
+        JobKind::Approve { issue } => approve::run(ctx, *issue).await,
+        JobKind::Review { pr, .. } if ctx.env.read_only => review::unpublished(ctx, *pr).await,
+        JobKind::Review { pr, .. } => review::run(ctx, *pr).await,
+        JobKind::Revise { pr, notes, review } => revise::run(ctx, *pr, notes, *review).await,
+        JobKind::Refactor { name, task, .. } => refactor::run(ctx, name, task).await,
+        JobKind::Ask { number, question } => ask::run(ctx, *number, question).await,
+        JobKind::Cost { number } => cost::run(ctx, *number).await,
+        JobKind::Help { number, error } => help::run(ctx, *number, error.as_ref()).await,
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::github::{InstallationId, RepoName};
+/// What a queued job carries in its payload: a delivery's event, triaged when the job runs
+/// (against the repository's config of that moment), or a schedule's job, already decided.
+/// Serialised as `{"event": …}` or `{"schedule": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueuedWork {
+    Event(crate::github::webhook::Event),
+    Schedule(JobKind),
+}
 
-    fn actor(login: &str, bot: bool) -> Actor {
-        Actor {
-            login: login.into(),
-            id: 1,
-            is_bot: bot,
-        }
+impl QueuedWork {
+    pub fn to_value(&self) -> serde_json::Value {
+        // A plain enum of serialisable data: serialising it cannot fail.
+        serde_json::to_value(self).unwrap_or_default()
     }
 
-    fn comment(body: &str, on_pr: bool, bot: bool) -> Event {
-        Event::Comment {
-            repo: RepoName::parse("o/r").unwrap(),
-            installation: InstallationId(1),
-            number: 7,
-            is_pull_request: on_pr,
-            issue: None,
-            comment_id: 99,
-            body: body.into(),
-            previous_body: None,
-            author: actor("alice", bot),
-        }
-    }
-
-    #[test]
-    fn comments_become_jobs() {
-        let cfg = RepoConfig::default();
-        let jobs = triage(
-            &comment("/equitr implement quickly\n/equitr cost", false, false),
-            &cfg,
-            "equitr-coder",
-        );
-        assert_eq!(
-            jobs.iter().map(|r| r.kind.clone()).collect::<Vec<_>>(),
-            vec![
-                JobKind::Implement {
-                    issue: 7,
-                    notes: "quickly".into()
-                },
-                JobKind::Cost { number: 7 }
-            ]
-        );
-        assert_eq!(jobs[0].comment_id, Some(99));
-        // Unknown commands get help.
-        let jobs = triage(&comment("/equitr frob", false, false), &cfg, "equitr-coder");
-        assert!(
-            matches!(&jobs[0].kind, JobKind::Help { error: Some(e), .. } if e.contains("frob"))
-        );
-        // Review on an issue is explained, not run.
-        let jobs = triage(
-            &comment("/equitr review", false, false),
-            &cfg,
-            "equitr-coder",
-        );
-        assert!(matches!(&jobs[0].kind, JobKind::Help { .. }));
-    }
-
-    #[test]
-    fn bots_never_trigger() {
-        let cfg = RepoConfig::default();
-        let e = comment("/equitr implement", false, true);
-        assert!(!intake(&e));
-        assert!(triage(&e, &cfg, "equitr-coder").is_empty());
-    }
-
-    #[test]
-    fn intake_drops_chatter() {
-        assert!(!intake(&comment("LGTM, thanks!", true, false)));
-        assert!(intake(&comment("thanks\n/equitr review", true, false)));
-    }
-
-    #[test]
-    fn custom_prefix_and_label() {
-        let cfg = RepoConfig::parse("triggers: { command: /bot, label: ai }").unwrap();
-        assert!(triage(&comment("/equitr implement", false, false), &cfg, "x").is_empty());
-        assert_eq!(
-            triage(&comment("/bot implement", false, false), &cfg, "x").len(),
-            1
-        );
-        let labeled = |label: &str| Event::IssueLabeled {
-            repo: RepoName::parse("o/r").unwrap(),
-            installation: InstallationId(1),
-            number: 3,
-            label: label.into(),
-            title: "t".into(),
-            body: "b".into(),
-            author: None,
-            sender: actor("bob", false),
-        };
-        assert_eq!(triage(&labeled("AI"), &cfg, "x").len(), 1);
-        assert!(triage(&labeled("equitr"), &cfg, "x").is_empty());
+    /// The payload of a claimed job; `None` for one this version cannot read.
+    pub fn from_value(v: &serde_json::Value) -> Option<QueuedWork> {
+        serde_json::from_value(v.clone()).ok()
     }
 }

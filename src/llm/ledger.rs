@@ -87,6 +87,28 @@ pub trait Ledger: Send + Sync {
     async fn month(&self) -> Option<(Usd, Option<Usd>)> {
         None
     }
+    /// The month in full, for `/equitr cost`: its name, the spend, the cap and the part of
+    /// the spend each scheduled task made, where the ledger keeps them.
+    async fn month_spend(&self) -> Option<MonthSpend> {
+        let (spent, cap) = self.month().await?;
+        Some(MonthSpend {
+            month: None,
+            spent,
+            cap,
+            scheduled: Vec::new(),
+        })
+    }
+}
+
+/// A repository's month, as [`Ledger::month_spend`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthSpend {
+    /// `YYYY-MM`, when the ledger keeps months by name.
+    pub month: Option<String>,
+    pub spent: Usd,
+    pub cap: Option<Usd>,
+    /// Spend by scheduled task, largest first.
+    pub scheduled: Vec<(String, Usd)>,
 }
 
 #[derive(Debug, Default)]

@@ -1,17 +1,17 @@
 //! One job at a time on a branch, across processes: a lease in the store per repository and
-//! branch (see [`crate::jobs::run::JobEnv::branch_lock`]).
+//! branch (see [`crate::jobs::JobEnv::branch_lock`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::App;
-use crate::jobs::run;
+
 use crate::store::ClaimedJob;
 
 /// A branch is worked on by one job at a time, across processes: a lease in the store named
 /// after the repository and branch, renewed while held (it lapses with its process) and given
 /// up when the job is done with it.
-pub(super) fn branch_lock(app: &App, job: &ClaimedJob) -> run::BranchLock {
+pub(super) fn branch_lock(app: &App, job: &ClaimedJob) -> crate::jobs::BranchLock {
     let store = app.store.clone();
     let ttl = app.cfg.lease;
     let owner = format!("job-{}-{}", job.id, job.lease_owner);

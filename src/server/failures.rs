@@ -2,17 +2,11 @@
 //! are the operator's, in the log and the job's row), what it spent, and what happens next.
 
 use super::App;
-use crate::github::api::Repo;
-use crate::github::webhook::Event;
+use crate::github::api::{Access, Repo};
 use crate::github::{InstallationId, RepoName};
-use crate::jobs::{run, JobKind};
+use crate::jobs::thread::marker;
+use crate::jobs::{branch, JobKind, QueuedWork};
 use crate::store::ClaimedJob;
-
-/// A job that ended unsuccessfully after saying so on its thread itself (the run stopped,
-/// the budget ran out): the worker records the failure without a second comment.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(super) struct Reported(pub(super) String);
 
 /// An error the job could not report itself (GitHub or git failed under it): the details
 /// (paths, statuses, git's stderr, the chain of causes) are for the operator and are in the
@@ -67,7 +61,11 @@ async fn report_on_thread(
         Ok(s) => s.spent.to_string(),
         Err(_) => "unknown (the ledger could not be read)".into(),
     };
-    let next = if payload.get("schedule").is_some() {
+    let scheduled = matches!(
+        QueuedWork::from_value(payload),
+        Some(QueuedWork::Schedule(_))
+    );
+    let next = if scheduled {
         "The schedule runs again at its next slot."
     } else {
         "Nothing more will happen for this request; ask again to retry."
@@ -78,10 +76,10 @@ async fn report_on_thread(
         gh: &app.gh,
         installation: inst,
         name: &repo,
-        access: crate::github::api::Access::Triage,
+        access: Access::Triage,
     };
     if let Err(err) = r
-        .upsert_marked_comment(number, &run::marker(job_id), &text)
+        .upsert_marked_comment(number, &marker(job_id), &text)
         .await
     {
         tracing::warn!(error = %err, "could not report the failure on the thread");
@@ -96,13 +94,13 @@ async fn job_thread(
     repo: &str,
     installation: i64,
 ) -> Option<(RepoName, InstallationId, u64)> {
-    if let Ok(ev) = serde_json::from_value::<Event>(payload["event"].clone()) {
-        return thread_of(&ev);
-    }
-    let JobKind::Refactor { name, .. } =
-        serde_json::from_value::<JobKind>(payload["schedule"].clone()).ok()?
-    else {
-        return None;
+    let name = match QueuedWork::from_value(payload)? {
+        QueuedWork::Event(ev) => {
+            let t = ev.thread()?;
+            return Some((t.repo, t.installation, t.number));
+        }
+        QueuedWork::Schedule(JobKind::Refactor { name, .. }) => name,
+        QueuedWork::Schedule(_) => return None,
     };
     let repo = RepoName::parse(repo)?;
     let inst = InstallationId(u64::try_from(installation).ok()?);
@@ -110,44 +108,8 @@ async fn job_thread(
         gh: &app.gh,
         installation: inst,
         name: &repo,
-        access: crate::github::api::Access::Triage,
+        access: Access::Triage,
     };
-    let pull = r.open_pull_for(&run::refactor_branch(&name)).await.ok()??;
+    let pull = r.open_pull_for(&branch::refactor(&name)).await.ok()??;
     Some((repo, inst, pull.number))
-}
-
-pub(super) fn thread_of(ev: &Event) -> Option<(RepoName, InstallationId, u64)> {
-    match ev {
-        Event::IssueLabeled {
-            repo,
-            installation,
-            number,
-            ..
-        }
-        | Event::Comment {
-            repo,
-            installation,
-            number,
-            ..
-        }
-        | Event::ReviewComment {
-            repo,
-            installation,
-            number,
-            ..
-        }
-        | Event::Review {
-            repo,
-            installation,
-            number,
-            ..
-        }
-        | Event::PullRequest {
-            repo,
-            installation,
-            number,
-            ..
-        } => Some((repo.clone(), *installation, *number)),
-        Event::Ping => None,
-    }
 }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::TimeZone as _;
-use serde_json::json;
 
 use crate::config::repo::{RepoConfig, Schedule};
 use crate::github::api::{installation_repositories, installations, Repo};
@@ -135,13 +134,13 @@ impl Scheduler {
             kind: "schedule".into(),
             repo: repo_s.clone(),
             installation_id: inst.0 as i64,
-            payload: json!({ "schedule": kind }),
+            payload: crate::jobs::QueuedWork::Schedule(kind).to_value(),
             // One live run per schedule: a slot that comes while the last run is still going
             // is skipped, not stacked.
             dedupe_key: Some(format!("schedule:{repo_s}:{}", s.name)),
             thread: Some(format!(
                 "{repo_s}@{}",
-                crate::config::repo::refactor_branch(&s.name)
+                crate::jobs::branch::refactor(&s.name)
             )),
         };
         let slot = ScheduleSlot {

@@ -167,6 +167,7 @@ impl Store {
     /// the connection's prepared-statement cache whatever the batch size.
     ///
     /// On the connection in `conn`, or on one taken from the pool and left there.
+    // long: one SQL transaction, written out in order so its locking is visible in one place.
     pub(crate) async fn record_deliveries_on(
         &self,
         conn: &mut Option<Held>,

@@ -402,6 +402,27 @@ impl Ledger for SqlLedger {
             }
         }
     }
+
+    async fn month_spend(&self) -> Option<crate::llm::ledger::MonthSpend> {
+        let (spent, cap) = self.month().await?;
+        let scheduled = match self
+            .store
+            .schedule_month_spend(&self.scope.repo, &self.scope.month)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the schedules' spend");
+                Vec::new()
+            }
+        };
+        Some(crate::llm::ledger::MonthSpend {
+            month: Some(self.scope.month.clone()),
+            spent,
+            cap,
+            scheduled,
+        })
+    }
 }
 
 impl Store {

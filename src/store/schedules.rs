@@ -75,6 +75,7 @@ impl Store {
     /// Fires the schedule if its slot is due at `now` (the store's clock): queues `job`,
     /// records the slot, and arms the next one, `next_after(now)`. A schedule seen for the
     /// first time, or whose cron expression changed, is only armed.
+    // long: one SQL transaction, written out in order so its locking is visible in one place.
     pub async fn fire_schedule(
         &self,
         s: &ScheduleSlot<'_>,

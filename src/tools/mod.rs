@@ -344,6 +344,7 @@ fn parse_args<A: DeserializeOwned>(arguments: &str) -> Result<A, ToolError> {
     })
 }
 
+// long: the table of tool descriptions the models read; one entry per tool.
 fn spec(name: &str, opts: &ToolboxOptions) -> Option<ToolSpec> {
     let (description, parameters) = match name {
         "list_files" => (

@@ -1,41 +1,6 @@
-//! Commands in issue and pull-request comments: `/equitr <verb> …` or `@<app-slug> <verb> …`
-//! at the start of a line. Markdown-aware: commands inside fenced or indented code blocks,
-//! block quotes and inline code are not commands (quoting someone's command must not rerun it).
+//! Finding commands in a comment.
 
-/// A parsed command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Implement the issue; optional extra instructions.
-    Implement {
-        notes: String,
-    },
-    Review,
-    /// Change this PR's branch as the notes say.
-    Fix {
-        notes: String,
-    },
-    Ask {
-        question: String,
-    },
-    /// Approve the posted plan.
-    Approve,
-    Cost,
-    Help,
-}
-
-impl Command {
-    pub fn verb(&self) -> &'static str {
-        match self {
-            Command::Implement { .. } => "implement",
-            Command::Review => "review",
-            Command::Fix { .. } => "fix",
-            Command::Ask { .. } => "ask",
-            Command::Approve => "approve",
-            Command::Cost => "cost",
-            Command::Help => "help",
-        }
-    }
-}
+use super::{Command, CommandParseError};
 
 const VERBS: &[&str] = &[
     "implement",
@@ -46,37 +11,6 @@ const VERBS: &[&str] = &[
     "cost",
     "help",
 ];
-
-/// A line that addressed the bot but is not a valid command; answered with the help text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandParseError {
-    #[error("unknown command `{verb}`{}", suggestion.as_ref().map(|s| format!(" — did you mean `{s}`?")).unwrap_or_default())]
-    Unknown {
-        verb: String,
-        suggestion: Option<&'static str>,
-    },
-    #[error("`{verb}` needs {what}")]
-    MissingArgument {
-        verb: &'static str,
-        what: &'static str,
-    },
-    #[error("no command given")]
-    Empty,
-}
-
-/// The help text, listing every command under the configured prefix.
-pub fn help_text(prefix: &str) -> String {
-    format!(
-        "Commands (at the start of a line; also `@app-name <command>`):\n\
-         - `{prefix} implement [notes]` — implement this issue and open a pull request\n\
-         - `{prefix} review` — review this pull request\n\
-         - `{prefix} fix <notes>` — change this bot's pull request as the notes say\n\
-         - `{prefix} ask <question>` — answer a question about the code (read-only)\n\
-         - `{prefix} approve` — approve the posted plan and start the work\n\
-         - `{prefix} cost` — this month's spend against the budget caps\n\
-         - `{prefix} help` — this list"
-    )
-}
 
 /// Every command in `body`, in order. `prefix` is the configured command (`/equitr`);
 /// `app_slug` the app's name for mentions.
@@ -164,15 +98,15 @@ fn parse_args(rest: &str) -> Result<Command, CommandParseError> {
         "review" => Command::Review,
         "fix" if args.is_empty() => {
             return Err(CommandParseError::MissingArgument {
-                verb: "fix",
-                what: "notes on what to change",
+                verb: "fix".into(),
+                what: "notes on what to change".into(),
             })
         }
         "fix" => Command::Fix { notes: args },
         "ask" if args.is_empty() => {
             return Err(CommandParseError::MissingArgument {
-                verb: "ask",
-                what: "a question",
+                verb: "ask".into(),
+                what: "a question".into(),
             })
         }
         "ask" => Command::Ask { question: args },
@@ -181,7 +115,7 @@ fn parse_args(rest: &str) -> Result<Command, CommandParseError> {
         "help" => Command::Help,
         _ => {
             return Err(CommandParseError::Unknown {
-                suggestion: suggest(&verb_lc),
+                suggestion: suggest(&verb_lc).map(str::to_string),
                 verb: verb.to_string(),
             })
         }

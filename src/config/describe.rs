@@ -1,0 +1,123 @@
+//! Every effective setting with where it came from, for `config-cmd`.
+
+use super::{Config, SandboxSetting, Secret, Source};
+use crate::llm::AgentRole;
+
+impl Config {
+    /// Every effective setting as `(key, value, source)`, secrets as `***`, for `config-cmd`.
+    // long: one row per configuration key, in the file's order; split, the table would scatter.
+    pub fn describe(&self) -> Vec<(String, String, Source)> {
+        let mut rows = Vec::new();
+        let mut row = |key: &str, value: String| {
+            rows.push((key.to_string(), value, self.source(key)));
+        };
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+        let secret = |v: &Option<Secret>| v.as_ref().map(|_| "***".to_string());
+        row("llm.provider", self.llm.provider.to_string());
+        row("llm.model", opt(&self.llm.model));
+        row("llm.api_base", opt(&self.llm.api_base));
+        row(
+            "llm.api_key",
+            secret(&self.llm.api_key).unwrap_or_else(|| "(unset)".into()),
+        );
+        row(
+            "llm.budget",
+            self.llm
+                .budget
+                .map(|b| format!("{b}"))
+                .unwrap_or_else(|| "(none)".into()),
+        );
+        row("llm.max_tokens", self.llm.max_tokens.to_string());
+        row("llm.timeout_secs", self.llm.timeout_secs.to_string());
+        for role in [AgentRole::Supervisor, AgentRole::Worker] {
+            let r = match role {
+                AgentRole::Supervisor => &self.llm.supervisor,
+                AgentRole::Worker => &self.llm.worker,
+            };
+            let p = format!("llm.models.{role}");
+            let fallback =
+                |own: Option<String>, key: &str| own.unwrap_or_else(|| format!("(llm.{key})"));
+            row(
+                &format!("{p}.provider"),
+                fallback(r.provider.map(|k| k.to_string()), "provider"),
+            );
+            row(&format!("{p}.model"), fallback(r.model.clone(), "model"));
+            row(
+                &format!("{p}.api_base"),
+                fallback(r.api_base.clone(), "api_base"),
+            );
+            if r.api_key.is_some() {
+                row(&format!("{p}.api_key"), "***".into());
+            }
+            if let Some(t) = r.temperature {
+                row(&format!("{p}.temperature"), t.to_string());
+            }
+            if let Some(t) = r.max_tokens {
+                row(&format!("{p}.max_tokens"), t.to_string());
+            }
+            if let Some(pr) = r.pricing {
+                row(
+                    &format!("{p}.pricing"),
+                    format!(
+                        "input ${}/Mtok, output ${}/Mtok",
+                        pr.input_per_mtok, pr.output_per_mtok
+                    ),
+                );
+            }
+        }
+        for (model, pr) in &self.llm.pricing {
+            row(
+                &format!("llm.pricing.{model}"),
+                format!(
+                    "input ${}/Mtok, output ${}/Mtok",
+                    pr.input_per_mtok, pr.output_per_mtok
+                ),
+            );
+        }
+        let o = &self.orchestrator;
+        row(
+            "orchestrator.use_multi_agent",
+            o.use_multi_agent.to_string(),
+        );
+        row("orchestrator.max_iterations", o.max_iterations.to_string());
+        row(
+            "orchestrator.max_supervisor_calls",
+            o.max_supervisor_calls.to_string(),
+        );
+        row(
+            "orchestrator.max_wall_clock_secs",
+            o.max_wall_clock_secs.to_string(),
+        );
+        row(
+            "orchestrator.max_gate_rejections",
+            o.max_gate_rejections.to_string(),
+        );
+        row(
+            "orchestrator.command_timeout_secs",
+            o.command_timeout_secs.to_string(),
+        );
+        row("orchestrator.sensitive_paths", o.sensitive_paths.join(", "));
+        row(
+            "sandbox",
+            match self.sandbox {
+                SandboxSetting::Bubblewrap => "bubblewrap".into(),
+                SandboxSetting::None => "none".into(),
+            },
+        );
+        for (name, value) in &self.env_bases {
+            rows.push((
+                format!("env {name}"),
+                value.clone(),
+                Source::Env(name.clone()),
+            ));
+        }
+        for name in self.env_keys.keys() {
+            rows.push((
+                format!("env {name}"),
+                "***".into(),
+                Source::Env(name.clone()),
+            ));
+        }
+        rows
+    }
+}

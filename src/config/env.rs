@@ -1,0 +1,133 @@
+//! The environment and flag layers of the configuration, over the file.
+
+use std::collections::BTreeMap;
+
+use super::{Config, ConfigError, Overrides, ProviderKind, Secret, Source};
+
+impl Config {
+    pub(super) fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        // Provider keys are kept by variable name and picked per role at resolution, since
+        // the two roles may use different providers.
+        for kind in [
+            ProviderKind::Openai,
+            ProviderKind::Anthropic,
+            ProviderKind::Litellm,
+            ProviderKind::Openrouter,
+            ProviderKind::Azure,
+        ] {
+            if let Some(name) = kind.key_env() {
+                if let Some(v) = get(name) {
+                    self.env_keys.insert(name.to_string(), Secret(v));
+                }
+            }
+        }
+        let named: Vec<String> = [&self.llm.api_key_env]
+            .into_iter()
+            .chain([
+                &self.llm.supervisor.api_key_env,
+                &self.llm.worker.api_key_env,
+            ])
+            .flatten()
+            .cloned()
+            .collect();
+        for name in named {
+            if let Some(v) = get(&name) {
+                self.env_keys.insert(name, Secret(v));
+            }
+        }
+        if let Some(v) = get("EQUITR_BUDGET") {
+            let b = v.parse::<f64>().map_err(|_| ConfigError::Value {
+                key: "llm.budget".into(),
+                message: format!("`{v}` is not a number of USD"),
+                origin: Source::Env("EQUITR_BUDGET".into()),
+            })?;
+            self.llm.budget = Some(b);
+            self.sources
+                .insert("llm.budget".into(), Source::Env("EQUITR_BUDGET".into()));
+        }
+        for (var, key) in [
+            ("GITHUB_API_URL", "github.api_url"),
+            ("DATABASE_URL", "server.database_url"),
+            ("EQUITR_LISTEN", "server.listen"),
+        ] {
+            if let Some(v) = get(var) {
+                match key {
+                    "github.api_url" => self.github.api_url = Some(v),
+                    "server.database_url" => self.server.database_url = Some(v),
+                    _ => self.server.listen = Some(v),
+                }
+                self.sources.insert(key.into(), Source::Env(var.into()));
+            }
+        }
+        // Base URLs from the environment apply where the file did not name one.
+        self.env_bases = BTreeMap::new();
+        for kind in [
+            ProviderKind::Openai,
+            ProviderKind::Anthropic,
+            ProviderKind::Ollama,
+            ProviderKind::Azure,
+        ] {
+            if let Some(var) = kind.base_env() {
+                if let Some(v) = get(var) {
+                    self.env_bases.insert(var.to_string(), v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_flags(&mut self, f: &Overrides) {
+        let s = &mut self.sources;
+        if let Some(m) = &f.model {
+            // The flag names the model for this run: it wins over the file's per-role
+            // models too (the worker's own flag, applied next, wins over it).
+            self.llm.model = Some(m.clone());
+            self.llm.supervisor.model = Some(m.clone());
+            self.llm.worker.model = Some(m.clone());
+            for key in [
+                "llm.model",
+                "llm.models.supervisor.model",
+                "llm.models.worker.model",
+            ] {
+                s.insert(key.into(), Source::Flag("--model".into()));
+            }
+        }
+        if let Some(m) = &f.supervisor_model {
+            self.llm.supervisor.model = Some(m.clone());
+            s.insert(
+                "llm.models.supervisor.model".into(),
+                Source::Flag("--supervisor-model".into()),
+            );
+        }
+        if let Some(m) = &f.worker_model {
+            self.llm.worker.model = Some(m.clone());
+            s.insert(
+                "llm.models.worker.model".into(),
+                Source::Flag("--worker-model".into()),
+            );
+        }
+        if let Some(b) = f.budget {
+            self.llm.budget = Some(b);
+            s.insert("llm.budget".into(), Source::Flag("--budget".into()));
+        }
+        if let Some(n) = f.max_iterations {
+            self.orchestrator.max_iterations = n;
+            s.insert(
+                "orchestrator.max_iterations".into(),
+                Source::Flag("--max-iterations".into()),
+            );
+        }
+        if let Some(m) = f.multi_agent {
+            self.orchestrator.use_multi_agent = m;
+            s.insert(
+                "orchestrator.use_multi_agent".into(),
+                Source::Flag("--multi-agent".into()),
+            );
+        }
+        if let Some(b) = &f.api_base {
+            self.llm.api_base = Some(b.clone());
+            s.insert("llm.api_base".into(), Source::Flag("--api-base".into()));
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Pull requests: read, diff, open, update.
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{urlencode, CommentUser, Repo, RECONCILE_DELAY};
+use crate::github::client::GitHubError;
+use crate::github::scrub::scrub;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRef {
+    #[serde(rename = "ref")]
+    pub name: String,
+    pub sha: String,
+    pub repo: Option<RepoRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RepoRef {
+    pub full_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pull {
+    pub number: u64,
+    pub html_url: String,
+    pub head: PullRef,
+    pub base: PullRef,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// A draft pull request: GitHub shows it as work in progress.
+    #[serde(default)]
+    pub draft: bool,
+    /// Who opened it.
+    #[serde(default)]
+    pub user: Option<CommentUser>,
+}
+
+impl Repo<'_> {
+    pub async fn pull(&self, number: u64) -> Result<Pull, GitHubError> {
+        self.get(&format!("/pulls/{number}")).await
+    }
+
+    /// The PR's unified diff.
+    pub async fn pull_diff(&self, number: u64) -> Result<String, GitHubError> {
+        self.gh
+            .send(
+                Method::GET,
+                &self.path(&format!("/pulls/{number}")),
+                self.who(),
+                None,
+                Some("application/vnd.github.diff"),
+            )
+            .await
+    }
+
+    /// The open PR whose head is `branch` in this repository.
+    pub async fn open_pull_for(&self, branch: &str) -> Result<Option<Pull>, GitHubError> {
+        let head = format!("{}:{}", self.name.owner, branch);
+        let pulls: Vec<Pull> = self
+            .get(&format!("/pulls?state=open&head={}", urlencode(&head)))
+            .await?;
+        Ok(pulls.into_iter().next())
+    }
+
+    /// Open a pull request; `draft` opens it as a draft (work GitHub shows as unfinished).
+    pub async fn create_pull(
+        &self,
+        title: &str,
+        head: &str,
+        base: &str,
+        body: &str,
+        draft: bool,
+    ) -> Result<Pull, GitHubError> {
+        let created = self
+            .write(
+                Method::POST,
+                "/pulls",
+                json!({ "title": scrub(title), "head": head, "base": base, "body": self.gh.markdown(body), "draft": draft }),
+            )
+            .await;
+        match created {
+            // The POST may have opened the PR before it failed: GitHub allows one open PR
+            // per head, so the branch's open PR is the one we asked for.
+            Err(e) if e.is_ambiguous() => {
+                tokio::time::sleep(RECONCILE_DELAY).await;
+                match self.open_pull_for(head).await {
+                    Ok(Some(p)) => Ok(p),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
+    pub async fn update_pull(
+        &self,
+        number: u64,
+        title: &str,
+        body: &str,
+    ) -> Result<Pull, GitHubError> {
+        self.write(
+            Method::PATCH,
+            &format!("/pulls/{number}"),
+            json!({ "title": scrub(title), "body": self.gh.markdown(body) }),
+        )
+        .await
+    }
+}
