@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generate src/llm/prices.tsv, the built-in price table, from LiteLLM's price list.
+"""Generate src/money/prices.tsv, the built-in price table, from LiteLLM's price list.
 
 Usage:
     python3 scripts/gen-prices.py \
         path/to/model_prices_and_context_window.json \
-        > src/llm/prices.tsv
+        > src/money/prices.tsv
 
 Selection: entries with `mode: chat` whose `litellm_provider` is one of openai, anthropic,
 gemini, vertex_ai-language-models, deepseek, mistral. Keys are the bare model id: the

@@ -12,6 +12,8 @@ pub mod config;
 pub mod github;
 pub mod jobs;
 pub mod llm;
+pub mod money;
+pub mod scrub;
 pub mod server;
 pub mod store;
 pub mod tools;

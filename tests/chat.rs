@@ -503,6 +503,67 @@ async fn config_cmd_shows_sources_and_hides_secrets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_cmd_shows_the_github_and_server_settings_with_their_sources() {
+    let repo = repo();
+    let cfg = repo.write_config(
+        "llm:\n  model: gpt-4o\ngithub:\n  app_id: 12345\n  webhook_secret_env: HOOK_SECRET\nserver:\n  listen: 127.0.0.1:4000\n",
+    );
+    let mut cmd = repo.command();
+    cmd.env(
+        "GITHUB_PRIVATE_KEY",
+        "-----BEGIN RSA PRIVATE KEY-----pem-secret",
+    )
+    .env("HOOK_SECRET", "hook-secret-value")
+    .env("DATABASE_URL", "postgres://equitr:db-password@db/equitr")
+    .env("EQUITR_JOB_LEASE_SECS", "90")
+    .args(["config-cmd", "--config"])
+    .arg(&cfg);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let s = out.stdout;
+    for secret in ["pem-secret", "hook-secret-value", "db-password"] {
+        assert!(!s.contains(secret), "{secret} shown:\n{s}");
+    }
+    let row = |key: &str| {
+        s.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no row {key}:\n{s}"))
+            .to_string()
+    };
+    let file = |line: usize| format!("({}:{line})", cfg.display());
+    assert!(
+        row("github.app_id").contains("12345") && row("github.app_id").contains(&file(4)),
+        "{s}"
+    );
+    assert!(
+        row("github.private_key").contains("*** ")
+            && row("github.private_key").contains("(env GITHUB_PRIVATE_KEY)"),
+        "{s}"
+    );
+    assert!(
+        row("github.webhook_secret").contains("(env HOOK_SECRET)"),
+        "{s}"
+    );
+    assert!(
+        row("server.listen").contains("127.0.0.1:4000") && row("server.listen").contains(&file(7)),
+        "{s}"
+    );
+    assert!(
+        row("server.database_url").contains("(env DATABASE_URL)"),
+        "{s}"
+    );
+    assert!(
+        row("server.lease_secs").contains("90")
+            && row("server.lease_secs").contains("(env EQUITR_JOB_LEASE_SECS)"),
+        "{s}"
+    );
+    assert!(
+        row("github.api_url").contains("(unset)") && row("github.api_url").contains("(default)"),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_discover_lists_with_prices() {
     let llm = ScriptedLlm::start().await;
     llm.set_models(&["gpt-4o", "gpt-4o-mini", "my-local-model"]);

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use equitr_coder::agent::sanitize;
 use equitr_coder::commands as command;
 use equitr_coder::github::outbound::{neutralise, LinkPolicy};
-use equitr_coder::github::{scrub, webhook};
+use equitr_coder::github::webhook;
+use equitr_coder::scrub;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 

@@ -76,7 +76,7 @@ fn step_summary(env: &BTreeMap<String, String>, summary: &str) -> String {
         .and_then(|v| LinkPolicy::parse_hosts(v).ok())
         .unwrap_or_default();
     let policy = LinkPolicy::for_api(api_url, &extra);
-    crate::github::outbound::neutralise(&crate::github::scrub::scrub(summary), &policy)
+    crate::github::outbound::neutralise(&crate::scrub::scrub(summary), &policy)
 }
 
 /// Write the outputs (`GITHUB_OUTPUT`) and the step summary (`GITHUB_STEP_SUMMARY`).

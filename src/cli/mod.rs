@@ -165,7 +165,7 @@ struct ScrubbedStderr;
 impl std::io::Write for ScrubbedStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        let clean = crate::github::scrub::scrub(&text);
+        let clean = crate::scrub::scrub(&text);
         std::io::stderr().write_all(clean.as_bytes())?;
         Ok(buf.len())
     }

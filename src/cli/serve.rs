@@ -15,7 +15,7 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let cfg = match ServeConfig::from_env(llm, env) {
+    let cfg = match ServeConfig::from_config(llm) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };

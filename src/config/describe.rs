@@ -1,7 +1,7 @@
 //! Every effective setting with where it came from, for `config-cmd`.
 
+use super::AgentRole;
 use super::{Config, SandboxSetting, Secret, Source};
-use crate::llm::AgentRole;
 
 impl Config {
     /// Every effective setting as `(key, value, source)`, secrets as `***`, for `config-cmd`.
@@ -104,6 +104,7 @@ impl Config {
                 SandboxSetting::None => "none".into(),
             },
         );
+        self.describe_serve(&mut rows);
         for (name, value) in &self.env_bases {
             rows.push((
                 format!("env {name}"),
@@ -119,5 +120,42 @@ impl Config {
             ));
         }
         rows
+    }
+}
+
+impl Config {
+    /// The `github:` and `server:` rows: what `serve` runs with, secrets as `***`.
+    fn describe_serve(&self, rows: &mut Vec<(String, String, Source)>) {
+        let mut row = |key: &str, value: Option<String>| {
+            let value = value.unwrap_or_else(|| "(unset)".into());
+            rows.push((key.to_string(), value, self.source(key)));
+        };
+        let g = &self.github;
+        let hidden = |s: &Option<Secret>| s.as_ref().map(|_| "***".to_string());
+        row("github.app_id", g.app_id.clone());
+        row("github.private_key", hidden(&g.private_key));
+        row("github.private_key_path", g.private_key_path.clone());
+        row("github.webhook_secret_env", g.webhook_secret_env.clone());
+        row("github.webhook_secret", hidden(&g.webhook_secret));
+        row("github.api_url", g.api_url.clone());
+        row("github.bot_user_id", g.bot_user_id.clone());
+        let s = &self.server;
+        // The database URL may hold a password.
+        row(
+            "server.database_url",
+            s.database_url.as_deref().map(crate::store::redact_url),
+        );
+        row("server.listen", s.listen.clone());
+        row("server.concurrency", s.concurrency.map(|c| c.to_string()));
+        row("server.lease_secs", s.lease_secs.clone());
+        row("server.shutdown_grace_secs", s.shutdown_grace_secs.clone());
+        row("server.scheduler_tick_secs", s.scheduler_tick_secs.clone());
+        row("server.work_dir", s.work_dir.clone());
+        row(
+            "server.installation_monthly_usd",
+            s.installation_monthly_usd.clone(),
+        );
+        row("server.link_hosts", s.link_hosts.clone());
+        row("server.write_interval_ms", s.write_interval_ms.clone());
     }
 }

@@ -46,20 +46,7 @@ impl Config {
             self.sources
                 .insert("llm.budget".into(), Source::Env("EQUITR_BUDGET".into()));
         }
-        for (var, key) in [
-            ("GITHUB_API_URL", "github.api_url"),
-            ("DATABASE_URL", "server.database_url"),
-            ("EQUITR_LISTEN", "server.listen"),
-        ] {
-            if let Some(v) = get(var) {
-                match key {
-                    "github.api_url" => self.github.api_url = Some(v),
-                    "server.database_url" => self.server.database_url = Some(v),
-                    _ => self.server.listen = Some(v),
-                }
-                self.sources.insert(key.into(), Source::Env(var.into()));
-            }
-        }
+        self.apply_serve_env(&get);
         // Base URLs from the environment apply where the file did not name one.
         self.env_bases = BTreeMap::new();
         for kind in [
@@ -128,6 +115,51 @@ impl Config {
         if let Some(b) = &f.api_base {
             self.llm.api_base = Some(b.clone());
             s.insert("llm.api_base".into(), Source::Flag("--api-base".into()));
+        }
+    }
+}
+
+impl Config {
+    /// `serve`'s variables ([`super::SERVE_ENV`]), over the file's `github:` and `server:`
+    /// keys, each recorded with its source; the secrets too, which have no file key.
+    fn apply_serve_env(&mut self, get: &dyn Fn(&str) -> Option<String>) {
+        for (var, key) in super::SERVE_ENV {
+            let Some(v) = get(var) else { continue };
+            let slot = match *key {
+                "github.app_id" => &mut self.github.app_id,
+                "github.private_key_path" => &mut self.github.private_key_path,
+                "github.api_url" => &mut self.github.api_url,
+                "github.bot_user_id" => &mut self.github.bot_user_id,
+                "server.database_url" => &mut self.server.database_url,
+                "server.listen" => &mut self.server.listen,
+                "server.lease_secs" => &mut self.server.lease_secs,
+                "server.shutdown_grace_secs" => &mut self.server.shutdown_grace_secs,
+                "server.scheduler_tick_secs" => &mut self.server.scheduler_tick_secs,
+                "server.work_dir" => &mut self.server.work_dir,
+                "server.installation_monthly_usd" => &mut self.server.installation_monthly_usd,
+                "server.link_hosts" => &mut self.server.link_hosts,
+                _ => &mut self.server.write_interval_ms,
+            };
+            *slot = Some(v.trim().to_string());
+            self.sources
+                .insert(key.to_string(), Source::Env(var.to_string()));
+        }
+        if let Some(pem) = get("GITHUB_PRIVATE_KEY") {
+            self.github.private_key = Some(Secret(pem));
+            self.sources.insert(
+                "github.private_key".into(),
+                Source::Env("GITHUB_PRIVATE_KEY".into()),
+            );
+        }
+        let var = self
+            .github
+            .webhook_secret_env
+            .clone()
+            .unwrap_or_else(|| "GITHUB_WEBHOOK_SECRET".into());
+        if let Some(secret) = get(&var) {
+            self.github.webhook_secret = Some(Secret(secret));
+            self.sources
+                .insert("github.webhook_secret".into(), Source::Env(var));
         }
     }
 }

@@ -281,7 +281,11 @@ impl super::Config {
         }
         set!(self.sandbox, parsed.sandbox, "sandbox");
         if let Some(g) = parsed.github {
-            set!(self.github.app_id, g.app_id.map(Some), "github.app_id");
+            set!(
+                self.github.app_id,
+                g.app_id.map(|i| Some(i.to_string())),
+                "github.app_id"
+            );
             set!(
                 self.github.private_key_path,
                 g.private_key_path.map(Some),

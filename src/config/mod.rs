@@ -18,6 +18,31 @@ pub use file::{key_lines, FilePricing};
 pub use validate::ResolvedModel;
 
 /// The model API dialect and its defaults.
+/// Which of the two agents a model call is made for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentRole {
+    Supervisor,
+    Worker,
+}
+
+impl AgentRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentRole::Supervisor => "supervisor",
+            AgentRole::Worker => "worker",
+        }
+    }
+}
+
+impl std::fmt::Display for AgentRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
@@ -227,18 +252,58 @@ pub const DEFAULT_SENSITIVE_PATHS: &[&str] = &[
 
 #[derive(Debug, Clone, Default)]
 pub struct GithubSettings {
-    pub app_id: Option<u64>,
+    /// `github.app_id` / `GITHUB_APP_ID`, as written (`serve` checks it is a number).
+    pub app_id: Option<String>,
     pub private_key_path: Option<String>,
+    /// `GITHUB_PRIVATE_KEY`: the PEM itself (environment only).
+    pub private_key: Option<Secret>,
+    /// The variable the webhook secret is read from (`GITHUB_WEBHOOK_SECRET` unless named).
     pub webhook_secret_env: Option<String>,
+    /// The webhook secret(s), comma-separated during a rotation (environment only).
+    pub webhook_secret: Option<Secret>,
     pub api_url: Option<String>,
+    /// `GITHUB_APP_BOT_USER_ID`: the bot user's id, for commit authorship.
+    pub bot_user_id: Option<String>,
 }
 
+/// `serve`'s settings as written: `server:` keys of the file and `EQUITR_*` variables.
+/// Strings where a number is meant, so that `serve` names the variable a bad value came from.
 #[derive(Debug, Clone, Default)]
 pub struct ServerSettings {
     pub listen: Option<String>,
     pub database_url: Option<String>,
     pub concurrency: Option<u32>,
+    pub lease_secs: Option<String>,
+    pub shutdown_grace_secs: Option<String>,
+    pub scheduler_tick_secs: Option<String>,
+    pub work_dir: Option<String>,
+    pub installation_monthly_usd: Option<String>,
+    pub link_hosts: Option<String>,
+    pub write_interval_ms: Option<String>,
 }
+
+/// Every `serve` setting the environment may give: (variable, key).
+pub const SERVE_ENV: &[(&str, &str)] = &[
+    ("GITHUB_APP_ID", "github.app_id"),
+    ("GITHUB_PRIVATE_KEY_PATH", "github.private_key_path"),
+    ("GITHUB_API_URL", "github.api_url"),
+    ("GITHUB_APP_BOT_USER_ID", "github.bot_user_id"),
+    ("DATABASE_URL", "server.database_url"),
+    ("EQUITR_LISTEN", "server.listen"),
+    ("EQUITR_JOB_LEASE_SECS", "server.lease_secs"),
+    ("EQUITR_SHUTDOWN_GRACE_SECS", "server.shutdown_grace_secs"),
+    ("EQUITR_SCHEDULER_TICK_SECS", "server.scheduler_tick_secs"),
+    ("EQUITR_WORK_DIR", "server.work_dir"),
+    (
+        "EQUITR_INSTALLATION_MONTHLY_USD",
+        "server.installation_monthly_usd",
+    ),
+    ("EQUITR_LINK_HOSTS", "server.link_hosts"),
+    (
+        "EQUITR_GITHUB_WRITE_INTERVAL_MS",
+        "server.write_interval_ms",
+    ),
+];
 
 /// The effective configuration.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
+use super::AgentRole;
 use super::*;
-use crate::llm::AgentRole;
 
 fn load_text(text: &str, env: &[(&str, &str)], flags: &Overrides) -> Result<Config, ConfigError> {
     let dir = tempfile::tempdir().unwrap();

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use super::AgentRole;
 use super::{Config, ConfigError, PriceOverride, ProviderKind, Secret, Source};
-use crate::llm::AgentRole;
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

@@ -97,7 +97,7 @@ const JWT_REUSE_SECS: u64 = 5 * 60;
 
 impl AppAuth {
     pub fn new(app_id: u64, private_key_pem: &[u8]) -> Result<AppAuth, GitHubError> {
-        super::scrub::register_secret(&String::from_utf8_lossy(private_key_pem));
+        crate::scrub::register_secret(&String::from_utf8_lossy(private_key_pem));
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem)
             .map_err(|e| GitHubError::Key(e.to_string()))?;
         Ok(AppAuth {
@@ -234,7 +234,7 @@ impl GitHub {
     /// A client with one token for everything (the Action): the installation and the
     /// repository in [`As::Installation`] are then only labels.
     pub fn with_token(http: reqwest::Client, api_url: &str, token: &str) -> GitHub {
-        super::scrub::register_secret(token);
+        crate::scrub::register_secret(token);
         GitHub {
             http,
             api_url: api_url.trim_end_matches('/').to_string(),
@@ -265,7 +265,7 @@ impl GitHub {
     /// Markdown as it may be posted: secrets redacted, links and images to other hosts
     /// neutralised, raw HTML escaped.
     pub fn markdown(&self, body: &str) -> String {
-        super::outbound::neutralise(&super::scrub::scrub(body), &self.links)
+        super::outbound::neutralise(&crate::scrub::scrub(body), &self.links)
     }
 
     /// Records the login this client comments as (first call wins).
@@ -352,7 +352,7 @@ impl GitHub {
         let resp: TokenResponse = self
             .send_json(Method::POST, &path, As::App, Some(&body))
             .await?;
-        super::scrub::register_secret(&resp.token);
+        crate::scrub::register_secret(&resp.token);
         let expires_at = parse_rfc3339(&resp.expires_at).unwrap_or(now + 3600);
         self.tokens.lock().await.insert(
             key,

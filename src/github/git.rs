@@ -77,7 +77,7 @@ impl Checkout {
             let text = String::from_utf8_lossy(&out.stderr);
             return Err(GitError {
                 action: action.into(),
-                message: super::scrub::scrub(text.trim()).replace('\n', " "),
+                message: crate::scrub::scrub(text.trim()).replace('\n', " "),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -178,7 +178,7 @@ impl Checkout {
             let Some(text) = small.then(|| std::fs::read_to_string(&file).ok()).flatten() else {
                 continue;
             };
-            let clean = super::scrub::scrub_values(&text);
+            let clean = crate::scrub::scrub_values(&text);
             if clean != text {
                 std::fs::write(&file, clean).map_err(|e| GitError {
                     action: "redact".into(),
@@ -196,7 +196,7 @@ impl Checkout {
             return Ok(false);
         }
         let who = format!("{} <{}>", author.name, author.email);
-        let message = super::scrub::scrub(message);
+        let message = crate::scrub::scrub(message);
         self.run(
             "commit",
             &[

@@ -11,7 +11,6 @@ pub mod event;
 pub mod git;
 mod links;
 pub mod outbound;
-pub mod scrub;
 pub mod webhook;
 
 /// `owner/name`.

@@ -7,34 +7,15 @@ use serde::{Deserialize, Serialize};
 
 pub mod anthropic;
 pub mod http;
-pub mod ledger;
 pub mod openai;
-pub mod pricing;
 pub mod retry;
 pub mod tokens;
 
-/// Which of the two agents a model call is made for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AgentRole {
-    Supervisor,
-    Worker,
-}
-
-impl AgentRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AgentRole::Supervisor => "supervisor",
-            AgentRole::Worker => "worker",
-        }
-    }
-}
-
-impl std::fmt::Display for AgentRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Which of the two agents a model call is made for (a configuration concept: each role
+/// has its model settings).
+pub use crate::config::AgentRole;
+/// Prices and the ledger live in [`crate::money`], a leaf the store shares.
+pub use crate::money::{ledger, pricing, Usage};
 
 /// One message of a conversation, provider-neutral.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,28 +78,6 @@ pub struct ChatRequest {
     pub temperature: Option<f64>,
     /// Upper bound on output tokens; always sent, since the budget reservation relies on it.
     pub max_tokens: u32,
-}
-
-/// Token usage as the provider reported it, normalised.
-///
-/// `input_tokens` is the whole prompt, cached parts included (OpenAI's `prompt_tokens`;
-/// for Anthropic `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`).
-/// `cached_input_tokens` and `cache_write_tokens` are the parts of it billed at other rates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub cached_input_tokens: u64,
-    pub cache_write_tokens: u64,
-    pub output_tokens: u64,
-}
-
-impl std::ops::AddAssign for Usage {
-    fn add_assign(&mut self, o: Usage) {
-        self.input_tokens += o.input_tokens;
-        self.cached_input_tokens += o.cached_input_tokens;
-        self.cache_write_tokens += o.cache_write_tokens;
-        self.output_tokens += o.output_tokens;
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

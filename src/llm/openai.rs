@@ -50,10 +50,10 @@ impl OpenAiClient {
         timeout: Duration,
     ) -> Result<Self, ClientBuildError> {
         if let Some(k) = &api_key {
-            crate::github::scrub::register_secret(k);
+            crate::scrub::register_secret(k);
         }
         for (_, v) in &extra_headers {
-            crate::github::scrub::register_secret(v);
+            crate::scrub::register_secret(v);
         }
         let auth = api_key
             .as_ref()

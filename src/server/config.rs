@@ -1,11 +1,11 @@
-//! The service's settings: environment first, then the config file's `github:` and
-//! `server:` sections. A missing or invalid setting stops start-up with one line naming it.
+//! The service's settings, checked and built from the one layered configuration
+//! ([`Config`]: defaults, the file's `github:` and `server:` keys, the environment). A missing
+//! or invalid setting stops start-up with one line naming it — by the variable it came from.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{AgentRole, Config, ConfigError, Source};
 
 #[derive(Clone)]
 pub struct ServeConfig {
@@ -56,183 +56,77 @@ impl std::fmt::Debug for ServeConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("{setting}: {message}")]
 pub struct SettingError {
-    pub setting: &'static str,
+    pub setting: String,
     pub message: String,
 }
 
-fn err(setting: &'static str, message: impl Into<String>) -> SettingError {
+/// The name a setting goes by in an error: the variable it came from, else its key (with
+/// the file and line it was read from).
+fn name(cfg: &Config, key: &str, var: &str) -> String {
+    match cfg.source(key) {
+        Source::Env(v) => v,
+        Source::File { path, line } => format!("{key} ({}:{line})", path.display()),
+        _ => var.to_string(),
+    }
+}
+
+/// A setting's value parsed, or the error naming it.
+fn parse<T>(
+    cfg: &Config,
+    (key, var): (&str, &str),
+    value: &Option<String>,
+    what: &str,
+    ok: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, SettingError> {
+    match value {
+        None => Ok(None),
+        Some(v) => ok(v).map(Some).ok_or_else(|| SettingError {
+            setting: name(cfg, key, var),
+            message: format!("`{v}` is not {what}"),
+        }),
+    }
+}
+
+fn err(setting: &str, message: impl Into<String>) -> SettingError {
     SettingError {
-        setting,
+        setting: setting.to_string(),
         message: message.into(),
     }
 }
 
 impl ServeConfig {
-    pub fn from_env(
-        llm: Config,
-        env: &BTreeMap<String, String>,
-    ) -> Result<ServeConfig, SettingError> {
-        let get = |k: &str| {
-            env.get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        // Every job needs both models: a missing model or key stops start-up here rather than
-        // failing each job after its delivery was accepted.
-        for role in [
-            crate::llm::AgentRole::Worker,
-            crate::llm::AgentRole::Supervisor,
-        ] {
-            let m = llm.resolve(role).map_err(|e| match e {
-                crate::config::ConfigError::Value { message, .. } => err("llm.model", message),
-                e => err("llm", e.to_string()),
-            })?;
-            if let Some(var) = m.missing_key() {
-                return Err(err(
-                    var,
-                    format!(
-                        "not set: the {role} model `{}` ({} at {}) needs it (or llm.api_key in the config)",
-                        m.model, m.provider, m.api_base
-                    ),
-                ));
-            }
-        }
-        let app_id = match get("GITHUB_APP_ID").or_else(|| llm.github.app_id.map(|i| i.to_string()))
-        {
-            Some(v) => v
-                .parse::<u64>()
-                .map_err(|_| err("GITHUB_APP_ID", format!("`{v}` is not a number")))?,
-            None => {
-                return Err(err(
-                    "GITHUB_APP_ID",
-                    "not set (the App's numeric id, from its settings page)",
-                ))
-            }
-        };
-        let private_key_pem = if let Some(pem) = get("GITHUB_PRIVATE_KEY") {
-            // Platforms that cannot hold newlines in variables store them as `\n`.
-            pem.replace("\\n", "\n").into_bytes()
-        } else if let Some(path) =
-            get("GITHUB_PRIVATE_KEY_PATH").or_else(|| llm.github.private_key_path.clone())
-        {
-            std::fs::read(&path)
-                .map_err(|e| err("GITHUB_PRIVATE_KEY_PATH", format!("{path}: {e}")))?
-        } else {
-            return Err(err(
-                "GITHUB_PRIVATE_KEY",
-                "not set (the App's private key PEM, or GITHUB_PRIVATE_KEY_PATH to its file)",
-            ));
-        };
-        if crate::github::client::AppAuth::new(app_id, &private_key_pem).is_err() {
-            return Err(err(
-                "GITHUB_PRIVATE_KEY",
-                "not an RSA private key in PEM format",
-            ));
-        }
-        let secret_var = llm
-            .github
-            .webhook_secret_env
+    /// Check what `serve` needs and build its settings.
+    pub fn from_config(llm: Config) -> Result<ServeConfig, SettingError> {
+        check_models(&llm)?;
+        let (app_id, private_key_pem) = app_credentials(&llm)?;
+        let g = &llm.github;
+        let webhook_secrets = webhook_secrets(&llm)?;
+        let api_url = g
+            .api_url
             .clone()
-            .unwrap_or_else(|| "GITHUB_WEBHOOK_SECRET".into());
-        let webhook_secrets: Vec<String> = get(&secret_var)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if webhook_secrets.is_empty() {
-            return Err(err(
-                "GITHUB_WEBHOOK_SECRET",
-                "not set (the App's webhook secret; a comma-separated list during rotation)",
-            ));
-        }
-        let api_url = get("GITHUB_API_URL")
-            .or_else(|| llm.github.api_url.clone())
             .unwrap_or_else(|| "https://api.github.com".into());
         if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
             return Err(err(
-                "GITHUB_API_URL",
+                &name(&llm, "github.api_url", "GITHUB_API_URL"),
                 format!("`{api_url}` is not an http(s) URL"),
             ));
         }
-        let database_url = get("DATABASE_URL")
-            .or_else(|| llm.server.database_url.clone())
-            .unwrap_or_else(|| "sqlite://equitr.db".into());
-        let listen = get("EQUITR_LISTEN")
-            .or_else(|| llm.server.listen.clone())
-            .unwrap_or_else(|| "0.0.0.0:3000".into());
-        let concurrency = llm.server.concurrency.unwrap_or(4).max(1) as usize;
-        let lease = match get("EQUITR_JOB_LEASE_SECS") {
-            Some(v) => {
-                Duration::from_secs(v.parse::<u64>().ok().filter(|s| *s >= 1).ok_or_else(|| {
-                    err(
-                        "EQUITR_JOB_LEASE_SECS",
-                        format!("`{v}` is not a number of seconds"),
-                    )
-                })?)
-            }
-            None => Duration::from_secs(120),
-        };
-        let shutdown_grace = match get("EQUITR_SHUTDOWN_GRACE_SECS") {
-            Some(v) => Duration::from_secs(v.parse::<u64>().map_err(|_| {
-                err(
-                    "EQUITR_SHUTDOWN_GRACE_SECS",
-                    format!("`{v}` is not a number of seconds"),
-                )
-            })?),
-            None => Duration::from_secs(30),
-        };
-        let scheduler_tick = match get("EQUITR_SCHEDULER_TICK_SECS") {
-            Some(v) => match v.parse::<u64>() {
-                Ok(0) => None,
-                Ok(n) => Some(Duration::from_secs(n)),
-                Err(_) => {
-                    return Err(err(
-                        "EQUITR_SCHEDULER_TICK_SECS",
-                        format!("`{v}` is not a number of seconds"),
-                    ))
-                }
-            },
-            None => Some(Duration::from_secs(60)),
-        };
-        let work_root = get("EQUITR_WORK_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("equitr-work"));
-        let installation_monthly_usd = match get("EQUITR_INSTALLATION_MONTHLY_USD") {
-            Some(v) => Some(
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && *x >= 0.0)
-                    .ok_or_else(|| {
-                        err(
-                            "EQUITR_INSTALLATION_MONTHLY_USD",
-                            format!("`{v}` is not a USD amount"),
-                        )
-                    })?,
-            ),
-            None => None,
-        };
-        let link_hosts = match get("EQUITR_LINK_HOSTS") {
-            Some(v) => crate::github::outbound::LinkPolicy::parse_hosts(&v)
-                .map_err(|m| err("EQUITR_LINK_HOSTS", m))?,
+        let s = &llm.server;
+        let n = Numbers::of(&llm)?;
+        let link_hosts = match &s.link_hosts {
+            Some(v) => crate::github::outbound::LinkPolicy::parse_hosts(v)
+                .map_err(|m| err(&name(&llm, "server.link_hosts", "EQUITR_LINK_HOSTS"), m))?,
             None => Vec::new(),
         };
-        let write_interval = match get("EQUITR_GITHUB_WRITE_INTERVAL_MS") {
-            Some(v) => Duration::from_millis(v.parse::<u64>().map_err(|_| {
-                err(
-                    "EQUITR_GITHUB_WRITE_INTERVAL_MS",
-                    format!("`{v}` is not a number of milliseconds"),
-                )
-            })?),
-            None => crate::github::client::DEFAULT_WRITE_INTERVAL,
-        };
-        for s in &webhook_secrets {
-            crate::github::scrub::register_secret(s);
+        let database_url = s
+            .database_url
+            .clone()
+            .unwrap_or_else(|| "sqlite://equitr.db".into());
+        for secret in &webhook_secrets {
+            crate::scrub::register_secret(secret);
         }
         for r in crate::store::password_ranges(&database_url) {
-            crate::github::scrub::register_secret(&database_url[r]);
+            crate::scrub::register_secret(&database_url[r]);
         }
         Ok(ServeConfig {
             app_id,
@@ -240,19 +134,181 @@ impl ServeConfig {
             webhook_secrets,
             api_url,
             database_url,
-            listen,
-            concurrency,
-            lease,
-            shutdown_grace,
-            scheduler_tick,
-            work_root,
-            installation_monthly_usd,
+            listen: s.listen.clone().unwrap_or_else(|| "0.0.0.0:3000".into()),
+            concurrency: s.concurrency.unwrap_or(4).max(1) as usize,
+            lease: Duration::from_secs(n.lease.unwrap_or(120)),
+            shutdown_grace: Duration::from_secs(n.grace.unwrap_or(30)),
+            scheduler_tick: match n.tick {
+                Some(0) => None,
+                t => Some(Duration::from_secs(t.unwrap_or(60))),
+            },
+            work_root: s
+                .work_dir
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("equitr-work")),
+            installation_monthly_usd: n.monthly,
             link_hosts,
-            write_interval,
-            llm,
-            bot_user_id: get("GITHUB_APP_BOT_USER_ID")
+            write_interval: n
+                .write_ms
+                .map(Duration::from_millis)
+                .unwrap_or(crate::github::client::DEFAULT_WRITE_INTERVAL),
+            bot_user_id: g
+                .bot_user_id
+                .as_deref()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            llm,
         })
     }
+}
+
+/// The webhook secrets: several during a rotation, any one verifies.
+fn webhook_secrets(llm: &Config) -> Result<Vec<String>, SettingError> {
+    let secret_var = name(llm, "github.webhook_secret", "GITHUB_WEBHOOK_SECRET");
+    let secrets: Vec<String> = llm
+        .github
+        .webhook_secret
+        .as_ref()
+        .map(|v| {
+            v.expose()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if secrets.is_empty() {
+        return Err(err(
+            &secret_var,
+            "not set (the App's webhook secret; a comma-separated list during rotation)",
+        ));
+    }
+    Ok(secrets)
+}
+
+/// `serve`'s numeric settings, each checked.
+struct Numbers {
+    lease: Option<u64>,
+    grace: Option<u64>,
+    tick: Option<u64>,
+    monthly: Option<f64>,
+    write_ms: Option<u64>,
+}
+
+impl Numbers {
+    fn of(llm: &Config) -> Result<Numbers, SettingError> {
+        let s = &llm.server;
+        let secs = "a number of seconds";
+        let number = |v: &str| v.parse::<u64>().ok();
+        let lease = parse(
+            llm,
+            ("server.lease_secs", "EQUITR_JOB_LEASE_SECS"),
+            &s.lease_secs,
+            secs,
+            |v| number(v).filter(|s| *s >= 1),
+        )?;
+        let grace = parse(
+            llm,
+            ("server.shutdown_grace_secs", "EQUITR_SHUTDOWN_GRACE_SECS"),
+            &s.shutdown_grace_secs,
+            secs,
+            number,
+        )?;
+        let tick = parse(
+            llm,
+            ("server.scheduler_tick_secs", "EQUITR_SCHEDULER_TICK_SECS"),
+            &s.scheduler_tick_secs,
+            secs,
+            number,
+        )?;
+        let monthly = parse(
+            llm,
+            (
+                "server.installation_monthly_usd",
+                "EQUITR_INSTALLATION_MONTHLY_USD",
+            ),
+            &s.installation_monthly_usd,
+            "a USD amount",
+            |v| v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0),
+        )?;
+        let write_ms = parse(
+            llm,
+            (
+                "server.write_interval_ms",
+                "EQUITR_GITHUB_WRITE_INTERVAL_MS",
+            ),
+            &s.write_interval_ms,
+            "a number of milliseconds",
+            number,
+        )?;
+        Ok(Numbers {
+            lease,
+            grace,
+            tick,
+            monthly,
+            write_ms,
+        })
+    }
+}
+
+/// Every job needs both models: a missing model or key stops start-up here rather than
+/// failing each job after its delivery was accepted.
+fn check_models(llm: &Config) -> Result<(), SettingError> {
+    for role in [AgentRole::Worker, AgentRole::Supervisor] {
+        let m = llm.resolve(role).map_err(|e| match e {
+            ConfigError::Value { message, .. } => err("llm.model", message),
+            e => err("llm", e.to_string()),
+        })?;
+        if let Some(var) = m.missing_key() {
+            return Err(err(
+                var,
+                format!(
+                    "not set: the {role} model `{}` ({} at {}) needs it (or llm.api_key in the config)",
+                    m.model, m.provider, m.api_base
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The App's id and private key.
+fn app_credentials(llm: &Config) -> Result<(u64, Vec<u8>), SettingError> {
+    let g = &llm.github;
+    let id_name = name(llm, "github.app_id", "GITHUB_APP_ID");
+    let app_id = match &g.app_id {
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| err(&id_name, format!("`{v}` is not a number")))?,
+        None => {
+            return Err(err(
+                &id_name,
+                "not set (the App's numeric id, from its settings page)",
+            ))
+        }
+    };
+    let private_key_pem = if let Some(pem) = &g.private_key {
+        // Platforms that cannot hold newlines in variables store them as `\n`.
+        pem.expose().replace("\\n", "\n").into_bytes()
+    } else if let Some(path) = &g.private_key_path {
+        std::fs::read(path).map_err(|e| {
+            err(
+                &name(llm, "github.private_key_path", "GITHUB_PRIVATE_KEY_PATH"),
+                format!("{path}: {e}"),
+            )
+        })?
+    } else {
+        return Err(err(
+            "GITHUB_PRIVATE_KEY",
+            "not set (the App's private key PEM, or GITHUB_PRIVATE_KEY_PATH to its file)",
+        ));
+    };
+    if crate::github::client::AppAuth::new(app_id, &private_key_pem).is_err() {
+        return Err(err(
+            "GITHUB_PRIVATE_KEY",
+            "not an RSA private key in PEM format",
+        ));
+    }
+    Ok((app_id, private_key_pem))
 }

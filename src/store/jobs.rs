@@ -390,7 +390,7 @@ impl Store {
         worker_id: &str,
         error: &str,
     ) -> Result<bool, StoreError> {
-        let error = crate::github::scrub::scrub(error);
+        let error = crate::scrub::scrub(error);
         self.finish(job_id, worker_id, "failed", None, Some(&error))
             .await
     }
@@ -579,11 +579,11 @@ impl Store {
     }
 }
 
-/// JSON bound for a column, scrubbed of secrets (see [`crate::github::scrub`]). Should a
+/// JSON bound for a column, scrubbed of secrets (see [`crate::scrub`]). Should a
 /// credential-looking pattern have spanned JSON punctuation, the scrubbed text is kept as
 /// one JSON string instead, so the column always holds valid JSON.
 fn scrubbed_json(json: &str) -> String {
-    let clean = crate::github::scrub::scrub(json);
+    let clean = crate::scrub::scrub(json);
     if clean == json || serde_json::from_str::<serde::de::IgnoredAny>(&clean).is_ok() {
         clean
     } else {

@@ -24,9 +24,10 @@ use super::{
     begin_write, picos_from_db, picos_to_db, with_pool, Dialect, JobId, Store, StoreError,
     UnixMillis,
 };
-use crate::llm::ledger::{BudgetError, Ledger, LedgerEntry, Reservation, ReservationRequest};
-use crate::llm::pricing::Usd;
-use crate::llm::{AgentRole, Usage};
+use crate::config::AgentRole;
+use crate::money::ledger::{BudgetError, Ledger, LedgerEntry, Reservation, ReservationRequest};
+use crate::money::pricing::Usd;
+use crate::money::Usage;
 
 /// What a row counts against a cap, in SQL.
 const COUNTED: &str = "CASE WHEN state = 'reserved' THEN reserved_picos \
@@ -403,7 +404,7 @@ impl Ledger for SqlLedger {
         }
     }
 
-    async fn month_spend(&self) -> Option<crate::llm::ledger::MonthSpend> {
+    async fn month_spend(&self) -> Option<crate::money::ledger::MonthSpend> {
         let (spent, cap) = self.month().await?;
         let scheduled = match self
             .store
@@ -416,7 +417,7 @@ impl Ledger for SqlLedger {
                 Vec::new()
             }
         };
-        Some(crate::llm::ledger::MonthSpend {
+        Some(crate::money::ledger::MonthSpend {
             month: Some(self.scope.month.clone()),
             spent,
             cap,

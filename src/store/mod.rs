@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Connection;
 
-use crate::llm::pricing::Usd;
+use crate::money::pricing::Usd;
 
 mod intake;
 mod jobs;

@@ -216,7 +216,7 @@ impl Store {
         &self,
         repo: &str,
         month: &str,
-    ) -> Result<Vec<(String, crate::llm::pricing::Usd)>, StoreError> {
+    ) -> Result<Vec<(String, crate::money::pricing::Usd)>, StoreError> {
         let rows: Vec<(String, i64)> = with_pool!(self, |pool, _| sqlx::query_as(&format!(
             "SELECT r.name, CAST(COALESCE(SUM({}), 0) AS BIGINT) FROM schedule_runs r \
              JOIN ledger l ON l.job_id = r.job_id \

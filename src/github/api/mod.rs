@@ -125,18 +125,7 @@ impl Repo<'_> {
     }
 }
 
-/// Percent-encode a path or query component (RFC 3986 unreserved characters kept).
-pub(crate) fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use crate::scrub::urlencode;
 
 /// A repository an installation can see, as `GET /installation/repositories` lists it.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{urlencode, CommentUser, Repo, RECONCILE_DELAY};
 use crate::github::client::GitHubError;
-use crate::github::scrub::scrub;
+use crate::scrub::scrub;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PullRef {

@@ -43,7 +43,7 @@ pub fn forms(secret: &str) -> Vec<String> {
     }
     out.push(hex::encode(bytes));
     out.push(hex::encode_upper(bytes));
-    let url = super::api::urlencode(secret);
+    let url = urlencode(secret);
     out.push(url.replace("%20", "+"));
     out.push(url);
     out.retain(|f| f.len() >= MIN_SECRET);
@@ -174,6 +174,19 @@ pub fn scrub(text: &str) -> String {
             }
         })
         .into_owned()
+}
+
+/// Percent-encode a path or query component (RFC 3986 unreserved characters kept).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

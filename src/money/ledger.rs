@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::pricing::Usd;
-use super::{AgentRole, Usage};
+use super::Usage;
+use crate::config::AgentRole;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservationRequest {
