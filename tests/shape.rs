@@ -101,7 +101,15 @@ fn functions(text: &str) -> Vec<(usize, String, usize)> {
                 }
                 j += 1;
             }
-            let why = i > 0 && lines[i - 1].trim_start().starts_with("// long:");
+            // The comment lines right above the function (and its attributes) say why.
+            let why = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| {
+                    let l = l.trim_start();
+                    l.starts_with("//") || l.starts_with("#[")
+                })
+                .any(|l| l.trim_start().starts_with("// long:"));
             if !why {
                 out.push((i + 1, name, j - i + 1));
             }
@@ -142,7 +150,9 @@ fn no_function_is_over_100_lines_unless_it_says_why() {
 #[test]
 fn use_arrows_point_one_way() {
     // What each top-level module may use besides itself. The leaves use only leaves.
-    let leaves = ["config", "github", "store", "money", "scrub", "commands"];
+    let leaves = [
+        "config", "github", "store", "money", "scrub", "clock", "commands",
+    ];
     let mut allowed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for leaf in leaves {
         allowed.insert(leaf, leaves.to_vec());

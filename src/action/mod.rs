@@ -122,7 +122,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
         repo: &repo_name,
         cfg: &cfg,
         monthly_cap: usd(inputs.usd("monthly_budget_usd")?).or(usd(cfg.budget.monthly_usd)),
-        month: crate::store::month_of(crate::store::Clock::now(&crate::store::SystemClock)),
+        month: crate::store::month_of(crate::clock::Clock::now(&crate::clock::SystemClock)),
         run: format!(
             "{}-{}",
             or_default(env, "GITHUB_RUN_ID", "0"),

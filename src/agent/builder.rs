@@ -1,6 +1,5 @@
 //! Building an [`Orchestrator`]: its models, ledger, sink, toolchain and trust.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Builds an [`Orchestrator`]. Front doors replace the parts they own: the service passes

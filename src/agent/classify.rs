@@ -1,6 +1,5 @@
 //! Classifying a task: heuristics first, the worker model when they are unsure.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl Orchestrator {

@@ -182,11 +182,7 @@ impl Orchestrator {
                 .iter()
                 .any(|d| d.path == f.path && d.commentable.contains(&f.line))
         });
-        let summary = summaries
-            .into_iter()
-            .filter(|s| !s.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join("\n\n");
+        let summary = paragraphs(summaries);
         self.emit(
             &mut run,
             JobEvent::Finished {
@@ -392,4 +388,13 @@ impl Orchestrator {
             cost: run.costs.report(),
         })
     }
+}
+
+/// The non-empty summaries, one paragraph each.
+fn paragraphs(summaries: Vec<String>) -> String {
+    summaries
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }

@@ -1,7 +1,6 @@
 //! The supervisor's part of a run: answers to `ask_supervisor`, and the gate review of
 //! critical diffs.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl Orchestrator {

@@ -1,7 +1,6 @@
 //! The worker's tool loop: its tools, each turn, each tool call, and the limits that end a
 //! run that goes nowhere.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl Orchestrator {

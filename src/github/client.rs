@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -132,21 +132,8 @@ impl AppAuth {
     }
 }
 
-/// A clock, injectable for tests.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> u64;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-}
+/// The one clock (see [`crate::clock`]); the client reads it in seconds.
+pub use crate::clock::{Clock, SystemClock};
 
 /// A cached token's key: an installation, a repository (empty: all of them) and what the
 /// token may do.
@@ -210,6 +197,11 @@ pub enum As<'a> {
 }
 
 impl GitHub {
+    /// Unix time in seconds, as JWTs and GitHub's headers count it.
+    fn now_secs(&self) -> u64 {
+        u64::try_from(self.clock.now() / 1000).unwrap_or(0)
+    }
+
     pub fn new(
         http: reqwest::Client,
         api_url: &str,
@@ -325,14 +317,14 @@ impl GitHub {
                 .filter(|t| t.expires_at > now + TOKEN_MARGIN_SECS)
                 .map(|t| t.token.clone())
         };
-        if let Some(t) = fresh(&*self.tokens.lock().await, self.clock.now()) {
+        if let Some(t) = fresh(&*self.tokens.lock().await, self.now_secs()) {
             return Ok(t);
         }
         // One mint per token at a time: the requests that find it missing together wait for
         // the first one's token instead of each minting (and, while GitHub is down, each
         // retrying) their own.
         let _minting = self.mint_locks.lock(key.clone()).await;
-        let now = self.clock.now();
+        let now = self.now_secs();
         if let Some(t) = fresh(&*self.tokens.lock().await, now) {
             return Ok(t);
         }
@@ -367,7 +359,7 @@ impl GitHub {
     async fn authorization(&self, who: As<'_>) -> Result<String, GitHubError> {
         Ok(match who {
             As::App => match &self.auth {
-                Auth::App(app) => format!("Bearer {}", app.jwt(self.clock.now())?),
+                Auth::App(app) => format!("Bearer {}", app.jwt(self.now_secs())?),
                 Auth::Token(_) => return Err(GitHubError::NeedsApp),
             },
             // Boxed: minting a token is itself a request (made as the app).
@@ -436,6 +428,8 @@ impl GitHub {
         }
     }
 
+    // long: the one retry loop every GitHub call goes through; each branch is one kind of
+    // answer (refused token, rate limit, 5xx, network), kept in order in one place.
     async fn send_unspaced(
         &self,
         method: Method,
@@ -495,7 +489,7 @@ impl GitHub {
                 }
             };
             let status = resp.status();
-            let wait = rate_limit_wait(&resp, self.clock.now());
+            let wait = rate_limit_wait(&resp, self.now_secs());
             let request_id = resp
                 .headers()
                 .get("x-github-request-id")

@@ -88,6 +88,8 @@ fn inert(text: &str) -> String {
     out
 }
 
+// long: one pass over pulldown-cmark's events; the link, image and HTML state it carries
+// from one event to the next would otherwise be threaded through every helper.
 fn neutralise_once(text: &str, policy: &LinkPolicy) -> String {
     // The code spans written here use a run of backticks longer than any in the text, so no
     // stray backtick of the text can pair with one of ours (a code span ends only at a run

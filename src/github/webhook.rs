@@ -341,34 +341,7 @@ fn parse_with(
         ("pull_request_review", "submitted") => {
             Some(review_event(&env, event, repo, installation)?)
         }
-        ("pull_request", a) => {
-            let action = match a {
-                "opened" => Some(PrAction::Opened),
-                "synchronize" => Some(PrAction::Synchronize),
-                "reopened" => Some(PrAction::Reopened),
-                "ready_for_review" => Some(PrAction::ReadyForReview),
-                _ => None,
-            };
-            match action {
-                None => None,
-                Some(action) => {
-                    let pr: RawPr = part(event, env.pull_request)?;
-                    let from_fork = from_fork(&pr, &repo);
-                    Some(Event::PullRequest {
-                        repo,
-                        installation,
-                        number: pr.number,
-                        action,
-                        head_sha: pr.head.sha,
-                        head_ref: pr.head.name,
-                        base_ref: pr.base.name,
-                        from_fork,
-                        draft: pr.draft,
-                        sender: sender()?,
-                    })
-                }
-            }
-        }
+        ("pull_request", a) => pull_request_event(&env, event, a, repo, installation)?,
         _ => None,
     };
     Ok(Parsed {
@@ -452,6 +425,48 @@ fn review_event(
         body: review.body.unwrap_or_default(),
         head_ref: pr.head.name,
         author: review.user.into(),
+    })
+}
+
+/// `pull_request` opened, pushed to, reopened or marked ready: the pull request's head and
+/// base. Other actions are not events we act on.
+fn pull_request_event(
+    env: &Envelope<'_>,
+    event: &str,
+    a: &str,
+    repo: RepoName,
+    installation: InstallationId,
+) -> Result<Option<Event>, ParseError> {
+    let sender = env.sender.as_ref().map(|u| Actor {
+        login: u.login.to_string(),
+        id: u.id,
+        is_bot: u.kind == "Bot",
+    });
+    let action = match a {
+        "opened" => Some(PrAction::Opened),
+        "synchronize" => Some(PrAction::Synchronize),
+        "reopened" => Some(PrAction::Reopened),
+        "ready_for_review" => Some(PrAction::ReadyForReview),
+        _ => None,
+    };
+    Ok(match action {
+        None => None,
+        Some(action) => {
+            let pr: RawPr = part(event, env.pull_request)?;
+            let from_fork = from_fork(&pr, &repo);
+            Some(Event::PullRequest {
+                repo,
+                installation,
+                number: pr.number,
+                action,
+                head_sha: pr.head.sha,
+                head_ref: pr.head.name,
+                base_ref: pr.base.name,
+                from_fork,
+                draft: pr.draft,
+                sender: sender.ok_or_else(|| malformed(event, "no sender"))?,
+            })
+        }
     })
 }
 

@@ -54,6 +54,12 @@ pub struct ThreadReporter<'a> {
     /// The issue or pull request; `None`: the job has no thread to talk to (an automatic
     /// review shows its progress in the check run only), and nothing is posted.
     number: Option<u64>,
+    board: Board,
+}
+
+/// Where a job stands, and the comment that shows it.
+#[derive(Debug, Default)]
+struct Board {
     head: &'static str,
     steps: Vec<(&'static str, bool)>,
     mode: Option<String>,
@@ -64,9 +70,7 @@ impl<'a> ThreadReporter<'a> {
         ThreadReporter {
             ctx,
             number: Some(number),
-            head: "",
-            steps: Vec::new(),
-            mode: None,
+            board: Board::default(),
         }
     }
 
@@ -91,6 +95,24 @@ impl<'a> ThreadReporter<'a> {
             .env
             .sink
             .emit(&JobEvent::Progress { step: describe(&p) });
+        self.board.apply(p)
+    }
+
+    async fn post(&self, text: &str) -> Result<(), GitHubError> {
+        let Some(number) = self.number else {
+            return Ok(());
+        };
+        self.ctx
+            .repo
+            .upsert_marked_comment(number, &marker(self.ctx.id), text)
+            .await
+            .map(drop)
+    }
+}
+
+impl Board {
+    /// Take in one event; the comment as it reads now.
+    fn apply(&mut self, p: Progress) -> String {
         match p {
             Progress::Started { head, steps } => {
                 self.head = head;
@@ -110,17 +132,6 @@ impl<'a> ThreadReporter<'a> {
             Progress::Finished(end) => self.ending(&end),
             Progress::Said(text) => text,
         }
-    }
-
-    async fn post(&self, text: &str) -> Result<(), GitHubError> {
-        let Some(number) = self.number else {
-            return Ok(());
-        };
-        self.ctx
-            .repo
-            .upsert_marked_comment(number, &marker(self.ctx.id), text)
-            .await
-            .map(drop)
     }
 
     /// The headline, the steps as a checklist, and the mode line.
@@ -189,4 +200,52 @@ pub async fn answer_broken_config(
     )
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_comment_is_the_checklist_the_mode_the_result_and_the_cost() {
+        let mut b = Board::default();
+        b.apply(Progress::Started {
+            head: "🤖 Working on this issue.",
+            steps: &["Read the issue", "Push the branch"],
+        });
+        assert_eq!(
+            b.apply(Progress::Done(0)),
+            "🤖 Working on this issue.\n\n- [x] Read the issue\n- [ ] Push the branch\n"
+        );
+        b.apply(Progress::Mode("untrusted-context mode: @eve".into()));
+        // A step that does not exist changes nothing.
+        b.apply(Progress::Done(7));
+        let end = b.apply(Progress::Finished(Ending {
+            headline: "✅ Opened https://github.com/o/r/pull/2".into(),
+            details: Some("  \n".into()),
+            costs: Some("| role | cost |".into()),
+            fold_costs: false,
+        }));
+        assert_eq!(
+            end,
+            "🤖 Working on this issue.\n\n- [x] Read the issue\n- [ ] Push the branch\n\n\
+             🔒 untrusted-context mode: @eve\n\n✅ Opened https://github.com/o/r/pull/2\n\n| role | cost |"
+        );
+    }
+
+    #[test]
+    fn a_job_without_steps_shows_its_answer_and_folds_the_cost_when_asked() {
+        let mut b = Board::default();
+        let end = b.apply(Progress::Finished(Ending {
+            headline: "The answer.".into(),
+            details: None,
+            costs: Some("table".into()),
+            fold_costs: true,
+        }));
+        assert_eq!(
+            end,
+            "The answer.\n\n<details><summary>Cost</summary>\n\ntable\n</details>"
+        );
+        assert_eq!(b.apply(Progress::Said("as is".into())), "as is");
+    }
 }

@@ -14,11 +14,9 @@
 //! Times are Unix milliseconds from an injectable [`Clock`], so tests move time instead of
 //! sleeping; money is `i64` picodollars in the database (range-checked against [`Usd`]).
 
-use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -40,51 +38,7 @@ pub use jobs::{
 pub use ledger::{month_of, LedgerScope, Spend, SqlLedger};
 pub use schedules::{Fired, ScheduleSlot};
 
-/// Unix time in milliseconds.
-pub type UnixMillis = i64;
-
-/// Where "now" comes from. The service uses [`SystemClock`]; tests use [`ManualClock`].
-pub trait Clock: Send + Sync + fmt::Debug {
-    fn now(&self) -> UnixMillis;
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> UnixMillis {
-        // A clock before 1970 is a broken host; 0 keeps leases working relative to each other.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that only moves when told to. Share one `Arc<ManualClock>` between the stores of a
-/// test that plays several processes.
-#[derive(Debug)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(start: UnixMillis) -> ManualClock {
-        ManualClock(AtomicI64::new(start))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(millis(by), Ordering::SeqCst);
-    }
-
-    pub fn set(&self, to: UnixMillis) {
-        self.0.store(to, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> UnixMillis {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock, UnixMillis};
 
 /// A duration in whole milliseconds, saturating: a lease of 300 million years is "forever".
 pub(crate) fn millis(d: Duration) -> i64 {

@@ -8,16 +8,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::llm::ToolSpec;
 
 mod files;
+mod registry;
 mod sandbox;
 mod search;
 mod truncate;
 pub mod workspace;
 
+use registry::{Needs, Tool};
 pub use sandbox::SandboxStatus;
 pub use truncate::truncate_head_tail;
 pub use workspace::{PathError, Workspace};
@@ -114,9 +115,6 @@ impl From<PathError> for ToolError {
     }
 }
 
-const READ_ONLY_TOOLS: &[&str] = &["list_files", "read_file", "search"];
-const WRITE_TOOLS: &[&str] = &["write_file", "edit_file", "run_command"];
-
 /// The tools of one job, bound to one workspace.
 #[derive(Debug)]
 pub struct Toolbox {
@@ -188,13 +186,16 @@ impl Toolbox {
         self.sandbox.clone()
     }
 
-    fn names(&self) -> impl Iterator<Item = &'static str> {
-        let writes: &[&str] = match self.opts.access {
-            Access::ReadOnly => &[],
-            Access::ReadWrite => WRITE_TOOLS,
-            Access::ReadWriteNoCommands => &WRITE_TOOLS[..2],
-        };
-        READ_ONLY_TOOLS.iter().chain(writes.iter()).copied()
+    /// The tools this toolbox's access allows, in the registry's order.
+    fn tools(&self) -> impl Iterator<Item = &'static dyn Tool> + '_ {
+        registry::TOOLS
+            .iter()
+            .copied()
+            .filter(|t| t.needs().allowed(self.opts.access))
+    }
+
+    fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.tools().map(|t| t.name())
     }
 
     pub fn handles(&self, name: &str) -> bool {
@@ -202,7 +203,16 @@ impl Toolbox {
     }
 
     pub fn specs(&self) -> Vec<ToolSpec> {
-        self.names().filter_map(|n| spec(n, &self.opts)).collect()
+        self.tools()
+            .map(|t| {
+                let (description, parameters) = t.spec(&self.opts);
+                ToolSpec {
+                    name: t.name().to_owned(),
+                    description,
+                    parameters,
+                }
+            })
+            .collect()
     }
 
     /// Runs one tool call. `arguments` is the model's raw JSON text.
@@ -214,52 +224,11 @@ impl Toolbox {
     }
 
     async fn call_inner(&self, name: &str, arguments: &str) -> ToolOutcome {
-        if !self.handles(name) {
-            let known = self.names().collect::<Vec<_>>().join(", ");
-            let why = if name == "run_command" && self.opts.access == Access::ReadWriteNoCommands {
-                format!(
-                    "`run_command` is off: this job's context has text from someone without write \
-                     access (untrusted-context mode); available: {known}"
-                )
-            } else if WRITE_TOOLS.contains(&name) {
-                format!("tool `{name}` is not available in read-only mode; available: {known}")
-            } else {
-                format!("unknown tool `{name}`; available: {known}")
-            };
-            return ToolOutcome::error(why);
-        }
-        let result = match name {
-            "list_files" => {
-                self.blocking(arguments, |ws, a, o| {
-                    files::list_files(ws, a, o.max_output_bytes)
-                })
-                .await
-            }
-            "read_file" => {
-                self.blocking(arguments, |ws, a, o| {
-                    files::read_file(ws, a, o.max_read_bytes)
-                })
-                .await
-            }
-            "search" => {
-                self.blocking(arguments, |ws, a, o| {
-                    search::search(ws, a, o.max_output_bytes)
-                })
-                .await
-            }
-            "write_file" => {
-                self.blocking(arguments, |ws, a, _| files::write_file(ws, a))
-                    .await
-            }
-            "edit_file" => {
-                self.blocking(arguments, |ws, a, _| files::edit_file(ws, a))
-                    .await
-            }
-            "run_command" => return self.run_command(arguments).await,
-            _ => Err(ToolError(format!("unknown tool `{name}`"))),
+        let Some(tool) = self.tools().find(|t| t.name() == name) else {
+            return ToolOutcome::error(self.refusal(name));
         };
-        match result {
-            Ok(content) => ToolOutcome::ok(content),
+        match tool.call(self, arguments).await {
+            Ok(outcome) => outcome,
             Err(ToolError(msg)) => {
                 // Messages quote the model's own input (paths, patterns); keep them one line.
                 let msg = msg.replace('\r', "\\r").replace('\n', "\\n");
@@ -269,9 +238,29 @@ impl Toolbox {
         }
     }
 
+    /// Why a tool this toolbox does not offer was refused.
+    fn refusal(&self, name: &str) -> String {
+        let known = self.names().collect::<Vec<_>>().join(", ");
+        match registry::TOOLS.iter().find(|t| t.name() == name) {
+            Some(t)
+                if t.needs() == Needs::Commands
+                    && self.opts.access == Access::ReadWriteNoCommands =>
+            {
+                format!(
+                    "`run_command` is off: this job's context has text from someone without write \
+                 access (untrusted-context mode); available: {known}"
+                )
+            }
+            Some(_) => {
+                format!("tool `{name}` is not available in read-only mode; available: {known}")
+            }
+            None => format!("unknown tool `{name}`; available: {known}"),
+        }
+    }
+
     /// Parses the arguments and runs a filesystem tool off the async threads (a search over a
     /// large tree takes a while).
-    async fn blocking<A, F>(&self, arguments: &str, f: F) -> Result<String, ToolError>
+    pub(crate) async fn blocking<A, F>(&self, arguments: &str, f: F) -> Result<String, ToolError>
     where
         A: DeserializeOwned + Send + 'static,
         F: FnOnce(&Workspace, A, &ToolboxOptions) -> Result<String, ToolError> + Send + 'static,
@@ -285,7 +274,7 @@ impl Toolbox {
         }
     }
 
-    async fn run_command(&self, arguments: &str) -> ToolOutcome {
+    pub(crate) async fn run_command(&self, arguments: &str) -> ToolOutcome {
         #[derive(serde::Deserialize)]
         struct Args {
             command: String,
@@ -331,7 +320,7 @@ impl Toolbox {
     }
 }
 
-fn parse_args<A: DeserializeOwned>(arguments: &str) -> Result<A, ToolError> {
+pub(crate) fn parse_args<A: DeserializeOwned>(arguments: &str) -> Result<A, ToolError> {
     // Some models send an empty string for a call without arguments.
     let text = if arguments.trim().is_empty() {
         "{}"
@@ -341,115 +330,5 @@ fn parse_args<A: DeserializeOwned>(arguments: &str) -> Result<A, ToolError> {
     serde_json::from_str(text).map_err(|e| {
         let msg = e.to_string();
         ToolError(format!("invalid arguments: {msg}"))
-    })
-}
-
-// long: the table of tool descriptions the models read; one entry per tool.
-fn spec(name: &str, opts: &ToolboxOptions) -> Option<ToolSpec> {
-    let (description, parameters) = match name {
-        "list_files" => (
-            "List files and directories under a path of the repository (directories end with `/`). \
-             Honours .gitignore and skips .git. Paths are relative to the repository root."
-                .to_owned(),
-            json!({
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "Directory to list, relative to the repository root. Default \".\"."},
-                    "max_depth": {"type": "integer", "minimum": 1, "description": "How many levels deep to list (1 = direct children). Default: unlimited."}
-                },
-                "additionalProperties": false
-            }),
-        ),
-        "read_file" => (
-            format!(
-                "Read a text file of the repository. Output longer than {} KiB keeps the start and the end \
-                 with a `[… N lines / N bytes omitted …]` marker in between; use start_line/end_line to read \
-                 the omitted part. Binary files are refused.",
-                opts.max_read_bytes / 1024
-            ),
-            json!({
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "File path relative to the repository root."},
-                    "start_line": {"type": "integer", "minimum": 1, "description": "First line to return (1-based, inclusive)."},
-                    "end_line": {"type": "integer", "minimum": 1, "description": "Last line to return (1-based, inclusive)."}
-                },
-                "required": ["path"],
-                "additionalProperties": false
-            }),
-        ),
-        "search" => (
-            "Search the repository for a regular expression (Rust regex syntax, like ripgrep; use (?i) for \
-             case-insensitive). Honours .gitignore. Prints `path:line:text` for each matching line, in path \
-             order, and says how many matches were left out."
-                .to_owned(),
-            json!({
-                "type": "object",
-                "properties": {
-                    "pattern": {"type": "string", "description": "Regular expression to search for."},
-                    "path": {"type": "string", "description": "File or directory to search in, relative to the repository root. Default \".\"."},
-                    "glob": {"type": "string", "description": "Only search files matching this glob, e.g. \"*.rs\" or \"src/**/*.ts\"; prefix with ! to exclude."}
-                },
-                "required": ["pattern"],
-                "additionalProperties": false
-            }),
-        ),
-        "write_file" => (
-            "Create or overwrite a file with the given content (parent directories are created). \
-             The write is atomic. Files inside .git cannot be written."
-                .to_owned(),
-            json!({
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "File path relative to the repository root."},
-                    "content": {"type": "string", "description": "The complete new content of the file."}
-                },
-                "required": ["path", "content"],
-                "additionalProperties": false
-            }),
-        ),
-        "edit_file" => (
-            "Replace one exact occurrence of `old` with `new` in a file. `old` must match the file exactly \
-             (whitespace and indentation included) and exactly once; include enough surrounding lines to \
-             make it unique. Read the file first."
-                .to_owned(),
-            json!({
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "File path relative to the repository root."},
-                    "old": {"type": "string", "description": "The exact text to replace; must occur exactly once."},
-                    "new": {"type": "string", "description": "The replacement text."}
-                },
-                "required": ["path", "old", "new"],
-                "additionalProperties": false
-            }),
-        ),
-        "run_command" => (
-            format!(
-                "Run a shell command (bash -c) in the repository root and get its exit code, stdout and stderr. \
-                 {} It is killed after {} s; long output keeps the start and the end. Do not start servers or \
-                 interactive programs.",
-                match opts.sandbox {
-                    SandboxMode::Bubblewrap => "It runs in a sandbox: no network, no environment variables besides \
-                        PATH/HOME/LANG, the repository is writable but .git is read-only, /tmp is a fresh scratch space.",
-                    SandboxMode::None => "No environment variables besides PATH/HOME/LANG are set.",
-                },
-                sandbox::format_secs(opts.command_timeout)
-            ),
-            json!({
-                "type": "object",
-                "properties": {
-                    "command": {"type": "string", "description": "The shell command, e.g. \"cargo test 2>&1 | tail -50\"."}
-                },
-                "required": ["command"],
-                "additionalProperties": false
-            }),
-        ),
-        _ => return None,
-    };
-    Some(ToolSpec {
-        name: name.to_owned(),
-        description,
-        parameters,
     })
 }

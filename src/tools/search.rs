@@ -61,32 +61,7 @@ pub(crate) fn search(
     let user = args.path.clone().unwrap_or_else(|| ".".to_owned());
     let base = ws.resolve_existing(&user)?;
 
-    let mut walk = WalkBuilder::new(&base);
-    walk.hidden(false)
-        .require_git(false)
-        .follow_links(false)
-        .filter_entry(|e| e.file_name() != ".git");
-    if let Some(glob) = args.glob.as_deref().filter(|g| !g.is_empty()) {
-        let mut ob = OverrideBuilder::new(&base);
-        ob.add(glob).map_err(|e| {
-            ToolError(format!(
-                "invalid glob `{glob}`: {}",
-                one_line(&e.to_string())
-            ))
-        })?;
-        let ov = ob.build().map_err(|e| {
-            ToolError(format!(
-                "invalid glob `{glob}`: {}",
-                one_line(&e.to_string())
-            ))
-        })?;
-        walk.overrides(ov);
-    }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(12);
-    walk.threads(threads);
+    let walk = walker(&base, args.glob.as_deref())?;
 
     // Keep a little more than can be shown, so the smallest paths are always complete.
     let keep_limit = MAX_MATCHES_SHOWN * 2;
@@ -154,6 +129,45 @@ pub(crate) fn search(
     if c.total == 0 {
         return Ok(format!("no matches for `{}` in `{user}`", args.pattern));
     }
+    Ok(render(ws, &c, max_bytes))
+}
+
+/// The parallel walk over `base`: every file, hidden ones too, `.gitignore` honoured, `.git`
+/// skipped, links not followed, narrowed by `glob` when given.
+fn walker(base: &std::path::Path, glob: Option<&str>) -> Result<WalkBuilder, ToolError> {
+    let mut walk = WalkBuilder::new(base);
+    walk.hidden(false)
+        .require_git(false)
+        .follow_links(false)
+        .filter_entry(|e| e.file_name() != ".git");
+    if let Some(glob) = glob.filter(|g| !g.is_empty()) {
+        let mut ob = OverrideBuilder::new(base);
+        ob.add(glob).map_err(|e| {
+            ToolError(format!(
+                "invalid glob `{glob}`: {}",
+                one_line(&e.to_string())
+            ))
+        })?;
+        let ov = ob.build().map_err(|e| {
+            ToolError(format!(
+                "invalid glob `{glob}`: {}",
+                one_line(&e.to_string())
+            ))
+        })?;
+        walk.overrides(ov);
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(12);
+    walk.threads(threads);
+
+    Ok(walk)
+}
+
+/// The matches as `path:line:text`, smallest paths first, within the limits, and what was
+/// left out.
+fn render(ws: &Workspace, c: &Collected, max_bytes: usize) -> String {
     let mut out = String::new();
     let mut shown = 0usize;
     'outer: for (path, lines) in &c.kept {
@@ -174,7 +188,7 @@ pub(crate) fn search(
             c.files_with_matches
         ));
     }
-    Ok(out)
+    out
 }
 
 fn clip(line: &str) -> String {
