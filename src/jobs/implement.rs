@@ -70,11 +70,7 @@ pub(super) async fn run(
     }
     let headline = published.headline(&result.outcome, "no pull request");
     thread
-        .emit(Progress::Finished(Ending {
-            headline: headline.clone(),
-            costs: Some(costs.clone()),
-            ..Ending::default()
-        }))
+        .emit(Progress::Finished(Ending::with_costs(&headline, &costs)))
         .await?;
     Ok(JobReport {
         succeeded: result.outcome == Outcome::Done && published.committed,

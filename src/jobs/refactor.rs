@@ -60,11 +60,7 @@ pub(super) async fn run(ctx: &JobCtx<'_>, name: &str, task: &str) -> anyhow::Res
     // run only); a new PR already says it all.
     if let Some(pr) = published.was_open {
         ThreadReporter::new(ctx, pr)
-            .emit(Progress::Finished(Ending {
-                headline: headline.clone(),
-                costs: Some(costs.clone()),
-                ..Ending::default()
-            }))
+            .emit(Progress::Finished(Ending::with_costs(&headline, &costs)))
             .await?;
     }
     Ok(JobReport {

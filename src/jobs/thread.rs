@@ -48,6 +48,17 @@ pub struct Ending {
     pub fold_costs: bool,
 }
 
+impl Ending {
+    /// A result line with the cost table under it.
+    pub fn with_costs(headline: &str, costs: &str) -> Ending {
+        Ending {
+            headline: headline.to_string(),
+            costs: Some(costs.to_string()),
+            ..Ending::default()
+        }
+    }
+}
+
 /// Renders a job's [`Progress`] into its marked comment on one thread.
 pub struct ThreadReporter<'a> {
     ctx: &'a JobCtx<'a>,
