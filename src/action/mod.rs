@@ -27,7 +27,7 @@ use crate::github::outbound::LinkPolicy;
 use crate::github::webhook;
 use crate::github::{InstallationId, RepoName};
 use crate::jobs::budget::{per_run_cap, usd};
-use crate::jobs::{self, JobCtx, JobEnv, JobKind, Request};
+use crate::jobs::{self, Gate, JobCtx, JobEnv, JobKind, Request};
 use crate::llm::ledger::{Ledger, MemoryLedger};
 use crate::llm::pricing::Usd;
 
@@ -225,12 +225,10 @@ impl Runner<'_> {
             name: self.repo,
             access: req.kind.access(),
         };
-        if !jobs::permitted(&repo, self.cfg, req).await {
-            if let (Some(user), Some(n)) = (&req.requested_by, req.kind.thread()) {
-                let _ = repo
-                    .create_comment(n, &jobs::denial_text(user, self.cfg))
-                    .await;
-            }
+        let n = req.kind.thread();
+        // A refusal the thread could not be told of is a refusal all the same.
+        let decided = jobs::gate(&repo, self.cfg, req, n, &jobs::Unlimited).await;
+        if !matches!(decided, Ok(Gate::Run)) {
             let text = format!(
                 "Denied: `{}` is not allowed for this sender.",
                 req.kind.name()

@@ -38,7 +38,7 @@ use crate::llm::ledger::Ledger;
 use crate::llm::pricing::Usd;
 
 pub use issue::{issue_of, Provenance};
-pub use permission::{can_write, denial_text, permitted};
+pub use permission::{can_write, denial_text, gate, permitted, Gate, ReplyLimit, Unlimited};
 pub use pipeline::{rejection_text, BranchLock, Publish};
 pub use triage::{intake, triage, MAX_COMMANDS};
 

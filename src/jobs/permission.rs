@@ -1,11 +1,75 @@
 //! The permission gate, once for every front door: who may run what, and what a refused
 //! person is told.
 
+use async_trait::async_trait;
+
 use crate::config::repo::RepoConfig;
 use crate::github::api::Repo;
-use crate::github::Actor;
+use crate::github::client::GitHubError;
+use crate::github::{Actor, RepoName};
 
-use super::Request;
+use super::{JobKind, Request};
+
+/// How often one person may be answered something they cannot act on (a refusal, the help
+/// for commands they may not run). The service keeps it across processes; the Action, which
+/// runs once per event, answers every time ([`Unlimited`]).
+#[async_trait]
+pub trait ReplyLimit: Send + Sync {
+    /// Whether `user` may be given a `what` reply in `repo` now; saying yes uses it up.
+    async fn may_answer(&self, what: &str, repo: &RepoName, user: &str) -> bool;
+}
+
+/// Every reply may be given.
+pub struct Unlimited;
+
+#[async_trait]
+impl ReplyLimit for Unlimited {
+    async fn may_answer(&self, _: &str, _: &RepoName, _: &str) -> bool {
+        true
+    }
+}
+
+/// What the gate decided about one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Run,
+    /// Refused, and told so on the thread (within the reply limit).
+    Denied,
+    /// Not run and not refused either: help its asker cannot act on, already given.
+    Quiet(String),
+}
+
+/// The gate every front door applies before a job: [`permitted`], the refusal on the thread
+/// (`number`), and help for someone without write access within the reply limit.
+pub async fn gate(
+    repo: &Repo<'_>,
+    cfg: &RepoConfig,
+    req: &Request,
+    number: Option<u64>,
+    limit: &dyn ReplyLimit,
+) -> Result<Gate, GitHubError> {
+    if !permitted(repo, cfg, req).await {
+        if let (Some(user), Some(n)) = (&req.requested_by, number) {
+            if limit.may_answer("denied", repo.name, &user.login).await {
+                repo.create_comment(n, &denial_text(user, cfg)).await?;
+            }
+        }
+        return Ok(Gate::Denied);
+    }
+    // Help costs no model call but is a comment: someone without write access gets it at
+    // most as often as a refusal.
+    if let (JobKind::Help { .. }, Some(user)) = (&req.kind, &req.requested_by) {
+        if !can_write(repo, cfg, user).await
+            && !limit.may_answer("help", repo.name, &user.login).await
+        {
+            return Ok(Gate::Quiet(format!(
+                "help for {} already given this hour",
+                user.login
+            )));
+        }
+    }
+    Ok(Gate::Run)
+}
 
 /// Write or admin by the collaborator-permission API (the payload's author_association is
 /// not trusted), or listed in `triggers.allowed_users`. Bots never; automatic work always.

@@ -16,7 +16,7 @@ use crate::github::webhook::Event;
 use crate::github::{InstallationId, RepoName};
 use crate::jobs::budget::{per_run_cap, usd};
 use crate::jobs::thread::answer_broken_config;
-use crate::jobs::{self, JobCtx, JobEnv, JobError, JobKind, QueuedWork, Request};
+use crate::jobs::{self, Gate, JobCtx, JobEnv, JobError, JobKind, QueuedWork, ReplyLimit, Request};
 use crate::store::{ClaimedJob, LedgerScope, SqlLedger};
 
 /// What the job is counted as in the metrics: `event` until triage says what it became.
@@ -67,12 +67,21 @@ async fn run_event(
     let mut done = Vec::new();
     let mut denied = false;
     for req in jobs::triage(ev, &cfg, &app.slug()) {
-        match gate(app, &repo, &cfg, &req, thread.number).await? {
+        let decided =
+            jobs::gate(&repo, &cfg, &req, Some(thread.number), &HourlyReplies(app)).await?;
+        match decided {
             Gate::Run => {
                 names.push(req.kind.name());
                 allowed.push(req);
             }
-            Gate::Denied => denied = true,
+            Gate::Denied => {
+                denied = true;
+                if req.requested_by.is_some() {
+                    let name = repo.name.to_string();
+                    app.metrics
+                        .add("equitr_denied_total", &[("repo", &name)], 1.0);
+                }
+            }
             Gate::Quiet(why) => {
                 names.push(req.kind.name());
                 done.push(why);
@@ -99,66 +108,29 @@ async fn run_event(
     Ok(done.join("; "))
 }
 
-/// What the gate decided about one request.
-enum Gate {
-    Run,
-    /// Refused (and told so, at most once an hour per person).
-    Denied,
-    /// Not run, and not refused either: help already given this hour.
-    Quiet(String),
-}
+/// The service's reply limit: one `what` reply per person and repository an hour. Kept in the
+/// store as a lease that only its maker can renew, and every call is a new maker: every
+/// `serve` process sharing the database, a restarted one, a retried job and a second command
+/// in the same comment all honour it. A store error answers "no": better silent than
+/// spamming a thread.
+struct HourlyReplies<'a>(&'a App);
 
-async fn gate(
-    app: &App,
-    repo: &Repo<'_>,
-    cfg: &RepoConfig,
-    req: &Request,
-    number: u64,
-) -> anyhow::Result<Gate> {
-    if !jobs::permitted(repo, cfg, req).await {
-        if let Some(user) = &req.requested_by {
-            let name = repo.name.to_string();
-            app.metrics
-                .add("equitr_denied_total", &[("repo", &name)], 1.0);
-            if !answered_recently(app, "denied", repo.name, &user.login).await {
-                repo.create_comment(number, &jobs::denial_text(user, cfg))
-                    .await?;
-            }
-        }
-        return Ok(Gate::Denied);
-    }
-    // Help costs no model call but is a comment: someone without write access gets it at
-    // most once an hour, like a refusal.
-    if let (JobKind::Help { .. }, Some(user)) = (&req.kind, &req.requested_by) {
-        if !jobs::can_write(repo, cfg, user).await
-            && answered_recently(app, "help", repo.name, &user.login).await
+#[async_trait::async_trait]
+impl ReplyLimit for HourlyReplies<'_> {
+    async fn may_answer(&self, what: &str, repo: &RepoName, user: &str) -> bool {
+        let name = format!("reply:{what}:{repo}:{}", user.to_ascii_lowercase());
+        let owner = format!("{:032x}", rand::random::<u128>());
+        match self
+            .0
+            .store
+            .try_lease(&name, &owner, Duration::from_secs(3600))
+            .await
         {
-            return Ok(Gate::Quiet(format!(
-                "help for {} already given this hour",
-                user.login
-            )));
-        }
-    }
-    Ok(Gate::Run)
-}
-
-/// Whether `user` already had a `what` reply (a refusal, or help they have no write access to
-/// act on) in `repo` within the last hour. Kept in the store as a lease that only its maker can
-/// renew, and every call is a new maker: every `serve` process sharing the database, a
-/// restarted one, a retried job and a second command in the same comment all honour it.
-/// A store error answers "yes": better silent than spamming a thread.
-async fn answered_recently(app: &App, what: &str, repo: &RepoName, user: &str) -> bool {
-    let name = format!("reply:{what}:{repo}:{}", user.to_ascii_lowercase());
-    let owner = format!("{:032x}", rand::random::<u128>());
-    match app
-        .store
-        .try_lease(&name, &owner, Duration::from_secs(3600))
-        .await
-    {
-        Ok(acquired) => !acquired,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not check the reply limit; staying quiet");
-            true
+            Ok(acquired) => acquired,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the reply limit; staying quiet");
+                false
+            }
         }
     }
 }
