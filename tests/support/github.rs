@@ -80,6 +80,19 @@ pub struct Comment {
     pub edits: u32,
 }
 
+/// An issue or pull request as [`FakeGitHub::issue`] shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssueView {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub author: String,
+    /// open | closed
+    pub state: String,
+    pub labels: Vec<String>,
+    pub is_pr: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReactionTarget {
     Issue(u64),
@@ -742,6 +755,20 @@ impl FakeGitHub {
         }
     }
 
+    /// Puts `label` on an issue or PR, as a maintainer would on github.com.
+    pub fn add_label(&self, repo: &str, number: u64, label: &str) {
+        let mut inner = self.lock();
+        let r = inner.repo_mut(repo);
+        r.labels.insert(label.to_string());
+        let issue = r
+            .issues
+            .get_mut(&number)
+            .unwrap_or_else(|| panic!("no issue #{number}"));
+        if !issue.labels.iter().any(|l| l == label) {
+            issue.labels.push(label.to_string());
+        }
+    }
+
     // ---- inspection ----
 
     /// Every installation token issued so far: the repositories it covers (`None`: all of
@@ -766,6 +793,45 @@ impl FakeGitHub {
     /// Everything that is not a real GitHub operation or broke a documented rule.
     pub fn violations(&self) -> Vec<String> {
         self.lock().violations.clone()
+    }
+
+    /// An issue or pull request as GitHub shows it now.
+    pub fn issue(&self, repo: &str, number: u64) -> Option<IssueView> {
+        let inner = self.lock();
+        let r = inner.repo(repo);
+        r.issues.get(&number).map(|i| IssueView {
+            number,
+            title: i.title.clone(),
+            body: i.body.clone(),
+            author: i.author.clone(),
+            state: i.state.clone(),
+            labels: i.labels.clone(),
+            is_pr: r.pulls.contains_key(&number),
+        })
+    }
+
+    /// Every comment on every issue and pull request of the repository, oldest first.
+    pub fn all_comments(&self, repo: &str) -> Vec<Comment> {
+        self.lock()
+            .repo(repo)
+            .comments
+            .iter()
+            .map(|(c, _, _)| c.clone())
+            .collect()
+    }
+
+    /// Every review on every pull request of the repository, oldest first.
+    pub fn all_reviews(&self, repo: &str) -> Vec<Review> {
+        self.lock().repo(repo).reviews.clone()
+    }
+
+    /// The full names of every repository in the fake.
+    pub fn repo_names(&self) -> Vec<String> {
+        self.lock()
+            .repos
+            .values()
+            .map(|r| r.full_name.clone())
+            .collect()
     }
 
     pub fn comments(&self, repo: &str, issue_number: u64) -> Vec<Comment> {

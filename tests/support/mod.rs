@@ -3,5 +3,6 @@
 
 pub mod db;
 pub mod github;
+pub mod harness;
 pub mod llm_server;
 pub mod repo;
