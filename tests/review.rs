@@ -4,7 +4,9 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use equitr_coder::agent::diff;
 use equitr_coder::agent::review::{ReviewRequest, Severity};
+use equitr_coder::agent::review_scope::Filters;
 use equitr_coder::agent::Orchestrator;
 use equitr_coder::config::{Config, Overrides};
 use equitr_coder::llm::retry::RetryPolicy;
@@ -73,14 +75,21 @@ async fn worker_triages_and_the_supervisor_reviews_sensitive_files() {
         .review(ReviewRequest {
             context: "PR: tidy".into(),
             diff: DIFF.into(),
+            filters: Filters::default(),
         })
         .await
         .unwrap();
     assert!(r.outcome.is_done(), "{:?}", r.outcome);
     assert_eq!(r.covered, vec!["src/auth.rs", "README.md"]);
     assert!(r.skipped.is_empty());
-    let inline: Vec<(&str, u64, Severity)> = r
-        .inline
+    // Which findings fall on lines the diff shows.
+    let files = diff::parse(DIFF);
+    let (on_diff, off_diff): (Vec<_>, Vec<_>) = r.findings.iter().partition(|f| {
+        files
+            .iter()
+            .any(|d| d.path == f.path && d.commentable.contains(&f.line))
+    });
+    let inline: Vec<(&str, u64, Severity)> = on_diff
         .iter()
         .map(|f| (f.path.as_str(), f.line, f.severity))
         .collect();
@@ -91,9 +100,9 @@ async fn worker_triages_and_the_supervisor_reviews_sensitive_files() {
             ("src/auth.rs", 2, Severity::Critical)
         ]
     );
-    assert_eq!(r.inline[1].by, Some(AgentRole::Supervisor));
-    assert_eq!(r.inline[1].suggestion.as_deref(), Some("    verify(p)"));
-    assert_eq!(r.general.len(), 1, "line 40 is not in the diff");
+    assert_eq!(on_diff[1].by, Some(AgentRole::Supervisor));
+    assert_eq!(on_diff[1].suggestion.as_deref(), Some("    verify(p)"));
+    assert_eq!(off_diff.len(), 1, "line 40 is not in the diff");
     // The supervisor saw only the sensitive file.
     let sup = llm.requests_for("gpt-4o")[0].body["messages"].to_string();
     assert!(
@@ -135,9 +144,9 @@ async fn a_diff_over_the_budget_lists_what_it_skipped() {
             .collect()
     };
     let diff = format!(
-        "diff --git a/big.txt b/big.txt\n--- /dev/null\n+++ b/big.txt\n@@ -0,0 +1,5000 @@\n{}diff --git a/second.txt b/second.txt\n--- /dev/null\n+++ b/second.txt\n@@ -0,0 +1,3000 @@\n{}",
-        lines(5000),
-        lines(3000)
+        "diff --git a/big.txt b/big.txt\n--- /dev/null\n+++ b/big.txt\n@@ -0,0 +1,2000 @@\n{}diff --git a/second.txt b/second.txt\n--- /dev/null\n+++ b/second.txt\n@@ -0,0 +1,2000 @@\n{}",
+        lines(2000),
+        lines(2000)
     );
     llm.push(
         "gpt-4o-mini",
@@ -155,9 +164,9 @@ async fn a_diff_over_the_budget_lists_what_it_skipped() {
         },
     )
     .unwrap();
-    // The first chunk reserves about $0.010 and really costs $0.006; the second would
-    // reserve about $0.007 more, which crosses $0.012.
-    cfg.llm.budget = Some(0.012);
+    // The first chunk (about 20k tokens) reserves about $0.006 and really costs $0.006; the
+    // second would reserve as much again, which crosses $0.008.
+    cfg.llm.budget = Some(0.008);
     let mut orch = Orchestrator::builder(cfg, repo.path())
         .build()
         .await
@@ -166,11 +175,20 @@ async fn a_diff_over_the_budget_lists_what_it_skipped() {
         .review(ReviewRequest {
             context: String::new(),
             diff,
+            filters: Filters::default(),
         })
         .await
         .unwrap();
     assert_eq!(r.covered, vec!["big.txt"]);
-    assert_eq!(r.skipped, vec!["second.txt"]);
+    let skipped: Vec<(&str, String)> = r
+        .skipped
+        .iter()
+        .map(|s| (s.path.as_str(), s.reason.describe()))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![("second.txt", "not reached: budget limit reached".to_string())]
+    );
     assert!(
         matches!(r.outcome, equitr_coder::agent::Outcome::BudgetReached(_)),
         "{:?}",

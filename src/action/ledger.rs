@@ -218,6 +218,27 @@ fn store(e: crate::github::client::GitHubError) -> BudgetError {
 
 #[async_trait]
 impl Ledger for GitLedger {
+    async fn headroom(&self) -> Option<crate::money::ledger::Headroom> {
+        match self.current().await {
+            Ok(f) => crate::money::ledger::Headroom::tightest([
+                (
+                    self.per_run_cap,
+                    f.committed(Some(&self.run)),
+                    "budget.per_run_usd (or the budget input)",
+                ),
+                (
+                    self.monthly_cap,
+                    f.committed(None),
+                    "budget.monthly_usd (or the monthly_budget_usd input)",
+                ),
+            ]),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the ledger's headroom");
+                None
+            }
+        }
+    }
+
     async fn reserve(&self, req: ReservationRequest) -> Result<Reservation, BudgetError> {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let id = format!("{}-{n}", self.run);

@@ -33,6 +33,7 @@ mod markup;
 pub mod model;
 mod prompts;
 pub mod review;
+pub mod review_scope;
 pub mod sanitize;
 pub mod snapshot;
 mod supervisor;

@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::diff::{self, FileDiff};
+use super::review_scope::{self, Filters, SkipReason, Skipped};
 use super::{CostReport, JobEvent, Orchestrator, Outcome, Run, Stop, TaskClass};
 use crate::agent::sanitize::fence_code;
 pub use crate::config::repo::Severity;
@@ -25,9 +26,17 @@ pub struct Finding {
     pub severity: Severity,
     pub title: String,
     pub body: String,
-    /// Replacement text for the line, when the fix is concrete.
+    /// Replacement text for the line (or the lines from `start_line`), when the fix is
+    /// concrete.
     #[serde(default)]
     pub suggestion: Option<String>,
+    /// The first line of a finding that spans lines; `line` is the last.
+    #[serde(default)]
+    pub start_line: Option<u64>,
+    /// A short rule name (`sql-injection`, `missing-auth-check`): with the path and the code,
+    /// what makes the finding the same one on a later push.
+    #[serde(default)]
+    pub kind: Option<String>,
     #[serde(skip_deserializing)]
     pub by: Option<AgentRole>,
 }
@@ -37,16 +46,18 @@ pub struct Finding {
 pub struct ReviewRequest {
     pub context: String,
     pub diff: String,
+    /// The files not to review (`review.exclude` / `review.include`).
+    pub filters: Filters,
 }
 
 pub struct ReviewResult {
     pub outcome: Outcome,
-    /// Findings on lines the diff shows (posted inline).
-    pub inline: Vec<Finding>,
-    /// Findings whose line is not in the diff (posted in the review body).
-    pub general: Vec<Finding>,
+    /// Every finding, in the order they were reported; where each lands is the caller's
+    /// business (it knows the pull request's whole diff).
+    pub findings: Vec<Finding>,
+    /// Files reviewed, riskiest first.
     pub covered: Vec<String>,
-    pub skipped: Vec<String>,
+    pub skipped: Vec<Skipped>,
     pub summary: String,
     pub cost: CostReport,
     pub events: Vec<JobEvent>,
@@ -60,7 +71,9 @@ fn report_tool() -> ToolSpec {
             "type": "object",
             "properties": {
                 "path": {"type": "string"},
-                "line": {"type": "integer", "description": "line number in the new version of the file"},
+                "line": {"type": "integer", "description": "line number in the new version of the file (the last line, for a finding that spans lines)"},
+                "start_line": {"type": "integer", "description": "the first line, when the finding spans several lines"},
+                "kind": {"type": "string", "description": "a short rule name in kebab-case, e.g. sql-injection, path-traversal, hard-coded-secret, missing-auth-check, unchecked-error"},
                 "severity": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
                 "title": {"type": "string"},
                 "body": {"type": "string"},
@@ -83,12 +96,13 @@ fn finish_tool() -> ToolSpec {
     }
 }
 
-/// Group whole files into chunks of at most `MAX_CHUNK_TOKENS` (a file larger than that is
-/// a chunk of its own, cut by the prompt's own truncation).
-fn chunks(files: &[FileDiff], model: &str) -> Vec<Vec<usize>> {
+/// Group whole files, in the order given, into chunks of at most `MAX_CHUNK_TOKENS` (a
+/// larger file is skipped before it gets here).
+fn chunks(files: &[FileDiff], order: &[usize], model: &str) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut size = 0;
-    for (i, f) in files.iter().enumerate() {
+    for &i in order {
+        let f = &files[i];
         let t = tokens::count_text_tokens(model, &f.text);
         if out.is_empty() || size + t > MAX_CHUNK_TOKENS {
             out.push(Vec::new());
@@ -119,9 +133,16 @@ impl Orchestrator {
         let mut findings = Vec::new();
         let mut summaries = Vec::new();
         let mut covered = Vec::new();
-        let mut skipped = Vec::new();
+        let model = self.worker.model().to_string();
+        let (order, mut skipped) = review_scope::select(
+            &files,
+            &req.filters,
+            &self.sensitive,
+            MAX_CHUNK_TOKENS,
+            |t| tokens::count_text_tokens(&model, t),
+        );
         let mut outcome = Outcome::Done;
-        let plan = chunks(&files, self.worker.model());
+        let plan = chunks(&files, &order, &model);
         for (n, chunk) in plan.iter().enumerate() {
             let text: String = chunk.iter().map(|&i| files[i].text.as_str()).collect();
             let prompt = format!(
@@ -141,8 +162,12 @@ impl Orchestrator {
                     covered.extend(chunk.iter().map(|&i| files[i].path.clone()));
                 }
                 Err(Stop::Outcome(o)) => {
+                    let why = o.describe();
                     outcome = o;
-                    skipped.extend(plan[n..].iter().flatten().map(|&i| files[i].path.clone()));
+                    skipped.extend(plan[n..].iter().flatten().map(|&i| Skipped {
+                        path: files[i].path.clone(),
+                        reason: SkipReason::NotReached(why.clone()),
+                    }));
                     break;
                 }
             }
@@ -176,12 +201,6 @@ impl Orchestrator {
                 Err(Stop::Outcome(o)) => outcome = o,
             }
         }
-        // Inline only where GitHub accepts a comment: a right-side line inside a hunk.
-        let (inline, general): (Vec<Finding>, Vec<Finding>) = findings.into_iter().partition(|f| {
-            files
-                .iter()
-                .any(|d| d.path == f.path && d.commentable.contains(&f.line))
-        });
         let summary = paragraphs(summaries);
         self.emit(
             &mut run,
@@ -192,8 +211,7 @@ impl Orchestrator {
         );
         Ok(ReviewResult {
             outcome,
-            inline,
-            general,
+            findings,
             covered,
             skipped,
             summary,

@@ -56,6 +56,28 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|v| v.name() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Review {
@@ -64,7 +86,47 @@ pub struct Review {
     pub request_changes_on: Severity,
     /// Same as `triggers.auto_review` (DESIGN names both).
     pub auto: Option<bool>,
+    /// Review draft pull requests automatically too (a draft is reviewed when it is marked
+    /// ready otherwise). `/equitr review` works on drafts either way.
+    pub drafts: bool,
+    /// Findings below this severity are not posted inline; they are listed in a collapsed
+    /// section of the review body.
+    pub inline_min_severity: Severity,
+    /// The most inline comments one review posts (the most severe first); the rest go to
+    /// the collapsed section.
+    pub max_inline_comments: usize,
+    /// Globs of files not to review. The default skips lock files, vendored and generated
+    /// code; setting it replaces the default list.
+    pub exclude: Vec<String>,
+    /// When not empty, only files matching one of these globs are reviewed.
+    pub include: Vec<String>,
 }
+
+/// Files a review skips unless `review.exclude` says otherwise: lock files, vendored and
+/// generated code, minified bundles and snapshots.
+pub const DEFAULT_REVIEW_EXCLUDE: &[&str] = &[
+    "**/Cargo.lock",
+    "**/package-lock.json",
+    "**/yarn.lock",
+    "**/pnpm-lock.yaml",
+    "**/poetry.lock",
+    "**/Pipfile.lock",
+    "**/composer.lock",
+    "**/Gemfile.lock",
+    "**/go.sum",
+    "**/*.lock",
+    "vendor/**",
+    "**/vendor/**",
+    "third_party/**",
+    "**/node_modules/**",
+    "**/*.min.js",
+    "**/*.min.css",
+    "**/*.pb.go",
+    "**/*_pb2.py",
+    "**/*.generated.*",
+    "**/generated/**",
+    "**/*.snap",
+];
 
 impl Default for Review {
     fn default() -> Self {
@@ -75,6 +137,14 @@ impl Default for Review {
                 .collect(),
             request_changes_on: Severity::High,
             auto: None,
+            drafts: false,
+            inline_min_severity: Severity::Low,
+            max_inline_comments: 25,
+            exclude: DEFAULT_REVIEW_EXCLUDE
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            include: Vec::new(),
         }
     }
 }
@@ -189,13 +259,23 @@ impl RepoConfig {
                 ),
             ));
         }
-        for p in &cfg.review.sensitive_paths {
-            globset::Glob::new(p).map_err(|e| {
-                bad(
-                    "review.sensitive_paths",
-                    format!("`{p}` is not a glob: {e}"),
-                )
-            })?;
+        for (key, globs) in [
+            ("review.sensitive_paths", &cfg.review.sensitive_paths),
+            ("review.exclude", &cfg.review.exclude),
+            ("review.include", &cfg.review.include),
+        ] {
+            for p in globs {
+                globset::Glob::new(p).map_err(|e| bad(key, format!("`{p}` is not a glob: {e}")))?;
+            }
+        }
+        if cfg.review.max_inline_comments > 100 {
+            return Err(bad(
+                "review.max_inline_comments",
+                format!(
+                    "must be at most 100 (one review's comments), got {}",
+                    cfg.review.max_inline_comments
+                ),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in cfg.schedules.iter().enumerate() {

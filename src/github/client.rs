@@ -42,6 +42,9 @@ pub enum GitHubError {
     Transport { path: String, reason: String },
     #[error("GitHub's answer to {path} could not be understood: {reason}")]
     Decode { path: String, reason: String },
+    /// GraphQL answers 200 with `errors`: its first error's type and message.
+    #[error("GitHub's GraphQL API refused {path}: {reason}")]
+    Refused { path: String, reason: String },
 }
 
 impl GitHubError {

@@ -100,7 +100,7 @@ fn asked(event: &Event, cfg: &RepoConfig, app_slug: &str) -> Vec<Request> {
         } => {
             let wanted = cfg.auto_review()
                 && !sender.is_bot
-                && (*action == PrAction::ReadyForReview || !draft);
+                && (*action == PrAction::ReadyForReview || !draft || cfg.review.drafts);
             if !wanted {
                 return vec![];
             }

@@ -83,6 +83,12 @@ pub trait Ledger: Send + Sync {
     async fn committed(&self) -> Usd;
     /// The settled calls, oldest first.
     async fn entries(&self) -> Vec<LedgerEntry>;
+    /// What may still be spent under the tightest cap this ledger enforces, and which cap
+    /// that is; `None` when nothing caps it. Read before a job's first call, to decline work
+    /// whose estimate cannot fit (the caps are still enforced by `reserve`).
+    async fn headroom(&self) -> Option<Headroom> {
+        None
+    }
     /// The repository's settled spend this month and its monthly cap, for ledgers that keep
     /// months (the service's database, the Action's ledger branch); `None` for a single run.
     async fn month(&self) -> Option<(Usd, Option<Usd>)> {
@@ -98,6 +104,33 @@ pub trait Ledger: Send + Sync {
             cap,
             scheduled: Vec::new(),
         })
+    }
+}
+
+/// What is left under a cap: see [`Ledger::headroom`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headroom {
+    pub left: Usd,
+    pub cap: Usd,
+    /// The cap, as the setting that changes it: `budget.per_run_usd`, `budget.monthly_usd`, …
+    pub knob: String,
+}
+
+impl Headroom {
+    /// The tightest of several caps, each with what is committed against it.
+    pub fn tightest(
+        caps: impl IntoIterator<Item = (Option<Usd>, Usd, &'static str)>,
+    ) -> Option<Headroom> {
+        caps.into_iter()
+            .filter_map(|(cap, committed, knob)| {
+                let cap = cap?;
+                Some(Headroom {
+                    left: cap.saturating_sub(committed),
+                    cap,
+                    knob: knob.to_string(),
+                })
+            })
+            .min_by_key(|h| h.left)
     }
 }
 
@@ -153,6 +186,14 @@ impl MemoryLedger {
 
 #[async_trait]
 impl Ledger for MemoryLedger {
+    async fn headroom(&self) -> Option<Headroom> {
+        let committed = {
+            let s = self.lock();
+            s.settled + s.reserved
+        };
+        Headroom::tightest([(self.cap, committed, "llm.budget")])
+    }
+
     async fn reserve(&self, req: ReservationRequest) -> Result<Reservation, BudgetError> {
         let mut s = self.lock();
         let committed = s.settled + s.reserved;

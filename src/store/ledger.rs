@@ -342,6 +342,40 @@ impl From<StoreError> for ReserveError {
 
 #[async_trait]
 impl Ledger for SqlLedger {
+    async fn headroom(&self) -> Option<crate::money::ledger::Headroom> {
+        let s = &*self.scope;
+        let read = async {
+            let run = self.store.job_spend(s.job_id).await?.committed;
+            let repo = self.store.month_spend(&s.repo, &s.month).await?.committed;
+            let inst = self
+                .store
+                .installation_month_spend(s.installation_id, &s.month)
+                .await?
+                .committed;
+            Ok::<_, StoreError>((run, repo, inst))
+        };
+        match read.await {
+            Ok((run, repo, inst)) => crate::money::ledger::Headroom::tightest([
+                (
+                    s.per_run_cap,
+                    run,
+                    "budget.per_run_usd (or the operator's llm.budget)",
+                ),
+                (s.repo_monthly_cap, repo, "budget.monthly_usd"),
+                (
+                    s.installation_monthly_cap,
+                    inst,
+                    "server.installation_monthly_usd",
+                ),
+            ]),
+            Err(e) => {
+                // Not knowing is not a reason to decline: `reserve` still holds the caps.
+                tracing::error!(error = %e, "could not read the budget's headroom");
+                None
+            }
+        }
+    }
+
     async fn reserve(&self, req: ReservationRequest) -> Result<Reservation, BudgetError> {
         self.try_reserve(req).await.map_err(|e| match e {
             ReserveError::Budget(b) => b,

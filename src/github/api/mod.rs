@@ -7,6 +7,7 @@ mod contents;
 mod issues;
 mod pulls;
 mod reviews;
+mod threads;
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -16,10 +17,15 @@ pub use super::client::Access;
 use super::client::{As, GitHub, GitHubError};
 use super::{InstallationId, RepoName};
 
-pub use checks::{CheckStatus, Conclusion};
+pub use checks::{
+    Annotation, AnnotationLevel, CheckOutput, CheckStatus, Conclusion, ANNOTATIONS_PER_REQUEST,
+};
 pub use issues::{Comment, CommentUser, Issue, Reaction};
 pub use pulls::{Pull, PullRef, RepoRef};
-pub use reviews::{LineComment, ReviewComment, ReviewEvent, Side, SubmittedReview};
+pub use reviews::{
+    LineComment, PullComment, ReviewComment, ReviewEvent, ReviewThread, Side, SubjectType,
+    SubmittedReview,
+};
 
 /// How long to wait before looking for what an ambiguous write may have created.
 const RECONCILE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);

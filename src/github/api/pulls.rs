@@ -39,7 +39,69 @@ pub struct Pull {
     pub user: Option<CommentUser>,
 }
 
+/// How a head compares with an earlier one: `ahead` when the earlier is its ancestor.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Compare {
+    pub status: String,
+    #[serde(default)]
+    pub files: Vec<ComparedFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ComparedFile {
+    pub filename: String,
+    #[serde(default)]
+    pub status: String,
+    /// Absent for a binary file or one too large for GitHub to show.
+    #[serde(default)]
+    pub patch: Option<String>,
+}
+
+impl Compare {
+    /// The comparison as a unified diff, file by file (a file without a patch has its
+    /// header only, so it still counts as changed).
+    pub fn diff(&self) -> String {
+        let mut out = String::new();
+        for f in &self.files {
+            let p = &f.filename;
+            out.push_str(&format!("diff --git a/{p} b/{p}\n"));
+            match &f.patch {
+                Some(patch) => {
+                    let old = if f.status == "added" {
+                        "/dev/null".to_string()
+                    } else {
+                        format!("a/{p}")
+                    };
+                    out.push_str(&format!("--- {old}\n+++ b/{p}\n{patch}"));
+                    if !patch.ends_with('\n') {
+                        out.push('\n');
+                    }
+                }
+                None => out.push_str(&format!("Binary files a/{p} and b/{p} differ\n")),
+            }
+        }
+        out
+    }
+}
+
 impl Repo<'_> {
+    /// `base...head`: what `head` has that `base` has not. `None` when GitHub does not know
+    /// one of them (a force-push dropped it and it was collected).
+    pub async fn compare(&self, base: &str, head: &str) -> Result<Option<Compare>, GitHubError> {
+        match self
+            .get(&format!(
+                "/compare/{}...{}",
+                urlencode(base),
+                urlencode(head)
+            ))
+            .await
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if matches!(e.status(), Some(404 | 422)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn pull(&self, number: u64) -> Result<Pull, GitHubError> {
         self.get(&format!("/pulls/{number}")).await
     }

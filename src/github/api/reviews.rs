@@ -16,6 +16,9 @@ pub struct SubmittedReview {
     pub state: String,
     #[serde(default)]
     pub user: Option<CommentUser>,
+    /// The head the review was posted on.
+    #[serde(default)]
+    pub commit_id: Option<String>,
 }
 
 /// A line comment of a submitted review.
@@ -31,13 +34,100 @@ pub struct LineComment {
     pub body: String,
 }
 
-/// One inline comment of a review.
+/// One comment of a review being posted: on a line, on a range of lines
+/// (`start_line`..=`line`), or on the whole file (`subject_type: file`, no line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReviewComment {
     pub path: String,
-    pub line: u64,
-    pub side: Side,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub side: Option<Side>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_side: Option<Side>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_type: Option<SubjectType>,
     pub body: String,
+}
+
+impl ReviewComment {
+    /// A comment on lines `start..=end` of the new side (one line when they are equal).
+    pub fn lines(path: &str, start: u64, end: u64, body: String) -> ReviewComment {
+        let multi = start < end;
+        ReviewComment {
+            path: path.to_string(),
+            line: Some(end),
+            side: Some(Side::Right),
+            start_line: multi.then_some(start),
+            start_side: multi.then_some(Side::Right),
+            subject_type: None,
+            body,
+        }
+    }
+
+    /// A comment on the whole file.
+    pub fn file(path: &str, body: String) -> ReviewComment {
+        ReviewComment {
+            path: path.to_string(),
+            line: None,
+            side: None,
+            start_line: None,
+            start_side: None,
+            subject_type: Some(SubjectType::File),
+            body,
+        }
+    }
+}
+
+/// What a review comment is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectType {
+    Line,
+    File,
+}
+
+/// A review comment of a pull request as `GET /pulls/{n}/comments` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullComment {
+    pub id: u64,
+    pub path: String,
+    #[serde(default)]
+    pub line: Option<u64>,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub user: Option<CommentUser>,
+    #[serde(default)]
+    pub in_reply_to_id: Option<u64>,
+    #[serde(default)]
+    pub reactions: Option<ReactionRollup>,
+}
+
+/// The reaction counts GitHub rolls up on a comment.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReactionRollup {
+    #[serde(default, rename = "-1")]
+    pub minus_one: u64,
+}
+
+impl PullComment {
+    pub fn by(&self, login: &str) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|u| u.login.eq_ignore_ascii_case(login))
+    }
+}
+
+/// A review thread as GraphQL shows it: its node id, whether it is resolved, and the REST
+/// id of its first comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewThread {
+    pub id: String,
+    pub resolved: bool,
+    pub first_comment: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +158,59 @@ pub enum Side {
 }
 
 impl Repo<'_> {
+    /// The reviews of a pull request, oldest first.
+    pub async fn reviews(&self, pr: u64) -> Result<Vec<SubmittedReview>, GitHubError> {
+        let mut out = Vec::new();
+        for page in 1.. {
+            let batch: Vec<SubmittedReview> = self
+                .get(&format!("/pulls/{pr}/reviews?per_page=100&page={page}"))
+                .await?;
+            let last = batch.len() < 100;
+            out.extend(batch);
+            if last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every review comment of a pull request (replies included), oldest first.
+    pub async fn pull_comments(&self, pr: u64) -> Result<Vec<PullComment>, GitHubError> {
+        let mut out = Vec::new();
+        for page in 1.. {
+            let batch: Vec<PullComment> = self
+                .get(&format!("/pulls/{pr}/comments?per_page=100&page={page}"))
+                .await?;
+            let last = batch.len() < 100;
+            out.extend(batch);
+            if last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reply under a review comment's thread.
+    pub async fn reply_to_review_comment(
+        &self,
+        pr: u64,
+        comment_id: u64,
+        body: &str,
+    ) -> Result<u64, GitHubError> {
+        #[derive(Deserialize)]
+        struct R {
+            id: u64,
+        }
+        let r: R = self
+            .write(
+                Method::POST,
+                &format!("/pulls/{pr}/comments/{comment_id}/replies"),
+                json!({ "body": own_output(&self.gh.markdown(body)) }),
+            )
+            .await?;
+        Ok(r.id)
+    }
+
     /// A submitted review: its body, state and author.
     pub async fn review(&self, pr: u64, review_id: u64) -> Result<SubmittedReview, GitHubError> {
         self.get(&format!("/pulls/{pr}/reviews/{review_id}")).await

@@ -1,0 +1,336 @@
+//! How a review reads: which findings are inline comments (the most severe first, at or above
+//! `review.inline_min_severity`, at most `review.max_inline_comments`), which are listed in
+//! the body (off the diff, or collapsed as below the bar), what the check run says and
+//! annotates, and the coverage footer. Nothing a model found is dropped: what GitHub refuses
+//! to place is folded into the body with its path and line.
+
+use crate::agent::review::{Finding, Severity};
+use crate::agent::review_scope::Skipped;
+use crate::config::repo::Review as ReviewConfig;
+use crate::github::api::{Annotation, AnnotationLevel, ReviewComment};
+
+use super::findings::{hidden_mark, Marked, Place};
+
+/// What a review covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Range {
+    /// The commits since the head the last review covered.
+    Since { from: String, to: String },
+    /// The whole pull request, with why when there was an earlier review.
+    Whole {
+        base: String,
+        head: String,
+        why: Option<String>,
+    },
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+impl Range {
+    pub fn describe(&self) -> String {
+        match self {
+            Range::Since { from, to } => format!(
+                "`{}..{}`, the commits since the last review",
+                short(from),
+                short(to)
+            ),
+            Range::Whole { base, head, why } => {
+                let mut s = format!("the whole pull request, `{}..{}`", short(base), short(head));
+                if let Some(why) = why {
+                    s.push_str(&format!(" ({why})"));
+                }
+                s
+            }
+        }
+    }
+}
+
+/// A review laid out, before and after GitHub has its say.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub summary: String,
+    /// Inline comments, in the order posted.
+    pub inline: Vec<(Marked, Place)>,
+    /// Findings listed in the collapsed section, with why they are not inline.
+    pub collapsed: Vec<(Marked, String)>,
+    /// Findings on files the pull request does not change.
+    pub elsewhere: Vec<Marked>,
+    /// Earlier findings found again and not repeated, and how many of those a person
+    /// answered.
+    pub repeated: usize,
+    pub answered: usize,
+    /// Earlier findings whose code is gone: what was done about each.
+    pub fixed: Vec<String>,
+    pub range: Range,
+    pub covered: Vec<String>,
+    pub skipped: Vec<Skipped>,
+    /// What GitHub refused, once it has: the reason, and whether it refused even file-level
+    /// comments (then every finding is in the body).
+    pub refused: Option<(String, bool)>,
+}
+
+/// A finding as its comment reads: severity, title, text, and a suggestion block where the
+/// fix is concrete.
+pub fn comment_body(f: &Finding) -> String {
+    let mut b = format!("**{:?}: {}**\n\n{}", f.severity, f.title, f.body);
+    if let Some(s) = &f.suggestion {
+        b.push_str(&format!(
+            "\n\n```suggestion\n{}\n```",
+            s.trim_end_matches('\n')
+        ));
+    }
+    b
+}
+
+fn lines_of(f: &Finding) -> String {
+    match f.start_line.filter(|s| *s < f.line) {
+        Some(s) => format!("{s}–{}", f.line),
+        None => f.line.to_string(),
+    }
+}
+
+/// One line of a list in the body.
+fn listed(m: &Marked) -> String {
+    let f = &m.finding;
+    let text = format!("**{:?}: {}** {}", f.severity, f.title, f.body).replace('\n', " ");
+    format!("- `{}:{}` {text}\n", f.path, lines_of(f))
+}
+
+impl Layout {
+    /// Lay out the new findings (already without the ones raised before) under `cfg`.
+    pub fn new(mut found: Vec<(Marked, Place)>, cfg: &ReviewConfig, range: Range) -> Layout {
+        // The most severe first; the model's order among equals.
+        found.sort_by_key(|(m, _)| std::cmp::Reverse(m.finding.severity));
+        let mut l = Layout {
+            summary: String::new(),
+            inline: Vec::new(),
+            collapsed: Vec::new(),
+            elsewhere: Vec::new(),
+            repeated: 0,
+            answered: 0,
+            fixed: Vec::new(),
+            range,
+            covered: Vec::new(),
+            skipped: Vec::new(),
+            refused: None,
+        };
+        for (m, place) in found {
+            if place == Place::Body {
+                l.elsewhere.push(m);
+            } else if m.finding.severity < cfg.inline_min_severity {
+                let why = format!(
+                    "below review.inline_min_severity ({})",
+                    cfg.inline_min_severity.name()
+                );
+                l.collapsed.push((m, why));
+            } else if l.inline.len() >= cfg.max_inline_comments {
+                let why = format!(
+                    "over review.max_inline_comments ({})",
+                    cfg.max_inline_comments
+                );
+                l.collapsed.push((m, why));
+            } else {
+                l.inline.push((m, place));
+            }
+        }
+        l
+    }
+
+    /// Every new finding, however it lands.
+    pub fn all(&self) -> impl Iterator<Item = &Marked> {
+        self.inline
+            .iter()
+            .map(|(m, _)| m)
+            .chain(self.collapsed.iter().map(|(m, _)| m))
+            .chain(&self.elsewhere)
+    }
+
+    /// The inline comments to post; after a refusal, file-level ones only, or none.
+    pub fn comments(&self) -> Vec<ReviewComment> {
+        let file_level = self.refused.is_some();
+        if matches!(self.refused, Some((_, true))) {
+            return Vec::new();
+        }
+        self.inline
+            .iter()
+            .map(|(m, place)| {
+                let f = &m.finding;
+                let body = format!("{}\n\n{}", comment_body(f), hidden_mark(m));
+                match place {
+                    Place::Lines { start, end } if !file_level => {
+                        ReviewComment::lines(&f.path, *start, *end, body)
+                    }
+                    Place::Lines { .. } => {
+                        ReviewComment::file(&f.path, format!("**Line {}**: {body}", lines_of(f)))
+                    }
+                    Place::File | Place::Body => ReviewComment::file(
+                        &f.path,
+                        format!("**Line {}** (not in the diff): {body}", lines_of(f)),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// The review body before the cost summary.
+    pub fn body(&self) -> String {
+        let mut body = String::from("## equitr review\n\n");
+        if !self.summary.trim().is_empty() {
+            body.push_str(self.summary.trim());
+            body.push_str("\n\n");
+        }
+        let mut marks = Vec::new();
+        if !self.elsewhere.is_empty() {
+            body.push_str("**On files this pull request does not change:**\n\n");
+            for m in &self.elsewhere {
+                body.push_str(&listed(m));
+                marks.push(hidden_mark(m));
+            }
+            body.push('\n');
+        }
+        if let Some((reason, all)) = &self.refused {
+            let what = if *all {
+                "these findings"
+            } else {
+                "these findings on their lines"
+            };
+            body.push_str(&format!(
+                "**GitHub would not place {what} on the diff** ({reason}), so they are here:\n\n"
+            ));
+            for (m, _) in &self.inline {
+                body.push_str(&listed(m));
+                if *all {
+                    marks.push(hidden_mark(m));
+                }
+            }
+            body.push('\n');
+        }
+        if !self.collapsed.is_empty() {
+            body.push_str(&format!(
+                "<details>\n<summary>{} more finding(s), not posted inline</summary>\n\n",
+                self.collapsed.len()
+            ));
+            for (m, why) in &self.collapsed {
+                body.push_str(&listed(m).replace('\n', &format!(" ({why})\n")));
+                marks.push(hidden_mark(m));
+            }
+            body.push_str("\n</details>\n\n");
+        }
+        body.push_str(&self.footer());
+        for m in marks {
+            body.push_str(&m);
+            body.push('\n');
+        }
+        body
+    }
+
+    /// The coverage footer: the range, the files reviewed, the files skipped and why, and
+    /// what happened to earlier findings.
+    fn footer(&self) -> String {
+        let mut f = format!("---\nRange: {}  \n", self.range.describe());
+        let reviewed = if self.covered.is_empty() {
+            "nothing".to_string()
+        } else {
+            self.covered.join(", ")
+        };
+        f.push_str(&format!(
+            "Reviewed ({}): {reviewed}  \n",
+            self.covered.len()
+        ));
+        if !self.skipped.is_empty() {
+            let list: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|s| format!("{} ({})", s.path, s.reason.describe()))
+                .collect();
+            f.push_str(&format!(
+                "Skipped ({}): {}  \n",
+                self.skipped.len(),
+                list.join(", ")
+            ));
+        }
+        if self.repeated > 0 {
+            f.push_str(&format!(
+                "Not repeated: {} finding(s) raised before ({} answered)  \n",
+                self.repeated, self.answered
+            ));
+        }
+        for x in &self.fixed {
+            f.push_str(&format!("Fixed: {x}  \n"));
+        }
+        f
+    }
+
+    /// The check run's summary: counts by severity, blocking, and what happened to earlier
+    /// findings. `outstanding` counts earlier blocking findings still open.
+    pub fn check_summary(&self, threshold: Severity, outstanding: usize, outcome: &str) -> String {
+        let all: Vec<&Marked> = self.all().collect();
+        let mut counts = Vec::new();
+        for s in [
+            Severity::Critical,
+            Severity::High,
+            Severity::Medium,
+            Severity::Low,
+        ] {
+            let n = all.iter().filter(|m| m.finding.severity == s).count();
+            if n > 0 {
+                counts.push(format!("{n} {}", s.name()));
+            }
+        }
+        let blocking = self.blocking(threshold);
+        let mut s = format!("{} new finding(s)", all.len());
+        if !counts.is_empty() {
+            s.push_str(&format!(" ({})", counts.join(", ")));
+        }
+        s.push_str(&format!(", {blocking} blocking"));
+        if outstanding > 0 {
+            s.push_str(&format!(
+                "; {outstanding} blocking finding(s) from earlier reviews still open"
+            ));
+        }
+        if !self.fixed.is_empty() {
+            s.push_str(&format!("; {} fixed", self.fixed.len()));
+        }
+        s.push_str(&format!("; {outcome}"));
+        s
+    }
+
+    pub fn blocking(&self, threshold: Severity) -> usize {
+        self.all()
+            .filter(|m| m.finding.severity >= threshold)
+            .count()
+    }
+
+    /// One annotation per new finding, at the check run's level for its severity.
+    pub fn annotations(&self, threshold: Severity) -> Vec<Annotation> {
+        self.all()
+            .map(|m| {
+                let f = &m.finding;
+                let level = if f.severity >= threshold {
+                    AnnotationLevel::Failure
+                } else if f.severity >= Severity::Medium {
+                    AnnotationLevel::Warning
+                } else {
+                    AnnotationLevel::Notice
+                };
+                Annotation {
+                    path: f.path.clone(),
+                    start_line: f
+                        .start_line
+                        .filter(|s| *s < f.line)
+                        .unwrap_or(f.line)
+                        .max(1),
+                    end_line: f.line.max(1),
+                    annotation_level: level,
+                    title: format!("{:?}: {}", f.severity, f.title)
+                        .chars()
+                        .take(255)
+                        .collect(),
+                    message: f.body.chars().take(60_000).collect(),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,477 @@
+//! Review a pull request: one PR review with inline comments on the diff's lines (with a
+//! suggestion block where the fix is concrete), `REQUEST_CHANGES` at or above the configured
+//! severity, and a check run `equitr / review` with an annotation per finding and an honest
+//! conclusion.
+//!
+//! A review after an earlier one reads only what changed since the head that one covered
+//! (GitHub's compare of the two heads), raises no finding it raised before (by
+//! fingerprint, see [`findings`]), and resolves the threads of findings whose code is gone.
+
+mod findings;
+mod layout;
+mod memory;
+
+use std::collections::HashSet;
+
+use crate::agent::diff;
+use crate::agent::review::{ReviewRequest, ReviewResult};
+use crate::agent::review_scope::Filters;
+use crate::agent::{sanitize, JobEvent, Outcome};
+use crate::github::api::{CheckOutput, CheckStatus, Conclusion, Pull, ReviewComment, ReviewEvent};
+use crate::github::client::GitHubError;
+use crate::llm::pricing::Usd;
+
+use super::pipeline::{bot_login, clone, orchestrator};
+use super::thread::{marker, Ending, Progress, ThreadReporter};
+use super::{fenced, JobCtx, JobReport};
+use findings::{mark, place, read, still_there};
+use layout::{Layout, Range};
+use memory::{Memory, Raised, FIXED_MARK};
+
+/// The check run every review reports through.
+const CHECK: &str = "equitr / review";
+
+const STEPS: &[&str] = &[
+    "Read the pull request",
+    "Review the diff",
+    "Post the review",
+];
+
+/// Review pull request `pr` and post the review and the check run.
+pub(super) async fn run(ctx: &JobCtx<'_>, pr: u64) -> anyhow::Result<JobReport> {
+    let pull = ctx.repo.pull(pr).await?;
+    // A review someone asked for keeps a progress comment on the thread, like every other
+    // command; an automatic review (on every push) shows its progress in the check run only.
+    let mut thread = match ctx.trigger {
+        Some(_) => ThreadReporter::new(ctx, pr),
+        None => ThreadReporter::silent(ctx),
+    };
+    thread.record(Progress::Started {
+        head: "🤖 Reviewing this pull request.",
+        steps: STEPS,
+    });
+    thread.emit(Progress::Done(0)).await?;
+    let external_id = Some(ctx.id.to_string());
+    let started = CheckOutput {
+        summary: "Reviewing…",
+        external_id: external_id.clone(),
+        ..CheckOutput::default()
+    };
+    let check = ctx
+        .repo
+        .check_run_with(
+            None,
+            CHECK,
+            &pull.head.sha,
+            CheckStatus::InProgress,
+            &started,
+        )
+        .await?;
+    let result = post_review(ctx, &mut thread, pr, &pull, check).await;
+    if let Err(e) = &result {
+        // The check run must not stay "in progress" for ever: it fails, saying why.
+        let failed = CheckOutput {
+            summary: &format!("The review could not be completed: {e:#}"),
+            external_id,
+            ..CheckOutput::default()
+        };
+        let _ = ctx
+            .repo
+            .check_run_with(
+                Some(check),
+                CHECK,
+                &pull.head.sha,
+                CheckStatus::Completed(Conclusion::Failure),
+                &failed,
+            )
+            .await;
+    }
+    result
+}
+
+/// The review once its check run exists; an error here fails the check run.
+async fn post_review(
+    ctx: &JobCtx<'_>,
+    thread: &mut ThreadReporter<'_>,
+    pr: u64,
+    pull: &Pull,
+    check: u64,
+) -> anyhow::Result<JobReport> {
+    let mut draft = draft_review(ctx, pr, pull).await?;
+    thread.emit(Progress::Done(1)).await?;
+    fenced(ctx.env).await?;
+    settle_fixed(ctx, pr, &pull.head.sha, &mut draft).await;
+    let review_id = submit(ctx, pr, &pull.head.sha, &mut draft).await?;
+    let summary = draft.summary();
+    let annotations = draft.layout.annotations(ctx.cfg.review.request_changes_on);
+    let output = CheckOutput {
+        summary: &summary,
+        annotations: &annotations,
+        external_id: Some(ctx.id.to_string()),
+    };
+    ctx.repo
+        .check_run_with(
+            Some(check),
+            CHECK,
+            &pull.head.sha,
+            CheckStatus::Completed(draft.conclusion()),
+            &output,
+        )
+        .await?;
+    thread.record(Progress::Done(2));
+    thread
+        .emit(Progress::Finished(Ending {
+            headline: format!(
+                "✅ Reviewed: {}#pullrequestreview-{review_id}",
+                pull.html_url
+            ),
+            details: Some(summary.clone()),
+            costs: Some(draft.costs.clone()),
+            fold_costs: false,
+        }))
+        .await?;
+    Ok(JobReport {
+        succeeded: draft.complete(),
+        summary: format!("review {review_id}: {summary}"),
+        cost: draft.cost,
+        pr_url: Some(pull.html_url.clone()),
+        review_id: Some(review_id),
+        cost_summary: draft.costs,
+    })
+}
+
+/// Post the review; what GitHub refuses to place on the diff is moved to file-level
+/// comments, then into the body, so every finding lands and the job does not fail on it.
+async fn submit(
+    ctx: &JobCtx<'_>,
+    pr: u64,
+    head: &str,
+    draft: &mut ReviewDraft,
+) -> anyhow::Result<u64> {
+    loop {
+        let body = format!(
+            "{}\n{}\n\n{}",
+            draft.layout.body(),
+            draft.costs,
+            marker(ctx.id)
+        );
+        let comments: Vec<ReviewComment> = draft.layout.comments();
+        match ctx
+            .repo
+            .create_review(pr, head, draft.event(), &body, &comments)
+            .await
+        {
+            Ok(id) => return Ok(id),
+            Err(e) if e.status() == Some(422) && !comments.is_empty() => {
+                let reason = refusal(&e);
+                let all = draft.layout.refused.is_some();
+                tracing::warn!(pr, error = %e, all, "GitHub refused the review's comments; folding them");
+                draft.layout.refused = Some((reason, all));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// GitHub's reason for a 422, short.
+fn refusal(e: &GitHubError) -> String {
+    match e {
+        GitHubError::Status { message, .. } => message.chars().take(200).collect(),
+        other => other.to_string(),
+    }
+}
+
+/// Earlier findings whose code is gone: resolve their threads, or where the token cannot,
+/// reply that they are fixed (once), and say which in the review.
+async fn settle_fixed(ctx: &JobCtx<'_>, pr: u64, head: &str, draft: &mut ReviewDraft) {
+    let short = head.get(..7).unwrap_or(head);
+    for r in std::mem::take(&mut draft.fixed) {
+        let resolved = match &r.thread {
+            Some((_, true)) => continue,
+            Some((id, false)) => match ctx.repo.resolve_thread(id).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(pr, comment = r.comment_id, error = %e, "could not resolve the review thread (the Action's GITHUB_TOKEN cannot); replying instead");
+                    false
+                }
+            },
+            None => false,
+        };
+        if resolved {
+            draft
+                .layout
+                .fixed
+                .push(format!("`{}` (thread resolved)", r.path));
+            continue;
+        }
+        if r.said_fixed {
+            continue;
+        }
+        let text = format!("Fixed in {short}.\n\n{FIXED_MARK}");
+        match ctx
+            .repo
+            .reply_to_review_comment(pr, r.comment_id, &text)
+            .await
+        {
+            Ok(_) => draft
+                .layout
+                .fixed
+                .push(format!("`{}` (replied on its thread)", r.path)),
+            Err(e) => {
+                tracing::warn!(pr, comment = r.comment_id, error = %e, "could not reply on the review thread")
+            }
+        }
+    }
+}
+
+/// Review a pull request without writing anything to GitHub: for a token that may only read
+/// (the Action on a fork's `pull_request`, where GitHub hands out a read-only token). The
+/// review, inline findings included, comes back in the report's summary for the caller to
+/// show where it can (the Action's step summary).
+pub(super) async fn unpublished(ctx: &JobCtx<'_>, pr: u64) -> anyhow::Result<JobReport> {
+    let pull = ctx.repo.pull(pr).await?;
+    let draft = draft_review(ctx, pr, &pull).await?;
+    let mut text = draft.layout.body();
+    let comments = draft.layout.comments();
+    if !comments.is_empty() {
+        text.push_str("\nOn the diff:\n\n");
+        for (m, _) in &draft.layout.inline {
+            let f = &m.finding;
+            text.push_str(&format!(
+                "- `{}:{}` {}\n",
+                f.path,
+                f.line,
+                layout::comment_body(f).replace('\n', " ")
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "\nNot posted on the pull request (read-only token): {}; {}.\n",
+        if draft.event() == ReviewEvent::RequestChanges {
+            "it would request changes"
+        } else {
+            "it would comment"
+        },
+        draft.summary()
+    ));
+    Ok(JobReport {
+        succeeded: draft.complete(),
+        summary: text,
+        cost: draft.cost,
+        pr_url: Some(pull.html_url.clone()),
+        review_id: None,
+        cost_summary: draft.costs,
+    })
+}
+
+/// A review worked out, not yet posted.
+struct ReviewDraft {
+    layout: Layout,
+    threshold: crate::config::repo::Severity,
+    /// Earlier blocking findings whose code is still there and that nobody answered.
+    outstanding: usize,
+    /// Earlier findings whose code is gone.
+    fixed: Vec<Raised>,
+    outcome: Outcome,
+    cost: Option<Usd>,
+    costs: String,
+}
+
+impl ReviewDraft {
+    fn blocking(&self) -> usize {
+        self.layout.blocking(self.threshold)
+    }
+
+    fn event(&self) -> ReviewEvent {
+        if self.blocking() > 0 {
+            ReviewEvent::RequestChanges
+        } else {
+            ReviewEvent::Comment
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.outcome == Outcome::Done
+    }
+
+    /// The check run's conclusion: earlier blocking findings still open keep it failing.
+    fn conclusion(&self) -> Conclusion {
+        match (self.complete(), self.blocking() + self.outstanding > 0) {
+            (_, true) => Conclusion::Failure,
+            (true, false) => Conclusion::Success,
+            (false, false) => Conclusion::Neutral,
+        }
+    }
+
+    fn summary(&self) -> String {
+        self.layout
+            .check_summary(self.threshold, self.outstanding, &self.outcome.describe())
+    }
+}
+
+/// The diff to review and the range it covers: the commits since the last reviewed head
+/// when that head is still in the branch, else the whole pull request (and why).
+async fn range(
+    ctx: &JobCtx<'_>,
+    pull: &Pull,
+    whole: &str,
+    memory: &Memory,
+) -> anyhow::Result<(String, Range)> {
+    let (base, head) = (pull.base.sha.clone(), pull.head.sha.clone());
+    let Some(last) = memory.last_head.clone() else {
+        return Ok((
+            whole.to_string(),
+            Range::Whole {
+                base,
+                head,
+                why: None,
+            },
+        ));
+    };
+    let short = last.get(..7).unwrap_or(&last).to_string();
+    if last == head {
+        let why = Some(format!("no new commits since the last review at {short}"));
+        return Ok((whole.to_string(), Range::Whole { base, head, why }));
+    }
+    match ctx.repo.compare(&last, &head).await? {
+        Some(c) if c.status == "ahead" => {
+            // Only files of the pull request: a merge of the base branch brings others.
+            let mine: HashSet<String> = diff::parse(whole).into_iter().map(|f| f.path).collect();
+            let mut c = c;
+            c.files.retain(|f| mine.contains(&f.filename));
+            Ok((
+                c.diff(),
+                Range::Since {
+                    from: last,
+                    to: head,
+                },
+            ))
+        }
+        _ => {
+            let why = Some(format!(
+                "the last reviewed head {short} is no longer in this branch, so this is a full review"
+            ));
+            Ok((whole.to_string(), Range::Whole { base, head, why }))
+        }
+    }
+}
+
+/// Work the review out on a checkout of the pull request, without posting anything.
+async fn draft_review(
+    ctx: &JobCtx<'_>,
+    pr_number: u64,
+    pull: &Pull,
+) -> anyhow::Result<ReviewDraft> {
+    let info = ctx.repo.info().await?;
+    let whole = ctx.repo.pull_diff(pr_number).await?;
+    let memory = Memory::load(&ctx.repo, pr_number, &bot_login(ctx.env)).await?;
+    let (diff_text, range) = range(ctx, pull, &whole, &memory).await?;
+    let (_scratch, checkout) = clone(ctx, &info).await?;
+    checkout.checkout_pull(pr_number, &pull.head.name).await?;
+
+    let mut orch = orchestrator(ctx, &checkout, true).build().await?;
+    let context = format!(
+        "Pull request #{pr_number} of {}:\n{}",
+        ctx.repo.name,
+        sanitize::fence(
+            "pull-request",
+            &format!(
+                "{}\n\n{}",
+                pull.title,
+                pull.body.clone().unwrap_or_default()
+            )
+        )
+    );
+    let filters = Filters::new(&ctx.cfg.review.exclude, &ctx.cfg.review.include)?;
+    let result = orch
+        .review(ReviewRequest {
+            context,
+            diff: diff_text,
+            filters,
+        })
+        .await?;
+    let escalation = result
+        .events
+        .iter()
+        .find_map(|e| match e {
+            JobEvent::Classified { class, reason, .. } => Some(format!("{class} — {reason}")),
+            _ => None,
+        })
+        .unwrap_or_else(|| "routine".into());
+    let costs = result
+        .cost
+        .render_markdown(&escalation, ctx.ledger.month().await);
+    Ok(lay_out(
+        ctx,
+        &checkout.dir,
+        &whole,
+        &memory,
+        result,
+        range,
+        costs,
+    ))
+}
+
+/// The new findings (each once, none raised before) laid out, and what became of the
+/// earlier ones.
+fn lay_out(
+    ctx: &JobCtx<'_>,
+    root: &std::path::Path,
+    whole: &str,
+    memory: &Memory,
+    result: ReviewResult,
+    range: Range,
+    costs: String,
+) -> ReviewDraft {
+    let files = diff::parse(whole);
+    let threshold = ctx.cfg.review.request_changes_on;
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut repeated: HashSet<String> = HashSet::new();
+    let mut found = Vec::new();
+    for f in result.findings {
+        let text = read(root, &f.path);
+        let m = mark(f, text.as_deref());
+        if memory.known.contains(&m.fingerprint) {
+            repeated.insert(m.fingerprint);
+            continue;
+        }
+        // The same finding from two chunks or two roles is posted once.
+        if !seen.insert(m.fingerprint.clone()) {
+            continue;
+        }
+        let p = place(&m.finding, &files);
+        found.push((m, p));
+    }
+    let mut fixed = Vec::new();
+    let mut outstanding = 0;
+    for r in &memory.raised {
+        let open = !matches!(r.thread, Some((_, true)));
+        if !still_there(&r.code, read(root, &r.path).as_deref()) {
+            if open {
+                fixed.push(r.clone());
+            }
+        } else if open && !r.answered && r.severity.is_some_and(|s| s >= threshold) {
+            outstanding += 1;
+        }
+    }
+    let answered = memory
+        .raised
+        .iter()
+        .filter(|r| r.answered && repeated.contains(&r.fingerprint))
+        .count();
+    let mut layout = Layout::new(found, &ctx.cfg.review, range);
+    layout.summary = result.summary;
+    layout.repeated = repeated.len();
+    layout.answered = answered;
+    layout.covered = result.covered;
+    layout.skipped = result.skipped;
+    ReviewDraft {
+        layout,
+        threshold,
+        outstanding,
+        fixed,
+        outcome: result.outcome,
+        cost: result.cost.total(),
+        costs,
+    }
+}
