@@ -28,6 +28,7 @@ mod outcome;
 pub use outcome::Outcome;
 pub mod diff;
 pub mod escalation;
+pub mod estimate;
 pub mod events;
 mod markup;
 pub mod model;

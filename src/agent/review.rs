@@ -15,7 +15,7 @@ pub use crate::config::repo::Severity;
 use crate::llm::{tokens, AgentRole, Message, ToolSpec};
 
 /// The most diff text one review prompt carries.
-const MAX_CHUNK_TOKENS: u64 = 24_000;
+pub(super) const MAX_CHUNK_TOKENS: u64 = 24_000;
 /// Tool turns per chunk and role.
 const REVIEW_TURNS: u32 = 8;
 
@@ -98,7 +98,7 @@ fn finish_tool() -> ToolSpec {
 
 /// Group whole files, in the order given, into chunks of at most `MAX_CHUNK_TOKENS` (a
 /// larger file is skipped before it gets here).
-fn chunks(files: &[FileDiff], order: &[usize], model: &str) -> Vec<Vec<usize>> {
+pub(super) fn chunks(files: &[FileDiff], order: &[usize], model: &str) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut size = 0;
     for &i in order {

@@ -1,7 +1,7 @@
 //! `/equitr cost`: this month's spend against the repository's cap, from the job's ledger —
 //! the same text whichever front door keeps the ledger.
 
-use crate::llm::ledger::MonthSpend;
+use crate::llm::ledger::{Accuracy, MonthSpend};
 
 use super::{JobCtx, JobReport};
 
@@ -30,9 +30,25 @@ pub fn text(repo: &str, month: Option<&MonthSpend>) -> String {
     text
 }
 
+/// How good the estimates have been, by job kind.
+pub fn accuracy_text(acc: &[Accuracy]) -> String {
+    if acc.is_empty() {
+        return String::new();
+    }
+    let mut t = String::from("\n\nEstimates before each job, against what it cost:\n");
+    for a in acc {
+        t.push_str(&format!(
+            "- {}: {} job(s), actual ÷ estimate {:.2}× (median), {} within the estimated range\n",
+            a.kind, a.jobs, a.median_ratio, a.within
+        ));
+    }
+    t
+}
+
 pub(super) async fn run(ctx: &JobCtx<'_>, number: u64) -> anyhow::Result<JobReport> {
     let month = ctx.ledger.month_spend().await;
-    let text = text(&ctx.repo.name.to_string(), month.as_ref());
+    let mut text = text(&ctx.repo.name.to_string(), month.as_ref());
+    text.push_str(&accuracy_text(&ctx.ledger.estimate_accuracy().await));
     ctx.repo.create_comment(number, &text).await?;
     Ok(JobReport::done(text))
 }

@@ -5,6 +5,7 @@
 use crate::agent::Outcome;
 
 use super::branch;
+use super::estimate::{price, Priced};
 use super::issue::{issue_task, untrusted_why};
 use super::pipeline::{first_line, orchestrator, publish, summary_table, Publish, Workspace};
 use super::thread::{Ending, Progress, ThreadReporter};
@@ -45,6 +46,29 @@ pub(super) async fn run(
         )
         .build()
         .await?;
+    let narrow = " or split the issue into smaller ones";
+    match price(ctx, "implementation", orch.estimate_task(&task), narrow).await {
+        Priced::Decline(text) => {
+            thread
+                .emit(Progress::Finished(Ending {
+                    headline: text.clone(),
+                    ..Ending::default()
+                }))
+                .await?;
+            return Ok(JobReport {
+                succeeded: false,
+                summary: text,
+                cost: Some(crate::llm::pricing::Usd::ZERO),
+                pr_url: None,
+                review_id: None,
+                cost_summary: String::new(),
+            });
+        }
+        Priced::Go(Some(line)) => {
+            thread.record(Progress::Estimate(line));
+        }
+        Priced::Go(None) => {}
+    }
     let result = match plan {
         Some(plan) => orch.run_with_plan(&task, plan).await?,
         None => orch.run(&task).await?,

@@ -10,6 +10,7 @@ mod ask;
 pub mod branch;
 pub mod budget;
 mod cost;
+pub mod estimate;
 mod help;
 mod implement;
 mod issue;

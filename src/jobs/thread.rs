@@ -30,6 +30,8 @@ pub enum Progress {
     Done(usize),
     /// A line under the checklist saying how the job runs (untrusted-context mode).
     Mode(String),
+    /// The job's cost estimate, shown under the checklist before it spends.
+    Estimate(String),
     /// The job ended: its result line, what it did in the job's own words, and the cost.
     Finished(Ending),
     /// The whole comment is this text: an answer that is not progress (a plan, a refusal).
@@ -74,6 +76,7 @@ struct Board {
     head: &'static str,
     steps: Vec<(&'static str, bool)>,
     mode: Option<String>,
+    estimate: Option<String>,
 }
 
 impl<'a> ThreadReporter<'a> {
@@ -140,6 +143,10 @@ impl Board {
                 self.mode = Some(line);
                 self.checklist()
             }
+            Progress::Estimate(line) => {
+                self.estimate = Some(line);
+                self.checklist()
+            }
             Progress::Finished(end) => self.ending(&end),
             Progress::Said(text) => text,
         }
@@ -156,6 +163,9 @@ impl Board {
         }
         if let Some(mode) = &self.mode {
             s.push_str(&format!("\n🔒 {mode}\n"));
+        }
+        if let Some(estimate) = &self.estimate {
+            s.push_str(&format!("\n💰 {estimate}\n"));
         }
         s
     }
@@ -191,7 +201,7 @@ fn describe(p: &Progress) -> String {
     match p {
         Progress::Started { head, .. } => format!("started: {head}"),
         Progress::Done(n) => format!("step {} done", n + 1),
-        Progress::Mode(m) => m.clone(),
+        Progress::Mode(m) | Progress::Estimate(m) => m.clone(),
         Progress::Finished(e) => e.headline.clone(),
         Progress::Said(_) => "answered on the thread".into(),
     }

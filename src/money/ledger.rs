@@ -89,6 +89,14 @@ pub trait Ledger: Send + Sync {
     async fn headroom(&self) -> Option<Headroom> {
         None
     }
+    /// Keep a job's estimate beside its spend, for [`Ledger::estimate_accuracy`]; ledgers
+    /// that keep no history ignore it.
+    async fn note_estimate(&self, _kind: &str, _low: Usd, _high: Usd) {}
+    /// How good the estimates have been: per job kind, the finished jobs counted and their
+    /// actual cost ÷ the estimate's low and high ends, summed over the jobs.
+    async fn estimate_accuracy(&self) -> Vec<Accuracy> {
+        Vec::new()
+    }
     /// The repository's settled spend this month and its monthly cap, for ledgers that keep
     /// months (the service's database, the Action's ledger branch); `None` for a single run.
     async fn month(&self) -> Option<(Usd, Option<Usd>)> {
@@ -105,6 +113,17 @@ pub trait Ledger: Send + Sync {
             scheduled: Vec::new(),
         })
     }
+}
+
+/// See [`Ledger::estimate_accuracy`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accuracy {
+    pub kind: String,
+    pub jobs: u64,
+    /// The median of actual ÷ the middle of the estimate.
+    pub median_ratio: f64,
+    /// How many of the jobs cost inside the estimate's range.
+    pub within: u64,
 }
 
 /// What is left under a cap: see [`Ledger::headroom`].

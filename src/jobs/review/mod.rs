@@ -21,6 +21,7 @@ use crate::github::api::{CheckOutput, CheckStatus, Conclusion, Pull, ReviewComme
 use crate::github::client::GitHubError;
 use crate::llm::pricing::Usd;
 
+use super::estimate::{price, Priced};
 use super::pipeline::{bot_login, clone, orchestrator};
 use super::thread::{marker, Ending, Progress, ThreadReporter};
 use super::{fenced, JobCtx, JobReport};
@@ -97,7 +98,10 @@ async fn post_review(
     pull: &Pull,
     check: u64,
 ) -> anyhow::Result<JobReport> {
-    let mut draft = draft_review(ctx, pr, pull).await?;
+    let mut draft = match draft_review(ctx, pr, pull, Some(thread)).await? {
+        Ok(d) => d,
+        Err(declined) => return decline(ctx, thread, pull, check, declined).await,
+    };
     thread.emit(Progress::Done(1)).await?;
     fenced(ctx.env).await?;
     settle_fixed(ctx, pr, &pull.head.sha, &mut draft).await;
@@ -137,6 +141,45 @@ async fn post_review(
         pr_url: Some(pull.html_url.clone()),
         review_id: Some(review_id),
         cost_summary: draft.costs,
+    })
+}
+
+/// The review's estimate cannot fit the budget: nothing was called; the check run and the
+/// thread say why.
+async fn decline(
+    ctx: &JobCtx<'_>,
+    thread: &mut ThreadReporter<'_>,
+    pull: &Pull,
+    check: u64,
+    text: String,
+) -> anyhow::Result<JobReport> {
+    let output = CheckOutput {
+        summary: &text,
+        external_id: Some(ctx.id.to_string()),
+        ..CheckOutput::default()
+    };
+    ctx.repo
+        .check_run_with(
+            Some(check),
+            CHECK,
+            &pull.head.sha,
+            CheckStatus::Completed(Conclusion::Neutral),
+            &output,
+        )
+        .await?;
+    thread
+        .emit(Progress::Finished(Ending {
+            headline: text.clone(),
+            ..Ending::default()
+        }))
+        .await?;
+    Ok(JobReport {
+        succeeded: false,
+        summary: text,
+        cost: Some(Usd::ZERO),
+        pr_url: Some(pull.html_url.clone()),
+        review_id: None,
+        cost_summary: String::new(),
     })
 }
 
@@ -230,7 +273,19 @@ async fn settle_fixed(ctx: &JobCtx<'_>, pr: u64, head: &str, draft: &mut ReviewD
 /// show where it can (the Action's step summary).
 pub(super) async fn unpublished(ctx: &JobCtx<'_>, pr: u64) -> anyhow::Result<JobReport> {
     let pull = ctx.repo.pull(pr).await?;
-    let draft = draft_review(ctx, pr, &pull).await?;
+    let draft = match draft_review(ctx, pr, &pull, None).await? {
+        Ok(d) => d,
+        Err(declined) => {
+            return Ok(JobReport {
+                succeeded: false,
+                summary: declined,
+                cost: Some(Usd::ZERO),
+                pr_url: Some(pull.html_url.clone()),
+                review_id: None,
+                cost_summary: String::new(),
+            })
+        }
+    };
     let mut text = draft.layout.body();
     let comments = draft.layout.comments();
     if !comments.is_empty() {
@@ -356,12 +411,14 @@ async fn range(
     }
 }
 
-/// Work the review out on a checkout of the pull request, without posting anything.
+/// Work the review out on a checkout of the pull request, without posting anything; `Err`
+/// inside: the estimate cannot fit the budget (the text says so), and nothing was called.
 async fn draft_review(
     ctx: &JobCtx<'_>,
     pr_number: u64,
     pull: &Pull,
-) -> anyhow::Result<ReviewDraft> {
+    thread: Option<&mut ThreadReporter<'_>>,
+) -> anyhow::Result<Result<ReviewDraft, String>> {
     let info = ctx.repo.info().await?;
     let whole = ctx.repo.pull_diff(pr_number).await?;
     let memory = Memory::load(&ctx.repo, pr_number, &bot_login(ctx.env)).await?;
@@ -383,13 +440,22 @@ async fn draft_review(
         )
     );
     let filters = Filters::new(&ctx.cfg.review.exclude, &ctx.cfg.review.include)?;
-    let result = orch
-        .review(ReviewRequest {
-            context,
-            diff: diff_text,
-            filters,
-        })
-        .await?;
+    let request = ReviewRequest {
+        context,
+        diff: diff_text,
+        filters,
+    };
+    let narrow = " or narrow the review with `review.exclude` / `review.include`";
+    match price(ctx, "review", orch.estimate_review(&request), narrow).await {
+        Priced::Decline(text) => return Ok(Err(text)),
+        Priced::Go(Some(line)) => {
+            if let Some(thread) = thread {
+                thread.emit(Progress::Estimate(line)).await?;
+            }
+        }
+        Priced::Go(None) => {}
+    }
+    let result = orch.review(request).await?;
     let escalation = result
         .events
         .iter()
@@ -401,7 +467,7 @@ async fn draft_review(
     let costs = result
         .cost
         .render_markdown(&escalation, ctx.ledger.month().await);
-    Ok(lay_out(
+    Ok(Ok(lay_out(
         ctx,
         &checkout.dir,
         &whole,
@@ -409,7 +475,7 @@ async fn draft_review(
         result,
         range,
         costs,
-    ))
+    )))
 }
 
 /// The new findings (each once, none raised before) laid out, and what became of the
