@@ -832,3 +832,107 @@ async fn a_change_the_supervisor_rejects_is_never_pushed_by_the_action() {
     );
     assert!(thread.contains("reason 2: keep the name"), "{thread}");
 }
+
+/// Issue 11 through the Action: a push after a review is reviewed from the last reviewed head
+/// with no finding repeated, and a fixed finding — whose thread the workflow's token may not
+/// resolve — gets one "Fixed in …" reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_reviews_pushes_incrementally_and_replies_fixed_where_it_cannot_resolve() {
+    const INJECTED: &str =
+        "fn find(id: &str) -> Row {\n    let q = format!(\"SELECT * FROM t WHERE id = '{id}'\");\n    db.query(&q)\n}\n";
+    const SAFE: &str = "fn find(id: &str) -> Row {\n    db.query_with(\"SELECT * FROM t WHERE id = ?\", &[id])\n}\n";
+    let gh = FakeGitHub::start().await;
+    setup_repo(&gh);
+    // The workflow's token writes as github-actions[bot] (the fake models it as that user's).
+    let token = gh.mint_user_token(1, "github-actions[bot]");
+    gh.refuse_thread_resolution();
+    gh.set_file_on_default_branch(REPO, ".github/equitr.yml", "review: { auto: true }\n");
+    let first_head = gh.repo(REPO).push_branch(
+        "changes",
+        "main",
+        &[("src/db.rs", Some(INJECTED))],
+        "Find rows",
+    );
+    gh.add_pr(REPO, 2, "changes", "main", "octocat", false);
+    let llm = ScriptedLlm::start().await;
+    let finding = |line: u64| {
+        Reply::tool(
+            "report_finding",
+            json!({"path": "src/db.rs", "line": line, "severity": "high", "kind": "sql-injection", "title": "SQL injection", "body": "Bind the id."}),
+        )
+    };
+    let event = |action: &str, head: &str| {
+        let mut pr = fixture("pull_request.opened.1.json");
+        pr["action"] = json!(action);
+        pr["pull_request"]["head"]["sha"] = json!(head);
+        pr["sender"]["login"] = json!("octocat");
+        pr["pull_request"]["user"]["login"] = json!("octocat");
+        pr
+    };
+    let runner = Runner::new(&gh, &llm, &token);
+
+    llm.push("gpt-4o-mini", finding(2));
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "An injection."})),
+    );
+    let run = runner
+        .run("pull_request", &event("opened", &first_head))
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let reviews = gh.reviews(REPO, 2);
+    assert_eq!(reviews.len(), 1, "{reviews:#?}");
+    assert_eq!(reviews[0].comments.len(), 1);
+
+    // Two lines above: the same finding, shifted, is not raised again.
+    let (_, shifted) = gh.push_to_pr(
+        REPO,
+        2,
+        &[(
+            "src/db.rs",
+            Some(&format!("// Rows.\n// By id.\n{INJECTED}")),
+        )],
+        "Comment",
+    );
+    llm.push("gpt-4o-mini", finding(4));
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Same."})),
+    );
+    let run = runner
+        .run("pull_request", &event("synchronize", &shifted))
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let second = gh.reviews(REPO, 2).pop().unwrap();
+    assert!(second.comments.is_empty(), "{second:#?}");
+    assert!(
+        second.body.contains("the commits since the last review"),
+        "{}",
+        second.body
+    );
+    assert!(second
+        .body
+        .contains("Not repeated: 1 finding(s) raised before"));
+
+    // Fixed: the workflow's token cannot resolve the thread, so the bot replies, once.
+    let (_, fixed) = gh.push_to_pr(REPO, 2, &[("src/db.rs", Some(SAFE))], "Bind");
+    llm.push(
+        "gpt-4o-mini",
+        Reply::tool("finish", json!({"summary": "Fixed."})),
+    );
+    let run = runner
+        .run("pull_request", &event("synchronize", &fixed))
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let replies: Vec<_> = gh
+        .review_comments(REPO, 2)
+        .into_iter()
+        .filter(|c| c.in_reply_to.is_some())
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:#?}");
+    assert!(replies[0]
+        .body
+        .starts_with(&format!("Fixed in {}.", &fixed[..7])));
+    assert!(!gh.threads(REPO, 2)[0].resolved);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}

@@ -1063,3 +1063,664 @@ async fn refs_contents_writes_and_compare() {
     );
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+/// PR #5 from `feature` (not a fork), which changes line 6 of src/lib.rs; the hunk's
+/// context covers lines 3..=7.
+fn a_pr_changing_two(gh: &FakeGitHub) {
+    gh.repo(REPO).push_branch(
+        "feature",
+        "main",
+        &[(
+            "src/lib.rs",
+            Some("pub fn one() -> u32 {\n    1\n}\n\npub fn two() -> u32 {\n    22\n}\n"),
+        )],
+        "Change two",
+    );
+    gh.add_pr(REPO, 5, "feature", "main", "bob", false);
+}
+
+/// The bot's review of PR #5 with a line, a range and a file comment: the review's id and
+/// the comments' ids.
+async fn a_bot_review(api: &Api) -> (u64, Vec<u64>) {
+    let review = json!({"event": "COMMENT", "body": "Three findings.", "comments": [
+        {"path": "src/lib.rs", "line": 6, "side": "RIGHT", "body": "one line"},
+        {"path": "src/lib.rs", "start_line": 4, "start_side": "RIGHT", "line": 6, "side": "RIGHT", "body": "a range"},
+        {"path": "src/lib.rs", "subject_type": "file", "body": "the whole file"},
+    ]});
+    let (status, review) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/pulls/5/reviews"),
+            Some(review),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{review}");
+    let (status, list) = api
+        .send("GET", &format!("/repos/{REPO}/pulls/5/comments"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let ids = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["id"].as_u64().expect("id"))
+        .collect();
+    (review["id"].as_u64().expect("review id"), ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_comments_have_ids_and_are_listed() {
+    let gh = setup().await;
+    a_pr_changing_two(&gh);
+    let api = Api::new(&gh, format!("Bearer {}", token(&gh).await));
+    let (review_id, ids) = a_bot_review(&api).await;
+    let (_, list) = api
+        .send(
+            "GET",
+            &format!("/repos/{REPO}/pulls/5/comments?per_page=100"),
+            None,
+        )
+        .await;
+    let list = list.as_array().expect("a list").clone();
+    assert_eq!(list.len(), 3);
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+    for c in &list {
+        assert_eq!(c["pull_request_review_id"], review_id);
+        assert_eq!(c["user"]["login"], gh.bot_login());
+        assert_eq!(c["user"]["type"], "Bot");
+        assert_eq!(c["commit_id"], gh.branch_sha(REPO, "feature").unwrap());
+        assert!(c.get("in_reply_to_id").is_none(), "{c}");
+        assert!(c["node_id"].as_str().is_some() && c["created_at"].as_str().is_some());
+        assert_eq!(c["reactions"]["total_count"], 0);
+    }
+    let shape = |c: &Value| {
+        (
+            c["line"].clone(),
+            c["start_line"].clone(),
+            c["start_side"].clone(),
+            c["subject_type"].clone(),
+        )
+    };
+    assert_eq!(
+        shape(&list[0]),
+        (json!(6), Value::Null, Value::Null, json!("line"))
+    );
+    assert_eq!(
+        shape(&list[1]),
+        (json!(6), json!(4), json!("RIGHT"), json!("line"))
+    );
+    assert_eq!(
+        shape(&list[2]),
+        (Value::Null, Value::Null, Value::Null, json!("file"))
+    );
+    let (status, of_review) = api
+        .send(
+            "GET",
+            &format!("/repos/{REPO}/pulls/5/reviews/{review_id}/comments"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let of_review: Vec<u64> = of_review
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(of_review, ids);
+    let stored = &gh.reviews(REPO, 5)[0].comments;
+    assert_eq!(stored.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
+    assert_eq!(stored[1].start_side.as_deref(), Some("RIGHT"));
+    assert_eq!(
+        (stored[2].subject_type.as_str(), stored[2].line),
+        ("file", None)
+    );
+
+    // A file comment's path must be in the diff too.
+    let not_in_diff = json!({"event": "COMMENT", "body": "x", "comments": [
+        {"path": "README.md", "subject_type": "file", "body": "not in the PR"},
+    ]});
+    let (status, err) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/pulls/5/reviews"),
+            Some(not_in_diff),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["errors"][0], "Path could not be resolved");
+    assert_eq!(gh.reviews(REPO, 5).len(), 1);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_join_the_thread_of_a_top_level_comment() {
+    let gh = setup().await;
+    a_pr_changing_two(&gh);
+    let api = Api::new(&gh, format!("Bearer {}", token(&gh).await));
+    let (review_id, ids) = a_bot_review(&api).await;
+    // A human replies on github.com, the bot through the API.
+    let human = gh.reply_to_review_comment(REPO, 5, ids[0], "bob", "Why?");
+    let path = format!("/repos/{REPO}/pulls/5/comments/{}/replies", ids[0]);
+    let (status, reply) = api
+        .send("POST", &path, Some(json!({"body": "Because."})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    assert_eq!(reply["in_reply_to_id"], ids[0]);
+    assert_eq!(
+        (&reply["path"], &reply["line"]),
+        (&json!("src/lib.rs"), &json!(6))
+    );
+    assert_ne!(
+        reply["pull_request_review_id"], review_id,
+        "a reply is a review of its own"
+    );
+    let to_reply = format!("/repos/{REPO}/pulls/5/comments/{human}/replies");
+    let (status, _) = api
+        .send("POST", &to_reply, Some(json!({"body": "x"})))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no replies to replies"
+    );
+    gh.add_issue(REPO, 6, "Another", "", "bob");
+    let elsewhere = format!("/repos/{REPO}/pulls/6/comments/{}/replies", ids[0]);
+    let (status, _) = api
+        .send("POST", &elsewhere, Some(json!({"body": "x"})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a comment of another PR");
+
+    assert_eq!(gh.review_comments(REPO, 5).len(), 5);
+    let threads = gh.threads(REPO, 5);
+    assert_eq!(threads.len(), 3);
+    let bot = gh.bot_login();
+    let first: Vec<(&str, Option<u64>)> = threads[0]
+        .comments
+        .iter()
+        .map(|c| (c.user.as_str(), c.in_reply_to))
+        .collect();
+    assert_eq!(
+        first,
+        vec![
+            (bot.as_str(), None),
+            ("bob", Some(ids[0])),
+            (bot.as_str(), Some(ids[0]))
+        ]
+    );
+    assert!(!threads[0].resolved && threads[0].resolved_by.is_none());
+    assert_eq!(
+        (threads[2].path.as_str(), threads[2].line),
+        ("src/lib.rs", None)
+    );
+
+    // Replying needs pull_requests write.
+    let (status, v) = installation_token(
+        &gh,
+        json!({"permissions": {"pull_requests": "read", "metadata": "read"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let reader = Api::new(&gh, format!("token {}", v["token"].as_str().unwrap()));
+    let (status, _) = reader
+        .send("POST", &path, Some(json!({"body": "no"})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_comments_take_reactions() {
+    let gh = setup().await;
+    a_pr_changing_two(&gh);
+    let api = Api::new(&gh, format!("Bearer {}", token(&gh).await));
+    let (_, ids) = a_bot_review(&api).await;
+    let reactions = format!("/repos/{REPO}/pulls/comments/{}/reactions", ids[0]);
+    let (status, _) = api
+        .send("POST", &reactions, Some(json!({"content": "+1"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = api
+        .send("POST", &reactions, Some(json!({"content": "+1"})))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the same reaction twice is not a new one"
+    );
+    let (status, _) = api
+        .send("POST", &reactions, Some(json!({"content": "thumbsup"})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/pulls/comments/1/reactions"),
+            Some(json!({"content": "+1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    gh.react_to_review_comment(REPO, ids[0], "bob", "heart");
+    let (status, list) = api.send("GET", &reactions, None).await;
+    assert_eq!(
+        (status, list.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(2))
+    );
+    let (_, hearts) = api
+        .send("GET", &format!("{reactions}?content=heart"), None)
+        .await;
+    assert_eq!(hearts.as_array().map(Vec::len), Some(1));
+    assert_eq!(hearts[0]["user"]["login"], "bob");
+    let (status, one) = api
+        .send(
+            "GET",
+            &format!("/repos/{REPO}/pulls/comments/{}", ids[0]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            &one["reactions"]["total_count"],
+            &one["reactions"]["heart"],
+            &one["reactions"]["+1"]
+        ),
+        (&json!(2), &json!(1), &json!(1))
+    );
+    assert!(gh
+        .review_comment_reactions(REPO, 5)
+        .iter()
+        .any(|r| r.target == ReactionTarget::ReviewComment(ids[0]) && r.content == "+1"));
+    assert!(
+        gh.reactions(REPO, 5).is_empty(),
+        "not reactions on the PR or its comments"
+    );
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+/// The query and mutations the service sends (see src/github/api/threads.rs).
+const THREADS: &str = "query($owner: String!, $name: String!, $number: Int!, $after: String) { \
+repository(owner: $owner, name: $name) { pullRequest(number: $number) { \
+reviewThreads(first: 100, after: $after) { nodes { id isResolved comments(first: 1) { nodes { databaseId } } } \
+pageInfo { hasNextPage endCursor } } } } }";
+const RESOLVE: &str = "mutation($threadId: ID!) { resolveReviewThread(input: {threadId: $threadId}) { thread { id isResolved } } }";
+const UNRESOLVE: &str = "mutation($threadId: ID!) { unresolveReviewThread(input: {threadId: $threadId}) { thread { id isResolved } } }";
+
+impl Api {
+    async fn graphql(&self, query: &str, variables: Value) -> (StatusCode, Value) {
+        self.send(
+            "POST",
+            "/graphql",
+            Some(json!({"query": query, "variables": variables})),
+        )
+        .await
+    }
+}
+
+/// PR #5 with three threads: two of alice's (the first with a reply by bob), then one of
+/// the bot's. A client with an installation token, and the top comments' ids.
+async fn three_threads(gh: &FakeGitHub) -> (Api, Vec<u64>) {
+    a_pr_changing_two(gh);
+    gh.add_review(
+        REPO,
+        5,
+        "alice",
+        "COMMENT",
+        "",
+        &[("src/lib.rs", 6, "first"), ("src/lib.rs", 5, "second")],
+    );
+    let api = Api::new(gh, format!("token {}", token(gh).await));
+    let third = json!({"event": "COMMENT", "body": "", "comments": [{"path": "src/lib.rs", "line": 7, "body": "third"}]});
+    let (status, v) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/pulls/5/reviews"),
+            Some(third),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let top: Vec<u64> = gh.review_comments(REPO, 5).iter().map(|c| c.id).collect();
+    gh.reply_to_review_comment(REPO, 5, top[0], "bob", "a reply");
+    (api, top)
+}
+
+fn pr5() -> Value {
+    json!({"owner": "acme", "name": "widgets", "number": 5, "after": null})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_lists_review_threads_a_page_at_a_time() {
+    let gh = setup().await;
+    let (api, top) = three_threads(&gh).await;
+    let (status, v) = api.graphql(THREADS, pr5()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let threads = &v["data"]["repository"]["pullRequest"]["reviewThreads"];
+    let nodes = threads["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{v}");
+    assert_eq!(threads["pageInfo"]["hasNextPage"], false);
+    let first = &nodes[0]["comments"]["nodes"];
+    assert_eq!(
+        first.as_array().map(Vec::len),
+        Some(1),
+        "comments(first: 1)"
+    );
+    assert_eq!(
+        (&first[0]["databaseId"], &first[0]["author"]["login"]),
+        (&json!(top[0]), &json!("alice"))
+    );
+    assert_eq!(
+        (&nodes[0]["path"], &nodes[0]["line"]),
+        (&json!("src/lib.rs"), &json!(6))
+    );
+    assert_eq!(
+        (&nodes[0]["isResolved"], &nodes[0]["isOutdated"]),
+        (&json!(false), &json!(false))
+    );
+    assert!(nodes[0]["id"]
+        .as_str()
+        .expect("thread id")
+        .starts_with("PRRT_"));
+    // GraphQL's bot logins have no `[bot]`.
+    assert_eq!(
+        nodes[2]["comments"]["nodes"][0]["author"]["login"],
+        gh.app_slug()
+    );
+
+    // Pages of `first` threads, continued with `after`.
+    let page = "query($owner: String!, $name: String!, $number: Int!, $first: Int!, $after: String) { repository(owner: $owner, name: $name) { pullRequest(number: $number) { reviewThreads(first: $first, after: $after) { nodes { id comments(first: 10) { nodes { databaseId body } } } pageInfo { hasNextPage endCursor } } } } }";
+    let mut vars = pr5();
+    vars["first"] = json!(2);
+    let (_, v) = api.graphql(page, vars.clone()).await;
+    let threads = &v["data"]["repository"]["pullRequest"]["reviewThreads"];
+    assert_eq!(threads["nodes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        threads["nodes"][0]["comments"]["nodes"][1]["body"],
+        "a reply"
+    );
+    assert_eq!(threads["pageInfo"]["hasNextPage"], true);
+    vars["after"] = threads["pageInfo"]["endCursor"].clone();
+    let (_, v) = api.graphql(page, vars).await;
+    let threads = &v["data"]["repository"]["pullRequest"]["reviewThreads"];
+    assert_eq!(threads["nodes"][0]["comments"]["nodes"][0]["body"], "third");
+    assert_eq!(threads["pageInfo"]["hasNextPage"], false);
+
+    let mut other = pr5();
+    other["number"] = json!(99);
+    let (status, v) = api.graphql(THREADS, other).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["errors"][0]["type"], "NOT_FOUND", "{v}");
+    assert_eq!(
+        gh.violations(),
+        Vec::<String>::new(),
+        "/graphql is GitHub's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_resolves_and_unresolves_threads() {
+    let gh = setup().await;
+    let (api, top) = three_threads(&gh).await;
+    let thread = gh.threads(REPO, 5)[0].id.clone();
+    let (status, v) = api.graphql(RESOLVE, json!({"threadId": thread})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({"data": {"resolveReviewThread": {"thread": {"id": thread, "isResolved": true}}}})
+    );
+    let t = &gh.threads(REPO, 5)[0];
+    assert_eq!(
+        (t.resolved, t.resolved_by.clone()),
+        (true, Some(gh.bot_login()))
+    );
+    let (_, v) = api.graphql(THREADS, pr5()).await;
+    let nodes = &v["data"]["repository"]["pullRequest"]["reviewThreads"]["nodes"];
+    assert_eq!(
+        (&nodes[0]["isResolved"], &nodes[1]["isResolved"]),
+        (&json!(true), &json!(false))
+    );
+    let (_, v) = api.graphql(UNRESOLVE, json!({"threadId": thread})).await;
+    assert_eq!(
+        v["data"]["unresolveReviewThread"]["thread"]["isResolved"],
+        false
+    );
+    assert!(!gh.threads(REPO, 5)[0].resolved);
+    let (status, v) = api.graphql(RESOLVE, json!({"threadId": "PRRT_nope"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["errors"][0]["type"], "NOT_FOUND", "{v}");
+    assert_eq!(v["data"]["resolveReviewThread"], Value::Null);
+
+    // A human resolves one on github.com.
+    gh.resolve_thread_as(REPO, top[1], "bob");
+    assert_eq!(gh.threads(REPO, 5)[1].resolved_by.as_deref(), Some("bob"));
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_refusals_are_errors_in_a_200() {
+    let gh = setup().await;
+    let (api, _) = three_threads(&gh).await;
+    let thread = gh.threads(REPO, 5)[0].id.clone();
+    // Without pull_requests write, threads can be read but not resolved.
+    let (_, v) = installation_token(
+        &gh,
+        json!({"permissions": {"pull_requests": "read", "metadata": "read"}}),
+    )
+    .await;
+    let reader = Api::new(&gh, format!("token {}", v["token"].as_str().unwrap()));
+    let (status, v) = reader.graphql(RESOLVE, json!({"threadId": thread})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["errors"][0]["type"], "FORBIDDEN", "{v}");
+    let (_, v) = reader.graphql(THREADS, pr5()).await;
+    assert!(v.get("errors").is_none(), "reading needs only read: {v}");
+    // Actions' GITHUB_TOKEN cannot resolve threads.
+    gh.refuse_thread_resolution();
+    let (status, v) = api.graphql(RESOLVE, json!({"threadId": thread})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&v["errors"][0]["type"], &v["errors"][0]["message"]),
+        (
+            &json!("FORBIDDEN"),
+            &json!("Resource not accessible by integration")
+        )
+    );
+    assert!(!gh.threads(REPO, 5)[0].resolved);
+    assert_eq!(gh.violations(), Vec::<String>::new());
+
+    // Unauthenticated: 401. Anything the fake does not model: an error and a violation.
+    let (status, _) = Api::new(&gh, String::new()).graphql(THREADS, pr5()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, v) = api.graphql("query { viewer { login } }", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let message = v["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("not supported by the fake"), "{v}");
+    let violations = gh.violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].contains("viewer"), "{violations:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_run_annotations_accumulate_at_most_50_a_request() {
+    let gh = setup().await;
+    let api = Api::new(&gh, format!("token {}", token(&gh).await));
+    let head = gh.branch_sha(REPO, "main").unwrap();
+    let note = |line: u64| json!({"path": "src/lib.rs", "start_line": line, "end_line": line, "annotation_level": "warning", "message": format!("line {line}")});
+    let (status, run) = api
+        .send(
+            "POST",
+            &format!("/repos/{REPO}/check-runs"),
+            Some(json!({"name": "equitr / review", "head_sha": head, "status": "in_progress",
+                "output": {"title": "Reviewing", "summary": "2 so far", "annotations": [note(1), note(2)]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_u64().unwrap();
+    let path = format!("/repos/{REPO}/check-runs/{id}");
+    let more = json!({"output": {"title": "Done", "summary": "3", "annotations": [
+        {"path": "README.md", "start_line": 1, "end_line": 1, "start_column": 3, "end_column": 5, "annotation_level": "failure", "message": "typo", "title": "Spelling"},
+    ]}});
+    let (status, run) = api.send("PATCH", &path, Some(more)).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["output"]["annotations_count"], 3);
+    assert_eq!(
+        run["output"]["title"], "Done",
+        "title and summary are replaced"
+    );
+    let (status, list) = api.send("GET", &format!("{path}/annotations"), None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let list = list.as_array().expect("a list").clone();
+    assert_eq!(list.len(), 3, "annotations accumulate");
+    assert_eq!(
+        (
+            &list[2]["path"],
+            &list[2]["annotation_level"],
+            &list[2]["title"],
+            &list[2]["start_column"]
+        ),
+        (
+            &json!("README.md"),
+            &json!("failure"),
+            &json!("Spelling"),
+            &json!(3)
+        )
+    );
+    let runs = gh.check_runs(REPO);
+    assert_eq!(runs[0].annotations.len(), 3);
+    assert_eq!(runs[0].annotations[0].message, "line 1");
+    assert_eq!(runs[0].output["title"], "Done");
+    assert_eq!(gh.violations(), Vec::<String>::new());
+
+    let missing = json!({"output": {"title": "t", "summary": "s", "annotations": [
+        {"path": "src/lib.rs", "start_line": 1, "end_line": 1, "annotation_level": "notice"},
+    ]}});
+    let (status, v) = api.send("PATCH", &path, Some(missing)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no message: {v}");
+    let bad_level = json!({"output": {"title": "t", "summary": "s", "annotations": [
+        {"path": "src/lib.rs", "start_line": 1, "end_line": 1, "annotation_level": "error", "message": "m"},
+    ]}});
+    let (status, _) = api.send("PATCH", &path, Some(bad_level)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let too_many: Vec<Value> = (1..=51).map(note).collect();
+    let (status, v) = api
+        .send(
+            "PATCH",
+            &path,
+            Some(json!({"output": {"title": "t", "summary": "s", "annotations": too_many}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("No more than 50 items are allowed; 51 were supplied."),
+        "{v}"
+    );
+    assert_eq!(
+        gh.check_runs(REPO)[0].annotations.len(),
+        3,
+        "a refused update adds nothing"
+    );
+    let v = gh.violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("51 annotations"), "{v:?}");
+    let fifty: Vec<Value> = (1..=50).map(note).collect();
+    let (status, _) = api
+        .send(
+            "PATCH",
+            &path,
+            Some(json!({"conclusion": "neutral", "output": {"title": "t", "summary": "s", "annotations": fifty}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(gh.check_runs(REPO)[0].annotations.len(), 53);
+}
+
+/// The harness's `pull_request` deliveries: built from the world's state, in a shape the
+/// service's parser reads like GitHub's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_pull_request_deliveries_follow_the_world() {
+    use equitr_coder::github::event::{Event, PrAction};
+    use support::harness::World;
+    const HARNESS_REPO: &str = support::harness::REPO;
+    let t = World::default()
+        .pr(2, "tidy", &[("README.md", Some("# Hello!\n"))], "octocat")
+        .draft_pr(3, "wip", &[("NOTES.md", Some("wip\n"))], "octocat")
+        .build()
+        .await;
+    let parse = |d: &support::harness::Delivery| {
+        let body = serde_json::to_vec(&d.payload).unwrap();
+        match equitr_coder::github::webhook::parse(&d.event, &body) {
+            Ok(Some(Event::PullRequest {
+                number,
+                action,
+                head_sha,
+                head_ref,
+                draft,
+                from_fork,
+                sender,
+                ..
+            })) => (
+                number,
+                action,
+                head_sha,
+                head_ref,
+                draft,
+                from_fork,
+                sender.login,
+            ),
+            other => panic!("not a pull request event: {other:?}"),
+        }
+    };
+    let first = t.gh.branch_sha(HARNESS_REPO, "tidy").unwrap();
+    let opened = parse(&t.pull_request_delivery(2, "opened"));
+    assert_eq!(
+        opened,
+        (
+            2,
+            PrAction::Opened,
+            first.clone(),
+            "tidy".into(),
+            false,
+            false,
+            "octocat".into()
+        )
+    );
+    assert!(parse(&t.pull_request_delivery(3, "opened")).4, "a draft");
+
+    let (second, d) = t.push_to_pr_delivery(2, &[("README.md", Some("# Hello!!\n"))], "More");
+    assert_eq!(d.payload["before"], first);
+    assert_eq!(d.payload["after"], second);
+    assert_eq!(d.payload["pull_request"]["head"]["sha"], second);
+    assert_eq!(parse(&d).1, PrAction::Synchronize);
+    assert_eq!(
+        t.gh.branch_sha(HARNESS_REPO, "tidy").as_deref(),
+        Some(second.as_str())
+    );
+    assert_eq!(
+        t.gh.git(HARNESS_REPO, &["rev-parse", &format!("{second}^")])
+            .trim(),
+        first
+    );
+
+    let (third, d) = t.force_push_pr_delivery(2, &[("OTHER.md", Some("x\n"))], "Again");
+    assert_eq!(d.payload["before"], second);
+    assert_eq!(parse(&d).2, third);
+    let main = t.gh.branch_sha(HARNESS_REPO, "main").unwrap();
+    assert_eq!(
+        t.gh.git(HARNESS_REPO, &["rev-parse", &format!("{third}^")])
+            .trim(),
+        main
+    );
+    assert_eq!(
+        t.gh.pr_head_sha(HARNESS_REPO, 2).as_deref(),
+        Some(third.as_str())
+    );
+    let files = t.gh.branch_files(HARNESS_REPO, "tidy");
+    assert_eq!(
+        files.get("README.md").map(String::as_str),
+        Some("# Hello\n"),
+        "the old head is gone"
+    );
+    assert!(files.contains_key("OTHER.md"));
+    t.abandon().await;
+}

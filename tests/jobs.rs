@@ -371,7 +371,7 @@ async fn a_fork_pull_request_gets_a_review_with_inline_comments_and_a_check_run(
         "{}",
         c.body
     );
-    assert!(r.body.contains("Covered: src/auth.rs"), "{}", r.body);
+    assert!(r.body.contains("Reviewed (1): src/auth.rs"), "{}", r.body);
     assert!(r.body.contains("| supervisor | `gpt-4o` |"), "{}", r.body);
     let runs = gh.check_runs(REPO);
     assert_eq!(runs.len(), 1);

@@ -180,14 +180,12 @@ async fn a_diff_over_the_budget_lists_what_it_skipped() {
         .await
         .unwrap();
     assert_eq!(r.covered, vec!["big.txt"]);
-    let skipped: Vec<(&str, String)> = r
-        .skipped
-        .iter()
-        .map(|s| (s.path.as_str(), s.reason.describe()))
-        .collect();
-    assert_eq!(
-        skipped,
-        vec![("second.txt", "not reached: budget limit reached".to_string())]
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(r.skipped[0].path, "second.txt");
+    let why = r.skipped[0].reason.describe();
+    assert!(
+        why.starts_with("not reached: stopped: budget reached: the cap is $0.0080"),
+        "{why}"
     );
     assert!(
         matches!(r.outcome, equitr_coder::agent::Outcome::BudgetReached(_)),

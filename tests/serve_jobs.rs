@@ -56,6 +56,8 @@ async fn a_job_interrupted_by_kill_9_completes_after_a_restart_exactly_once(back
         - [x] Work on the change
         - [x] Push the branch and open the pull request
 
+        💰 Estimated cost: [estimate]
+
         ✅ Opened [github]/Codertocat/Hello-World/pull/2
 
         | role | model | calls | input | cached | output | USD |

@@ -50,8 +50,9 @@ async fn review_posts_line_comments_a_check_run_and_a_comment_pointing_at_the_re
 
         Supervisor: Agree: reject.
 
-
-        Covered: src/auth.rs
+        ---
+        Range: the whole pull request, `[sha]..[sha]`  
+        Reviewed (1): src/auth.rs  
 
         | role | model | calls | input | cached | output | USD |
         |---|---|--:|--:|--:|--:|--:|
@@ -74,7 +75,7 @@ async fn review_posts_line_comments_a_check_run_and_a_comment_pointing_at_the_re
             verify(p)
         ```
 
-        <!-- equitr:bot -->
+        <!-- equitr:finding=b73b1a649e394b7d lines=1 code=a23d82a2bb31a9cb sev=high -->
         ");
     }
     let run = t.check_run(&head).await;
@@ -84,7 +85,7 @@ async fn review_posts_line_comments_a_check_run_and_a_comment_pointing_at_the_re
 
         ## equitr / review
 
-        1 finding(s), 1 blocking; done
+        1 new finding(s) (1 high), 1 blocking; done
         ");
     }
     // The one progress comment on the thread, updated in place, ends pointing at the review,
@@ -103,9 +104,11 @@ async fn review_posts_line_comments_a_check_run_and_a_comment_pointing_at_the_re
         - [x] Review the diff
         - [x] Post the review
 
+        💰 Estimated cost: [estimate]
+
         ✅ Reviewed: [github]/Codertocat/Hello-World/pull/2#pullrequestreview-[id]
 
-        1 finding(s), 1 blocking; done
+        1 new finding(s) (1 high), 1 blocking; done
 
         | role | model | calls | input | cached | output | USD |
         |---|---|--:|--:|--:|--:|--:|
@@ -131,11 +134,13 @@ async fn a_review_github_refuses_fails_its_check_run_and_tells_the_thread_what_i
         return;
     };
     let head = t.gh.branch_sha(REPO, "tidy").unwrap();
-    // GitHub refuses the review, and a 422 is not retried.
+    // GitHub refuses the review (the pull request is gone), and a 404 is not retried (a 422,
+    // a comment it cannot place, is folded into the body instead: see
+    // serve_review_rounds.rs).
     t.gh.fail_next(
         "POST",
         &format!("/repos/{REPO}/pulls/2/reviews"),
-        422,
+        404,
         vec![],
     );
     let job = t.comment(2, "/equitr review").await.accepted();
@@ -144,7 +149,7 @@ async fn a_review_github_refuses_fails_its_check_run_and_tells_the_thread_what_i
     // request) are the operator's, in the log and the job's row. The progress comment
     // became the failure, and the money was spent even though nothing posted.
     let failure = t.next_comment(2).await;
-    assert!(!failure.contains("GitHub answered 422"), "{failure}");
+    assert!(!failure.contains("GitHub answered 404"), "{failure}");
     assert!(!failure.contains("ghs_"), "{failure}");
     insta::allow_duplicates! {
         insta::assert_snapshot!(failure, @"
@@ -155,7 +160,7 @@ async fn a_review_github_refuses_fails_its_check_run_and_tells_the_thread_what_i
         <!-- equitr:job=[job-1] -->
         ");
     }
-    t.log_line("GitHub answered 422 to POST").await;
+    t.log_line("GitHub answered 404 to POST").await;
     assert!(t.gh.reviews(REPO, 2).is_empty());
     let run = t.check_run(&head).await;
     assert_eq!(run.conclusion.as_deref(), Some("failure"));
@@ -165,7 +170,7 @@ async fn a_review_github_refuses_fails_its_check_run_and_tells_the_thread_what_i
 
         ## equitr / review
 
-        The review could not be completed: GitHub answered 422 to POST /repos/Codertocat/Hello-World/pulls/2/reviews: Injected failure (request [request-id])
+        The review could not be completed: GitHub answered 404 to POST /repos/Codertocat/Hello-World/pulls/2/reviews: Injected failure (request [request-id])
         ");
     }
     t.finish().await;

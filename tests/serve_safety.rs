@@ -146,6 +146,8 @@ async fn huge_and_repeated_failing_tool_calls_end_the_run_with_a_report() {
     - [x] Work on the change
     - [ ] Push the branch and open the pull request
 
+    💰 Estimated cost: [estimate]
+
     ❌ The run failed: the worker's tool calls kept failing (4 in a row, the last `read_file`: path `no/such/file.rs` does not exist); nothing was pushed.
 
     | role | model | calls | input | cached | output | USD |
@@ -327,6 +329,8 @@ async fn links_and_images_the_bot_posts_cannot_beacon_or_lure() {
     - [x] Clone the repository
     - [x] Work on the change
     - [x] Push the branch and open the pull request
+
+    💰 Estimated cost: [estimate]
 
     ✅ Opened [github]/Codertocat/Hello-World/pull/2
 

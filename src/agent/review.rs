@@ -173,27 +173,13 @@ impl Orchestrator {
             }
         }
         // Security-relevant files also go to the supervisor.
-        let reviewed_sensitive: Vec<usize> = sensitive
+        let reviewed: Vec<&FileDiff> = sensitive
             .iter()
-            .copied()
-            .filter(|&i| covered.contains(&files[i].path))
+            .map(|&i| &files[i])
+            .filter(|f| covered.contains(&f.path))
             .collect();
-        if self.multi && outcome == Outcome::Done && !reviewed_sensitive.is_empty() {
-            let text: String = reviewed_sensitive
-                .iter()
-                .map(|&i| files[i].text.as_str())
-                .collect();
-            let prompt = format!(
-                "These files of a pull request match the repository's sensitive paths. Review them for security problems: \
-                 injection, auth bypass, secrets, unsafe input handling, dangerous CI or dependency changes. \
-                 Report each with `report_finding`, then `finish`.\n\n{}\n\n{}",
-                req.context,
-                fence_code("diff", &text)
-            );
-            match self
-                .review_loop(&mut run, AgentRole::Supervisor, prompt)
-                .await
-            {
+        if self.multi && outcome == Outcome::Done && !reviewed.is_empty() {
+            match self.supervise(&mut run, &req.context, &reviewed).await {
                 Ok((mut f, summary)) => {
                     findings.append(&mut f);
                     summaries.push(format!("Supervisor: {summary}"));
@@ -218,6 +204,24 @@ impl Orchestrator {
             cost: run.costs.report(),
             events: run.events,
         })
+    }
+
+    /// The supervisor's security pass over the sensitive files the worker reviewed.
+    async fn supervise(
+        &self,
+        run: &mut Run,
+        context: &str,
+        files: &[&FileDiff],
+    ) -> Result<(Vec<Finding>, String), Stop> {
+        let text: String = files.iter().map(|f| f.text.as_str()).collect();
+        let prompt = format!(
+            "These files of a pull request match the repository's sensitive paths. Review them for security problems: \
+             injection, auth bypass, secrets, unsafe input handling, dangerous CI or dependency changes. \
+             Report each with `report_finding`, then `finish`.\n\n{}\n\n{}",
+            context,
+            fence_code("diff", &text)
+        );
+        self.review_loop(run, AgentRole::Supervisor, prompt).await
     }
 
     /// Which files of the diff match the sensitive paths, and the class that makes the review.

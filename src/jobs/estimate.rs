@@ -28,11 +28,11 @@ pub fn judge(what: &str, est: Option<Estimate>, room: Option<&Headroom>, narrow:
             "🛑 Not started: this {what} would cost at least {} (estimate {}), more than the {} \
              left under `{}` (a cap of {}). Nothing was spent and no model was called. To run \
              it, raise `{}`{narrow}.",
-            est.low,
+            est.low.precise(),
             est.describe(),
-            room.left,
+            room.left.precise(),
             room.knob,
-            room.cap,
+            room.cap.precise(),
             room.knob.split_whitespace().next().unwrap_or(&room.knob),
         )),
         Some(room) => Priced::Go(Some(format!(
@@ -100,5 +100,8 @@ mod tests {
             ))
         );
         assert_eq!(judge("review", None, Some(&roomy), ""), Priced::Go(None));
+        assert_eq!(usd(0.00001).precise(), "$0.00001");
+        assert_eq!(usd(0.25).precise(), "$0.2500");
+        assert_eq!(Usd::ZERO.precise(), "$0.0000");
     }
 }

@@ -74,6 +74,16 @@ impl Usd {
         let units = (u128::from(self.0) + 50_000_000) / 100_000_000;
         format!("{}.{:04}", units / 10_000, units % 10_000)
     }
+
+    /// `$0.0123`, or for a non-zero amount below `$0.0001` as many decimals as it takes
+    /// (down to the picodollar), so that a tiny cap never reads as `$0.0000`.
+    pub fn precise(self) -> String {
+        if self.0 == 0 || self.0 >= 50_000_000 {
+            return format!("${}", self.fmt_4dp());
+        }
+        let s = format!("0.{:012}", self.0);
+        format!("${}", s.trim_end_matches('0'))
+    }
 }
 
 fn picos_from_f64(picos: f64) -> Option<u64> {

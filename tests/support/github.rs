@@ -10,6 +10,11 @@
 //! - Every request is recorded; [`FakeGitHub::violations`] lists those that are not an
 //!   operation of GitHub's REST description or break a rule GitHub documents or enforces.
 //! - [`FakeGitHub::fail_next`] injects errors (5xx, secondary rate limits) to test retries.
+//! - Review comments are objects of their own (ids, replies, reactions), grouped in threads
+//!   that GraphQL (`POST /graphql`, see `rest/graphql.rs`) lists and resolves; check runs
+//!   accumulate their annotations. [`FakeGitHub::threads`], [`FakeGitHub::review_comments`]
+//!   and [`CheckRun::annotations`] show them; [`FakeGitHub::push_to_pr`] and
+//!   [`FakeGitHub::force_push_pr`] move a PR's head as its author would.
 //!
 //! ```ignore
 //! let gh = FakeGitHub::start().await;
@@ -62,6 +67,19 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// Whether it asked GitHub to change something: a REST POST/PATCH/PUT/DELETE or a
+    /// GraphQL mutation (a GraphQL query is a POST to `/graphql`, but only reads). Git's
+    /// fetches (`POST …/git-upload-pack`) count as writes here too; filter them by path.
+    pub fn is_write(&self) -> bool {
+        match self.method.as_str() {
+            "GET" | "HEAD" | "OPTIONS" => false,
+            _ if self.path == "/graphql" => self.body["query"]
+                .as_str()
+                .is_some_and(|q| q.trim_start().starts_with("mutation")),
+            _ => true,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -97,6 +115,8 @@ pub struct IssueView {
 pub enum ReactionTarget {
     Issue(u64),
     IssueComment(u64),
+    /// A pull request review comment (a line or file comment, or a reply), by its id.
+    ReviewComment(u64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,14 +142,62 @@ pub struct Pr {
     pub draft: bool,
 }
 
+/// A pull request review comment: a line (or range) comment, a file comment, or a reply in
+/// a thread. Each has its own id, as on GitHub (`GET …/pulls/{n}/comments`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReviewComment {
     pub path: String,
+    /// `None` for a file comment (`subject_type` "file") and for one placed by `position`.
     pub line: Option<u64>,
     pub start_line: Option<u64>,
     pub side: String,
     pub position: Option<u64>,
     pub body: String,
+    /// Unique among everything the fake numbers (comments, reviews, check runs …).
+    pub id: u64,
+    /// The review it was submitted with (a reply is a one-comment review of its own).
+    pub review_id: u64,
+    /// Its author's login (`{slug}[bot]` for the app).
+    pub user: String,
+    /// The commit it was made on.
+    pub commit_id: String,
+    /// The side of `start_line` for a multi-line comment, `None` otherwise.
+    pub start_side: Option<String>,
+    /// `line` or `file`.
+    pub subject_type: String,
+    /// The thread's top-level comment for a reply; `None` for a top-level comment.
+    pub in_reply_to: Option<u64>,
+    pub created: SystemTime,
+}
+
+/// A review thread: a top-level review comment and its replies, in order, and whether it
+/// is resolved (GraphQL's `PullRequestReviewThread`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thread {
+    /// Its GraphQL node id, `PRRT_fake{top comment id}`.
+    pub id: String,
+    pub path: String,
+    pub line: Option<u64>,
+    pub resolved: bool,
+    /// Who resolved it, while it is resolved.
+    pub resolved_by: Option<String>,
+    /// The top-level comment first, then its replies, oldest first.
+    pub comments: Vec<ReviewComment>,
+}
+
+/// A check run annotation as sent in `output.annotations` (they accumulate across updates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    pub path: String,
+    pub start_line: u64,
+    pub end_line: u64,
+    pub start_column: Option<u64>,
+    pub end_column: Option<u64>,
+    /// notice | warning | failure
+    pub annotation_level: String,
+    pub message: String,
+    pub title: Option<String>,
+    pub raw_details: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +223,8 @@ pub struct CheckRun {
     pub output: Value,
     pub details_url: Option<String>,
     pub external_id: Option<String>,
+    /// Every annotation sent so far, in order: GitHub appends each update's to the run's.
+    pub annotations: Vec<Annotation>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +300,8 @@ pub(crate) struct RepoState {
     reviews: Vec<Review>,
     check_runs: Vec<CheckRun>,
     labels: BTreeSet<String>,
+    /// Resolved review threads: top-level comment id → who resolved it.
+    resolved: BTreeMap<u64, String>,
 }
 
 pub(crate) struct Inner {
@@ -247,6 +319,8 @@ pub(crate) struct Inner {
     inflight: HashMap<u64, u32>,
     mutation_latency: Duration,
     rate_remaining: u64,
+    /// GraphQL's `resolveReviewThread` answers FORBIDDEN (an Actions `GITHUB_TOKEN`).
+    refuse_resolution: bool,
 }
 
 impl Inner {
@@ -376,6 +450,7 @@ impl FakeGitHub {
             inflight: HashMap::new(),
             mutation_latency: Duration::from_millis(10),
             rate_remaining: 5000,
+            refuse_resolution: false,
         }));
         let server = Server { inner, app };
         let router = Router::new().fallback(handle).with_state(server.clone());
@@ -482,6 +557,7 @@ impl FakeGitHub {
                 reviews: Vec::new(),
                 check_runs: Vec::new(),
                 labels: BTreeSet::new(),
+                resolved: BTreeMap::new(),
             },
         );
         RepoHandle {
@@ -549,35 +625,37 @@ impl FakeGitHub {
         body: &str,
         comments: &[(&str, u64, &str)],
     ) -> u64 {
-        let head = self
-            .lock()
-            .repo(repo)
-            .pulls
-            .get(&pr)
-            .map(|p| p.head.clone())
-            .expect("no such PR");
-        let commit_id = self.branch_sha(repo, &head).unwrap_or_default();
+        let commit_id = self.pr_head_sha(repo, pr).expect("no such PR");
         let mut inner = self.lock();
         let id = inner.id();
-        let r = inner.repo_mut(repo);
-        r.reviews.push(Review {
+        let now = SystemTime::now();
+        let comments = comments
+            .iter()
+            .map(|(path, line, body)| ReviewComment {
+                path: path.to_string(),
+                line: Some(*line),
+                start_line: None,
+                side: "RIGHT".into(),
+                position: None,
+                body: body.to_string(),
+                id: inner.id(),
+                review_id: id,
+                user: user.to_string(),
+                commit_id: commit_id.clone(),
+                start_side: None,
+                subject_type: "line".into(),
+                in_reply_to: None,
+                created: now,
+            })
+            .collect();
+        inner.repo_mut(repo).reviews.push(Review {
             id,
             pr,
             event: event.to_string(),
             body: body.to_string(),
             user: user.to_string(),
             commit_id,
-            comments: comments
-                .iter()
-                .map(|(path, line, body)| ReviewComment {
-                    path: path.to_string(),
-                    line: Some(*line),
-                    start_line: None,
-                    side: "RIGHT".into(),
-                    position: None,
-                    body: body.to_string(),
-                })
-                .collect(),
+            comments,
         });
         id
     }
@@ -859,6 +937,7 @@ impl FakeGitHub {
             .filter(|x| match x.target {
                 ReactionTarget::Issue(n) => n == issue_number,
                 ReactionTarget::IssueComment(id) => comment_ids.contains(&id),
+                ReactionTarget::ReviewComment(_) => false,
             })
             .cloned()
             .collect()
@@ -925,6 +1004,304 @@ impl FakeGitHub {
     pub fn git(&self, repo: &str, args: &[&str]) -> String {
         let bare = self.lock().repo(repo).bare.clone();
         git::run(&bare, args)
+    }
+}
+
+// ---- review threads, check annotations, pushes to pull requests ----
+
+impl FakeGitHub {
+    /// The head commit of PR `pr` as GitHub shows it (its branch, or `refs/pull/{n}/head`
+    /// for a fork PR); `None` when there is no such PR.
+    pub fn pr_head_sha(&self, repo: &str, pr: u64) -> Option<String> {
+        let (bare, head) = {
+            let inner = self.lock();
+            let r = inner.repo(repo);
+            (r.bare.clone(), pr_head_ref(r.pulls.get(&pr)?, pr))
+        };
+        git::rev_parse(&bare, &head)
+    }
+
+    /// Every review comment of PR `pr`, top-level ones and replies, oldest first (what
+    /// `GET /repos/{o}/{r}/pulls/{n}/comments` lists).
+    pub fn review_comments(&self, repo: &str, pr: u64) -> Vec<ReviewComment> {
+        review_comments_of(self.lock().repo(repo), pr)
+    }
+
+    /// The review threads of PR `pr`, oldest first: one per top-level review comment, with
+    /// its replies and whether (and by whom) it is resolved.
+    pub fn threads(&self, repo: &str, pr: u64) -> Vec<Thread> {
+        threads_of(self.lock().repo(repo), pr)
+    }
+
+    /// `user` replies `body` in the thread of review comment `comment_id` of PR `pr`, as on
+    /// github.com (replying below a reply joins that reply's thread). As on GitHub, the reply
+    /// is a review of its own (COMMENT, empty body) holding that one comment. Its id.
+    pub fn reply_to_review_comment(
+        &self,
+        repo: &str,
+        pr: u64,
+        comment_id: u64,
+        user: &str,
+        body: &str,
+    ) -> u64 {
+        let mut inner = self.lock();
+        let review_id = inner.id();
+        let id = inner.id();
+        let r = inner.repo_mut(repo);
+        let parent = review_comments_of(r, pr)
+            .into_iter()
+            .find(|c| c.id == comment_id)
+            .unwrap_or_else(|| panic!("no review comment {comment_id} on #{pr}"));
+        let reply = reply_comment(&parent, id, review_id, user, body);
+        r.reviews.push(Review {
+            id: review_id,
+            pr,
+            event: "COMMENT".into(),
+            body: String::new(),
+            user: user.to_string(),
+            commit_id: reply.commit_id.clone(),
+            comments: vec![reply],
+        });
+        id
+    }
+
+    /// `user` reacts with `content` (`+1`, `eyes`, …) to review comment `comment_id`; the
+    /// reaction's id (the existing one when `user` already reacted so).
+    pub fn react_to_review_comment(
+        &self,
+        repo: &str,
+        comment_id: u64,
+        user: &str,
+        content: &str,
+    ) -> u64 {
+        let mut inner = self.lock();
+        let id = inner.id();
+        let r = inner.repo_mut(repo);
+        assert!(
+            r.reviews
+                .iter()
+                .any(|x| x.comments.iter().any(|c| c.id == comment_id)),
+            "no review comment {comment_id}"
+        );
+        let target = ReactionTarget::ReviewComment(comment_id);
+        if let Some(x) = r
+            .reactions
+            .iter()
+            .find(|x| x.target == target && x.content == content && x.user == user)
+        {
+            return x.id;
+        }
+        r.reactions.push(Reaction {
+            id,
+            target,
+            content: content.to_string(),
+            user: user.to_string(),
+        });
+        id
+    }
+
+    /// Reactions on the review comments of PR `pr`.
+    pub fn review_comment_reactions(&self, repo: &str, pr: u64) -> Vec<Reaction> {
+        let inner = self.lock();
+        let r = inner.repo(repo);
+        let ids: BTreeSet<u64> = review_comments_of(r, pr).iter().map(|c| c.id).collect();
+        r.reactions
+            .iter()
+            .filter(|x| matches!(x.target, ReactionTarget::ReviewComment(id) if ids.contains(&id)))
+            .cloned()
+            .collect()
+    }
+
+    /// `user` resolves the thread whose top-level review comment is `top_comment_id`, as
+    /// with "Resolve conversation" on github.com.
+    pub fn resolve_thread_as(&self, repo: &str, top_comment_id: u64, user: &str) {
+        let mut inner = self.lock();
+        let r = inner.repo_mut(repo);
+        assert!(
+            r.reviews.iter().any(|x| x
+                .comments
+                .iter()
+                .any(|c| c.id == top_comment_id && c.in_reply_to.is_none())),
+            "no top-level review comment {top_comment_id}"
+        );
+        r.resolved.insert(top_comment_id, user.to_string());
+    }
+
+    /// Unresolves the thread of top-level review comment `top_comment_id`.
+    pub fn unresolve_thread(&self, repo: &str, top_comment_id: u64) {
+        self.lock().repo_mut(repo).resolved.remove(&top_comment_id);
+    }
+
+    /// From now on GraphQL's `resolveReviewThread` (and `unresolveReviewThread`) answer
+    /// `FORBIDDEN` "Resource not accessible by integration", as they do to GitHub Actions'
+    /// `GITHUB_TOKEN`.
+    pub fn refuse_thread_resolution(&self) {
+        self.lock().refuse_resolution = true;
+    }
+
+    /// Marks PR `pr` a draft (or ready for review).
+    pub fn set_draft(&self, repo: &str, pr: u64, draft: bool) {
+        let mut inner = self.lock();
+        let p = inner
+            .repo_mut(repo)
+            .pulls
+            .get_mut(&pr)
+            .unwrap_or_else(|| panic!("no PR #{pr}"));
+        p.draft = draft;
+    }
+
+    /// The author pushes a commit with `changes` on PR `pr`'s head (`refs/pull/{n}/head`
+    /// follows, as on GitHub); `(before, after)`, the old and the new head.
+    pub fn push_to_pr(
+        &self,
+        repo: &str,
+        pr: u64,
+        changes: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> (String, String) {
+        self.commit_on_pr(repo, pr, false, changes, message)
+    }
+
+    /// The author force-pushes PR `pr`: its head becomes one new commit with `changes` on
+    /// top of the base branch, and the old head is no longer part of it; `(before, after)`.
+    pub fn force_push_pr(
+        &self,
+        repo: &str,
+        pr: u64,
+        changes: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> (String, String) {
+        self.commit_on_pr(repo, pr, true, changes, message)
+    }
+
+    fn commit_on_pr(
+        &self,
+        repo: &str,
+        pr: u64,
+        from_base: bool,
+        changes: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> (String, String) {
+        let (bare, p) = {
+            let inner = self.lock();
+            let r = inner.repo(repo);
+            let p = r.pulls.get(&pr).unwrap_or_else(|| panic!("no PR #{pr}"));
+            (r.bare.clone(), p.clone())
+        };
+        let head = pr_head_ref(&p, pr);
+        let before = git::rev_parse(&bare, &head).expect("the PR has a head");
+        let parent = if from_base {
+            format!("refs/heads/{}", p.base)
+        } else {
+            before.clone()
+        };
+        // A fork's branch is not in this repository: commit beside it, then move the ref.
+        let branch = if p.from_fork {
+            format!("fake-push-{pr}")
+        } else {
+            p.head.clone()
+        };
+        let after = git::commit(&bare, &branch, Some(&parent), changes, message);
+        if p.from_fork {
+            git::run(
+                &bare,
+                &["update-ref", "-d", &format!("refs/heads/{branch}")],
+            );
+        }
+        git::run(
+            &bare,
+            &["update-ref", &format!("refs/pull/{pr}/head"), &after],
+        );
+        self.lock()
+            .repo_mut(repo)
+            .issues
+            .get_mut(&pr)
+            .expect("a PR is an issue")
+            .updated = SystemTime::now();
+        (before, after)
+    }
+
+    /// PR `pr` as `GET /repos/{o}/{r}/pulls/{n}` answers it now (what a `pull_request`
+    /// webhook's `pull_request` carries).
+    pub fn pull_request_json(&self, repo: &str, pr: u64) -> Option<Value> {
+        rest::pull_json(&self.server, &repo.to_ascii_lowercase(), pr)
+    }
+
+    /// The repository as `GET /repos/{o}/{r}` answers it (a webhook's `repository`).
+    pub fn repository_json(&self, repo: &str) -> Value {
+        let inner = self.lock();
+        rest::repo_json(&self.server.app.api_url, inner.repo(repo))
+    }
+
+    /// A user (or `…[bot]`) object as GitHub's API shows `login`.
+    pub fn user_json(&self, login: &str) -> Value {
+        rest::user(login)
+    }
+}
+
+/// The ref holding a PR's head in the base repository.
+fn pr_head_ref(p: &PrState, n: u64) -> String {
+    if p.from_fork {
+        format!("refs/pull/{n}/head")
+    } else {
+        format!("refs/heads/{}", p.head)
+    }
+}
+
+/// Every review comment of PR `pr` (replies included), oldest first.
+fn review_comments_of(r: &RepoState, pr: u64) -> Vec<ReviewComment> {
+    let mut all: Vec<ReviewComment> = r
+        .reviews
+        .iter()
+        .filter(|x| x.pr == pr)
+        .flat_map(|x| x.comments.iter().cloned())
+        .collect();
+    all.sort_by_key(|c| c.id);
+    all
+}
+
+/// GraphQL's node id of the thread whose top-level comment is `top`.
+fn thread_node_id(top: u64) -> String {
+    format!("PRRT_fake{top}")
+}
+
+/// One thread per top-level review comment of PR `pr`, oldest first, replies in order.
+fn threads_of(r: &RepoState, pr: u64) -> Vec<Thread> {
+    let all = review_comments_of(r, pr);
+    all.iter()
+        .filter(|c| c.in_reply_to.is_none())
+        .map(|top| {
+            let resolved_by = r.resolved.get(&top.id).cloned();
+            let replies = all.iter().filter(|c| c.in_reply_to == Some(top.id));
+            Thread {
+                id: thread_node_id(top.id),
+                path: top.path.clone(),
+                line: top.line,
+                resolved: resolved_by.is_some(),
+                resolved_by,
+                comments: std::iter::once(top).chain(replies).cloned().collect(),
+            }
+        })
+        .collect()
+}
+
+/// A reply by `user` in `parent`'s thread: on the same path and lines, replying to the
+/// thread's top-level comment.
+fn reply_comment(
+    parent: &ReviewComment,
+    id: u64,
+    review_id: u64,
+    user: &str,
+    body: &str,
+) -> ReviewComment {
+    ReviewComment {
+        id,
+        review_id,
+        user: user.to_string(),
+        body: body.to_string(),
+        in_reply_to: Some(parent.in_reply_to.unwrap_or(parent.id)),
+        created: SystemTime::now(),
+        ..parent.clone()
     }
 }
 

@@ -12,6 +12,10 @@
 //! t.finish().await;                           // nothing left unseen, unfinished or unused
 //! ```
 //!
+//! Pull requests come from the world (`.pr(…)`, `.draft_pr(…)`); `t.open_pr(n)`,
+//! `t.push_to_pr(n, changes, msg)` and `t.force_push_pr(n, changes, msg)` change them as
+//! their author would and send GitHub's `pull_request` delivery.
+//!
 //! What the tester waits on is what the service says: its `listening on` line and its one
 //! `job N STATE` line per finished job. A result (`next_comment`, `next_pr`, `next_review`,
 //! `check_runs`) is read once every job it could come from has finished, so it is the final
@@ -30,7 +34,7 @@ use equitr_coder::github::webhook::sign;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::github::{CheckRun, Comment, FakeGitHub, Pr, Review};
+use super::github::{CheckRun, Comment, FakeGitHub, Pr, Review, ReviewComment};
 use super::llm_server::{Reply, ScriptedLlm};
 
 pub const REPO: &str = "Codertocat/Hello-World";
@@ -89,6 +93,7 @@ struct PrSpec {
     branch: String,
     changes: Vec<(String, Option<String>)>,
     author: Option<String>,
+    draft: bool,
 }
 
 /// What GitHub and the models look like before `serve` starts. The default: installation 1
@@ -174,7 +179,21 @@ impl World {
                 .map(|(p, c)| (p.to_string(), c.map(str::to_string)))
                 .collect(),
             author: Some(author.into()),
+            draft: false,
         });
+        self
+    }
+
+    /// [`World::pr`], opened as a draft.
+    pub fn draft_pr(
+        mut self,
+        number: u64,
+        branch: &str,
+        changes: &[(&str, Option<&str>)],
+        author: &str,
+    ) -> World {
+        self = self.pr(number, branch, changes, author);
+        self.prs.last_mut().unwrap().draft = true;
         self
     }
 
@@ -285,6 +304,9 @@ impl World {
             );
             let author = p.author.clone().unwrap_or_else(|| gh.bot_login());
             gh.add_pr(REPO, p.number, &p.branch, "main", &author, false);
+            if p.draft {
+                gh.set_draft(REPO, p.number, true);
+            }
         }
         for (user, level) in &self.permissions {
             gh.set_permission(REPO, user, level);
@@ -611,6 +633,8 @@ struct State {
     seen_prs: BTreeSet<u64>,
     seen_reviews: BTreeSet<u64>,
     seen_checks: BTreeSet<u64>,
+    /// The bot's replies in review threads the test has looked at.
+    seen_replies: BTreeSet<u64>,
     /// How many `job N` lines `job_finished` has handed out.
     ended_taken: usize,
     deliveries: u64,
@@ -943,6 +967,111 @@ impl Tester {
         self.send(&d).await
     }
 
+    /// The `pull_request` delivery of `action` (`opened`, `reopened`, `ready_for_review`, …)
+    /// on PR `number`, sent by its author: the pull request and the repository as the fake's
+    /// REST API shows them now, in the shape of `tests/fixtures/webhooks/pull_request.*`.
+    pub fn pull_request_delivery(&self, number: u64, action: &str) -> Delivery {
+        let pr = self
+            .gh
+            .pull_request_json(REPO, number)
+            .unwrap_or_else(|| panic!("no PR #{number} in the world"));
+        let author = pr["user"]["login"].as_str().unwrap().to_string();
+        let mut p = fixture(if action == "synchronize" {
+            "pull_request.synchronize.1.json"
+        } else {
+            "pull_request.opened.1.json"
+        });
+        p["action"] = json!(action);
+        p["number"] = json!(number);
+        p["pull_request"] = pr;
+        p["repository"] = self.gh.repository_json(REPO);
+        p["installation"]["id"] = json!(INSTALLATION);
+        p["sender"] = self.gh.user_json(&author);
+        if let Some(o) = p.as_object_mut().filter(|_| action != "synchronize") {
+            o.remove("before");
+            o.remove("after");
+        }
+        Delivery {
+            event: "pull_request".into(),
+            id: self.next_delivery_id("pr"),
+            payload: p,
+            thread: Some(number),
+        }
+    }
+
+    /// GitHub tells the service that PR `number` (one of the world's) was opened.
+    pub async fn open_pr(&self, number: u64) -> DeliveryResponse {
+        let d = self.pull_request_delivery(number, "opened");
+        self.send(&d).await
+    }
+
+    /// The author pushes a commit with `changes` on PR `number`'s branch: the new head's
+    /// sha and the `synchronize` delivery (`before`: the old head, `after`: the new one).
+    pub fn push_to_pr_delivery(
+        &self,
+        number: u64,
+        changes: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> (String, Delivery) {
+        let (before, after) = self.gh.push_to_pr(REPO, number, changes, message);
+        (after.clone(), self.synchronize(number, &before, &after))
+    }
+
+    /// The author force-pushes PR `number`: its branch becomes one new commit with
+    /// `changes` on top of `main`, dropping the old head. The new head and the delivery.
+    pub fn force_push_pr_delivery(
+        &self,
+        number: u64,
+        changes: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> (String, Delivery) {
+        let (before, after) = self.gh.force_push_pr(REPO, number, changes, message);
+        (after.clone(), self.synchronize(number, &before, &after))
+    }
+
+    fn synchronize(&self, number: u64, before: &str, after: &str) -> Delivery {
+        let mut d = self.pull_request_delivery(number, "synchronize");
+        d.payload["before"] = json!(before);
+        d.payload["after"] = json!(after);
+        d
+    }
+
+    /// [`Tester::push_to_pr_delivery`], sent (the service must take it: 200 or 202; use
+    /// the `_delivery` form to check its answer). The new head sha.
+    pub async fn push_to_pr(
+        &self,
+        number: u64,
+        changes: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> String {
+        let (sha, d) = self.push_to_pr_delivery(number, changes, message);
+        self.send_taken(&d).await;
+        sha
+    }
+
+    /// [`Tester::force_push_pr_delivery`], sent like [`Tester::push_to_pr`]. The new head.
+    pub async fn force_push_pr(
+        &self,
+        number: u64,
+        changes: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> String {
+        let (sha, d) = self.force_push_pr_delivery(number, changes, message);
+        self.send_taken(&d).await;
+        sha
+    }
+
+    async fn send_taken(&self, d: &Delivery) {
+        let r = self.send(d).await;
+        assert!(
+            r.status == 200 || r.status == 202,
+            "the service refused the {} delivery: {} {}",
+            d.event,
+            r.status,
+            r.text
+        );
+    }
+
     fn association(&self, user: &str) -> &'static str {
         if user.eq_ignore_ascii_case(OWNER) {
             "OWNER"
@@ -1174,7 +1303,7 @@ impl Tester {
                     self.gh
                         .reviews(REPO, pr)
                         .into_iter()
-                        .find(|r| r.user == bot && !seen.contains(&r.id))
+                        .find(|r| r.user == bot && !seen.contains(&r.id) && !is_reply(r))
                 },
             )
             .await;
@@ -1184,6 +1313,7 @@ impl Tester {
             let lines = match (c.start_line, c.line) {
                 (Some(s), Some(l)) => format!("{s}-{l}"),
                 (None, Some(l)) => l.to_string(),
+                _ if c.subject_type == "file" => "file".to_string(),
                 _ => format!("position {:?}", c.position),
             };
             text.push_str(&format!(
@@ -1195,6 +1325,30 @@ impl Tester {
             text: self.redact(&text),
             review,
         }
+    }
+
+    /// Once every job about PR `pr` has finished: the replies the bot posted in its review
+    /// threads that the test has not seen, oldest first (perhaps none). A reply is a
+    /// one-comment review on GitHub; [`Tester::next_review`] leaves those to this.
+    pub async fn bot_replies(&self, pr: u64) -> Vec<ReviewComment> {
+        self.until(
+            &format!("the jobs about #{pr}"),
+            || self.dump_thread(Some(pr)),
+            || self.unsettled(Some(pr)).is_empty().then_some(()),
+        )
+        .await;
+        let bot = self.gh.bot_login();
+        let mut st = lock(&self.state);
+        let new: Vec<ReviewComment> = self
+            .gh
+            .review_comments(REPO, pr)
+            .into_iter()
+            .filter(|c| {
+                c.user == bot && c.in_reply_to.is_some() && !st.seen_replies.contains(&c.id)
+            })
+            .collect();
+        st.seen_replies.extend(new.iter().map(|c| c.id));
+        new
     }
 
     /// The completed check runs on commit `sha` the test has not seen, once every queued job
@@ -1345,12 +1499,13 @@ impl Tester {
         self.finished = true;
         self.settle().await;
         let bot = self.gh.bot_login();
-        let (seen_comments, seen_prs, seen_reviews) = {
+        let (seen_comments, seen_prs, seen_reviews, seen_replies) = {
             let st = lock(&self.state);
             (
                 st.seen_comments.clone(),
                 st.seen_prs.clone(),
                 st.seen_reviews.clone(),
+                st.seen_replies.clone(),
             )
         };
         let unseen: Vec<String> = self
@@ -1371,8 +1526,17 @@ impl Tester {
             .gh
             .all_reviews(REPO)
             .into_iter()
-            .filter(|r| r.user == bot && !seen_reviews.contains(&r.id))
+            .filter(|r| r.user == bot && !seen_reviews.contains(&r.id) && !is_reply(r))
             .map(|r| format!("#{} {}: {}", r.pr, r.event, r.body))
+            .collect();
+        let replies: Vec<String> = self
+            .gh
+            .all_reviews(REPO)
+            .into_iter()
+            .filter(|r| r.user == bot && is_reply(r))
+            .flat_map(|r| r.comments.into_iter().map(move |c| (r.pr, c)))
+            .filter(|(_, c)| !seen_replies.contains(&c.id))
+            .map(|(pr, c)| format!("#{pr} {}: {}", c.path, c.body))
             .collect();
         assert!(
             unseen.is_empty(),
@@ -1386,6 +1550,10 @@ impl Tester {
         assert!(
             reviews.is_empty(),
             "reviews the test never looked at: {reviews:?}"
+        );
+        assert!(
+            replies.is_empty(),
+            "review thread replies the test never looked at (t.bot_replies): {replies:?}"
         );
         for model in [WORKER, SUPERVISOR] {
             let unused = lock(&self.state).unused.get(model).copied().unwrap_or(0);
@@ -1465,6 +1633,21 @@ impl Tester {
         s = re(r"\b[0-9a-f]{40}\b")
             .replace_all(&s, "[sha]")
             .into_owned();
+        // Estimates count the tokens of prompts that carry a random fence nonce: the range
+        // moves by a token from run to run (tests of the numbers are unit tests).
+        s = re(r"\$\d+\.\d+–\$\d+\.\d+")
+            .replace_all(&s, "[estimate]")
+            .into_owned();
+        s = re(r"at least \$\d+\.\d+")
+            .replace_all(&s, "at least [low]")
+            .into_owned();
+        // Short commit ids as reviews name them: a range, a head, "fixed in".
+        s = re(r"`[0-9a-f]{7}\.\.[0-9a-f]{7}`")
+            .replace_all(&s, "`[sha]..[sha]`")
+            .into_owned();
+        s = re(r"\b(head|in|at) [0-9a-f]{7}\b")
+            .replace_all(&s, "$1 [sha]")
+            .into_owned();
         s = re(r"\b\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?)?")
             .replace_all(&s, "[date]")
             .into_owned();
@@ -1481,6 +1664,13 @@ impl Drop for Tester {
             panic!("a scenario ends with `t.finish().await`");
         }
     }
+}
+
+/// Whether a review is only a reply in a thread (GitHub makes one for each reply).
+fn is_reply(r: &Review) -> bool {
+    r.body.is_empty()
+        && !r.comments.is_empty()
+        && r.comments.iter().all(|c| c.in_reply_to.is_some())
 }
 
 /// `<!-- equitr:job=N -->` in a comment: the job it belongs to.

@@ -252,9 +252,13 @@ impl Layout {
             ));
         }
         if self.repeated > 0 {
+            let answered = match self.answered {
+                0 => String::new(),
+                n => format!(", {n} of them answered by a person"),
+            };
             f.push_str(&format!(
-                "Not repeated: {} finding(s) raised before ({} answered)  \n",
-                self.repeated, self.answered
+                "Not repeated: {} finding(s) raised before{answered}  \n",
+                self.repeated
             ));
         }
         for x in &self.fixed {

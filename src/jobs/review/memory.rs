@@ -41,16 +41,25 @@ pub struct Memory {
 pub const FIXED_MARK: &str = "<!-- equitr:fixed -->";
 
 impl Memory {
-    /// Read the pull request's reviews, review comments and (where GraphQL answers) threads.
-    pub async fn load(repo: &Repo<'_>, pr: u64, bot: &str) -> anyhow::Result<Memory> {
+    /// Read the pull request's reviews, review comments and, with `threads` (where GraphQL
+    /// answers), its review threads; a review that posts nothing needs no threads.
+    pub async fn load(
+        repo: &Repo<'_>,
+        pr: u64,
+        bot: &str,
+        threads: bool,
+    ) -> anyhow::Result<Memory> {
         let reviews = repo.reviews(pr).await?;
         let comments = repo.pull_comments(pr).await?;
-        let threads = match repo.review_threads(pr).await {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!(pr, error = %e, "could not read the review threads; resolved threads count as open");
-                None
-            }
+        let threads = match threads {
+            false => None,
+            true => match repo.review_threads(pr).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(pr, error = %e, "could not read the review threads; resolved threads count as open");
+                    None
+                }
+            },
         };
         let by_comment: HashMap<u64, (String, bool)> = threads
             .into_iter()

@@ -421,7 +421,8 @@ async fn draft_review(
 ) -> anyhow::Result<Result<ReviewDraft, String>> {
     let info = ctx.repo.info().await?;
     let whole = ctx.repo.pull_diff(pr_number).await?;
-    let memory = Memory::load(&ctx.repo, pr_number, &bot_login(ctx.env)).await?;
+    let posting = thread.is_some();
+    let memory = Memory::load(&ctx.repo, pr_number, &bot_login(ctx.env), posting).await?;
     let (diff_text, range) = range(ctx, pull, &whole, &memory).await?;
     let (_scratch, checkout) = clone(ctx, &info).await?;
     checkout.checkout_pull(pr_number, &pull.head.name).await?;

@@ -10,9 +10,12 @@ use axum::response::Response;
 use base64::Engine;
 use serde_json::{json, Value};
 
+mod graphql;
+
 use super::{
-    diff, git, iso8601, unix, CheckRun, Comment, Injected, Inner, IssueState, PrState, Reaction,
-    ReactionTarget, RecordedRequest, RepoState, Review, ReviewComment, Server, Token,
+    diff, git, iso8601, reply_comment, review_comments_of, unix, Annotation, CheckRun, Comment,
+    Injected, Inner, IssueState, PrState, Reaction, ReactionTarget, RecordedRequest, RepoState,
+    Review, ReviewComment, Server, Token,
 };
 
 /// API versions GitHub accepts in `X-GitHub-Api-Version`; anything else is answered 400.
@@ -340,7 +343,8 @@ fn injected_reply(inner: &mut Inner, f: Injected, installation: Option<u64>) -> 
     reply
 }
 
-fn into_response(server: &Server, reply: Reply, installation: bool) -> Response {
+/// `resource`: the rate limit the request counts against (`core`, `graphql`).
+fn into_response(server: &Server, reply: Reply, installation: bool, resource: &str) -> Response {
     let mut builder = Response::builder().status(reply.status);
     if installation {
         let mut inner = server.lock();
@@ -354,7 +358,7 @@ fn into_response(server: &Server, reply: Reply, installation: bool) -> Response 
                 (5000 - inner.rate_remaining).to_string(),
             )
             .header("x-ratelimit-reset", reset.to_string())
-            .header("x-ratelimit-resource", "core");
+            .header("x-ratelimit-resource", resource);
     }
     builder = builder
         .header("x-github-api-version-selected", "2022-11-28")
@@ -429,7 +433,9 @@ pub async fn serve(
                 .to_string(),
         );
     }
-    if server.app.ops.find(&m, &path).is_none() {
+    // GraphQL is not in the REST description: `POST /graphql` is its one endpoint.
+    let graphql = path == "/graphql" && m == "POST";
+    if !graphql && server.app.ops.find(&m, &path).is_none() {
         if m == "POST" && matches!(segs.as_slice(), ["repos", _, _, "issues", "comments", _]) {
             problems.push("POST to edit an issue comment: GitHub documents PATCH (octocrab's update_comment sends POST)".to_string());
         } else {
@@ -501,7 +507,8 @@ pub async fn serve(
         error(400, "Problems parsing JSON")
     } else if let Caller::Refused(msg) = &caller {
         error(401, msg)
-    } else if is_mutation(&method) {
+    } else if is_mutation(&method) && (!graphql || graphql::is_mutation(&body)) {
+        // A GraphQL query is a POST, but only its mutations are mutations.
         // Mutations take a while on GitHub; concurrent ones per installation are a violation.
         let latency = {
             let mut inner = server.lock();
@@ -543,7 +550,8 @@ pub async fn serve(
         None => reply,
     };
     server.lock().requests[n].status = reply.status;
-    into_response(&server, reply, installation.is_some())
+    let resource = if graphql { "graphql" } else { "core" };
+    into_response(&server, reply, installation.is_some(), resource)
 }
 
 /// `/git/{owner}/{repo}.git/…`: git smart HTTP behind GitHub's token rules.
@@ -658,7 +666,7 @@ fn user_id(login: &str) -> u64 {
     h % 90_000_000 + 10_000_000
 }
 
-fn user(login: &str) -> Value {
+pub(super) fn user(login: &str) -> Value {
     let id = user_id(login);
     let bot = login.ends_with("[bot]");
     let u = format!(
@@ -679,7 +687,7 @@ fn user(login: &str) -> Value {
     })
 }
 
-fn repo_json(api: &str, r: &RepoState) -> Value {
+pub(super) fn repo_json(api: &str, r: &RepoState) -> Value {
     let u = format!("{api}/repos/{}", r.full_name);
     let mut v = json!({
         "id": r.id, "node_id": format!("R_fake{}", r.id), "name": r.name, "full_name": r.full_name,
@@ -938,6 +946,7 @@ fn route(
             Caller::Refused(m) => error(401, m),
             _ => error(401, "Requires authentication"),
         },
+        ("POST", ["graphql"]) => graphql::serve(server, caller, body),
         (_, ["repos", o, r, rest @ ..]) => repo_route(server, caller, m, o, r, rest, q, h, body),
         _ => not_found(),
     }
@@ -1526,15 +1535,51 @@ fn repo_route(
                 if tail.is_empty() {
                     return Reply::json(200, review_json(&api, r, x));
                 }
-                let items = x
-                    .comments
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| review_comment_json(&api, r, x, i, c))
-                    .collect();
+                let items = x.comments.iter().map(|c| review_comment_json(&api, r, x.pr, c)).collect();
                 paginate(items, q, &format!("{api}/repos/{key}/pulls/{}/reviews/{}/comments", x.pr, x.id))
             })
         }
+        ("GET", ["pulls", n, "comments"]) => need("pull_requests", "read").unwrap_or_else(|| {
+            let inner = server.lock();
+            let r = &inner.repos[&key];
+            let Some(n) = num(n).filter(|n| r.pulls.contains_key(n)) else { return not_found() };
+            let items = review_comments_of(r, n).iter().map(|c| review_comment_json(&api, r, n, c)).collect();
+            paginate(items, q, &format!("{api}/repos/{key}/pulls/{n}/comments"))
+        }),
+        ("POST", ["pulls", n, "comments"]) => need("pull_requests", "write").unwrap_or_else(|| {
+            num(n).map_or_else(not_found, |n| create_review_comment(server, &key, n, body, &bot))
+        }),
+        ("POST", ["pulls", n, "comments", id, "replies"]) => {
+            need("pull_requests", "write").unwrap_or_else(|| match (num(n), num(id)) {
+                (Some(n), Some(id)) => reply_to_review_comment(server, &key, n, id, body, &bot),
+                _ => not_found(),
+            })
+        }
+        ("GET", ["pulls", "comments", id]) => need("pull_requests", "read").unwrap_or_else(|| {
+            let inner = server.lock();
+            let r = &inner.repos[&key];
+            find_review_comment(r, num(id))
+                .map_or_else(not_found, |(pr, c)| Reply::json(200, review_comment_json(&api, r, pr, &c)))
+        }),
+        (_, ["pulls", "comments", id, "reactions"]) if m == "GET" || m == "POST" => {
+            need("pull_requests", w).unwrap_or_else(|| {
+                let target = find_review_comment(&server.lock().repos[&key], num(id))
+                    .map(|(_, c)| ReactionTarget::ReviewComment(c.id));
+                if m == "GET" {
+                    list_reactions(server, &key, target, q)
+                } else {
+                    react(server, &key, target, body, &bot)
+                }
+            })
+        }
+        ("GET", ["issues", "comments", id, "reactions"]) => issues_or_pulls("read").unwrap_or_else(|| {
+            let target = server.lock().repos[&key]
+                .comments
+                .iter()
+                .find(|(c, _, _)| Some(c.id) == num(id))
+                .map(|(c, _, _)| ReactionTarget::IssueComment(c.id));
+            list_reactions(server, &key, target, q)
+        }),
         ("POST", ["pulls", n, "reviews"]) => need("pull_requests", "write").unwrap_or_else(|| {
             num(n).map_or_else(not_found, |n| create_review(server, &key, n, body, &bot))
         }),
@@ -1550,6 +1595,15 @@ fn repo_route(
                 .iter()
                 .find(|c| Some(c.id) == num(id))
                 .map_or_else(not_found, |c| Reply::json(200, check_run_json(server, r, c)))
+        }),
+        ("GET", ["check-runs", id, "annotations"]) => need("checks", "read").unwrap_or_else(|| {
+            let inner = server.lock();
+            let r = &inner.repos[&key];
+            let Some(c) = r.check_runs.iter().find(|c| Some(c.id) == num(id)) else {
+                return not_found();
+            };
+            let items = c.annotations.iter().map(|a| annotation_json(&api, r, c, a)).collect();
+            paginate(items, q, &format!("{api}/repos/{key}/check-runs/{}/annotations", c.id))
         }),
         ("GET", ["commits", rf @ .., "check-runs"]) => need("checks", "read").unwrap_or_else(|| {
             let bare = server.lock().repos[&key].bare.clone();
@@ -1592,7 +1646,8 @@ fn react(
     let r = inner.repos.get_mut(key).expect("checked by the caller");
     let Some(target) = target.filter(|t| match t {
         ReactionTarget::Issue(n) => r.issues.contains_key(n),
-        ReactionTarget::IssueComment(_) => true,
+        // The callers found these comments.
+        ReactionTarget::IssueComment(_) | ReactionTarget::ReviewComment(_) => true,
     }) else {
         return not_found();
     };
@@ -1602,7 +1657,6 @@ fn react(
             json!([{"resource": "Reaction", "field": "content", "code": "invalid"}]),
         );
     }
-    let reaction_json = |x: &Reaction| json!({"id": x.id, "node_id": format!("REA_fake{}", x.id), "user": user(&x.user), "content": x.content, "created_at": iso8601(SystemTime::now())});
     // The same reaction by the same user is not added twice: GitHub answers 200 with it.
     if let Some(x) = r
         .reactions
@@ -1619,6 +1673,43 @@ fn react(
     };
     r.reactions.push(x.clone());
     Reply::json(201, reaction_json(&x))
+}
+
+fn reaction_json(x: &Reaction) -> Value {
+    json!({"id": x.id, "node_id": format!("REA_fake{}", x.id), "user": user(&x.user), "content": x.content, "created_at": iso8601(SystemTime::now())})
+}
+
+/// `GET …/reactions` of a comment the caller found (`None`: 404), `?content=` filtering.
+fn list_reactions(server: &Server, key: &str, target: Option<ReactionTarget>, q: &Query) -> Reply {
+    let Some(target) = target else {
+        return not_found();
+    };
+    if let Some(c) = q
+        .get("content")
+        .filter(|c| !REACTIONS.contains(&c.as_str()))
+    {
+        return validation(
+            json!([{"resource": "Reaction", "field": "content", "code": "invalid", "value": c}]),
+        );
+    }
+    let inner = server.lock();
+    let r = &inner.repos[key];
+    let items = r
+        .reactions
+        .iter()
+        .filter(|x| x.target == target && q.get("content").map_or(true, |c| *c == x.content))
+        .map(reaction_json)
+        .collect();
+    let path = match target {
+        ReactionTarget::Issue(n) => format!("issues/{n}"),
+        ReactionTarget::IssueComment(id) => format!("issues/comments/{id}"),
+        ReactionTarget::ReviewComment(id) => format!("pulls/comments/{id}"),
+    };
+    let url = format!(
+        "{}/repos/{}/{path}/reactions",
+        server.app.api_url, r.full_name
+    );
+    paginate(items, q, &url)
 }
 
 fn git_refs(server: &Server, key: &str) -> Vec<(String, String)> {
@@ -1739,7 +1830,7 @@ fn pr_diff(
     Some((text, files))
 }
 
-fn pull_json(server: &Server, key: &str, n: u64) -> Option<Value> {
+pub(super) fn pull_json(server: &Server, key: &str, n: u64) -> Option<Value> {
     let files = pr_diff(server, key, n, None)
         .map(|(_, f)| f)
         .unwrap_or_default();
@@ -1988,23 +2079,121 @@ fn review_json(api: &str, r: &RepoState, x: &Review) -> Value {
     })
 }
 
-/// A review's line comment as `pulls/list-comments-for-review` returns it (ids are derived
-/// from the review's: the fake keeps no separate comment ids for reviews).
-fn review_comment_json(api: &str, r: &RepoState, x: &Review, i: usize, c: &ReviewComment) -> Value {
-    let id = x.id * 1000 + i as u64;
-    let u = format!("{api}/repos/{}/pulls/comments/{id}", r.full_name);
-    json!({
-        "id": id, "node_id": format!("PRRC_fake{id}"), "url": u, "pull_request_review_id": x.id,
+/// A review comment as `pulls/list-review-comments` and `pulls/get-review-comment` return it.
+fn review_comment_json(api: &str, r: &RepoState, pr: u64, c: &ReviewComment) -> Value {
+    let u = format!("{api}/repos/{}/pulls/comments/{}", r.full_name, c.id);
+    let html = format!("{api}/{}/pull/{pr}#discussion_r{}", r.full_name, c.id);
+    let pr_url = format!("{api}/repos/{}/pulls/{pr}", r.full_name);
+    let mut v = json!({
+        "id": c.id, "node_id": format!("PRRC_fake{}", c.id), "url": u, "pull_request_review_id": c.review_id,
         "diff_hunk": "", "path": c.path, "position": c.position, "original_position": c.position,
-        "commit_id": x.commit_id, "original_commit_id": x.commit_id, "user": user(&x.user),
-        "body": c.body, "created_at": iso8601(SystemTime::now()), "updated_at": iso8601(SystemTime::now()),
-        "html_url": format!("{api}/{}/pull/{}#discussion_r{id}", r.full_name, x.pr),
-        "pull_request_url": format!("{api}/repos/{}/pulls/{}", r.full_name, x.pr),
-        "author_association": author_association(r, &x.user),
-        "_links": {"self": {"href": u}, "html": {"href": format!("{api}/{}/pull/{}#discussion_r{id}", r.full_name, x.pr)},
-                   "pull_request": {"href": format!("{api}/repos/{}/pulls/{}", r.full_name, x.pr)}},
-        "line": c.line, "original_line": c.line, "start_line": c.start_line, "side": c.side,
+        "commit_id": c.commit_id, "original_commit_id": c.commit_id, "user": user(&c.user),
+        "body": c.body, "created_at": iso8601(c.created), "updated_at": iso8601(c.created),
+        "html_url": html, "pull_request_url": pr_url,
+        "author_association": author_association(r, &c.user),
+        "_links": {"self": {"href": u}, "html": {"href": html}, "pull_request": {"href": pr_url}},
+    });
+    // Built apart: one json! this large exceeds the macro recursion limit.
+    let mut lines = json!({
+        "start_line": c.start_line, "original_start_line": c.start_line, "start_side": c.start_side,
+        "line": c.line, "original_line": c.line, "side": c.side, "subject_type": c.subject_type,
+        "reactions": reactions_rollup(r, &ReactionTarget::ReviewComment(c.id), &u),
+    });
+    if let (Value::Object(v), Value::Object(l)) = (&mut v, &mut lines) {
+        v.append(l);
+    }
+    // GitHub leaves `in_reply_to_id` out of top-level comments.
+    if let Some(top) = c.in_reply_to {
+        v["in_reply_to_id"] = json!(top);
+    }
+    v
+}
+
+/// The PR and the comment with review comment id `id`.
+fn find_review_comment(r: &RepoState, id: Option<u64>) -> Option<(u64, ReviewComment)> {
+    r.reviews.iter().find_map(|x| {
+        x.comments
+            .iter()
+            .find(|c| Some(c.id) == id)
+            .map(|c| (x.pr, c.clone()))
     })
+}
+
+/// A review comment as the create endpoints take it (`path`, `body`, `line`/`side`,
+/// `start_line`/`start_side`, legacy `position`, or `subject_type: "file"`), checked against
+/// the PR's diff as GitHub checks it. Ids, author, commit and time are the caller's to fill.
+fn draft_comment(c: &Value, files: &[diff::FileDiff]) -> Result<ReviewComment, Reply> {
+    let refuse = |m: &str| Err(unprocessable(&[m.to_string()]));
+    let path = c["path"].as_str().unwrap_or_default().to_string();
+    let Some(f) = files.iter().find(|f| f.path == path) else {
+        return refuse("Path could not be resolved");
+    };
+    let subject_type = c["subject_type"].as_str().unwrap_or("line").to_string();
+    let side = c["side"].as_str().unwrap_or("RIGHT").to_string();
+    let mut draft = ReviewComment {
+        path,
+        line: None,
+        start_line: None,
+        side: side.clone(),
+        position: None,
+        body: c["body"].as_str().unwrap_or_default().to_string(),
+        id: 0,
+        review_id: 0,
+        user: String::new(),
+        commit_id: String::new(),
+        start_side: None,
+        subject_type: subject_type.clone(),
+        in_reply_to: None,
+        created: SystemTime::now(),
+    };
+    match subject_type.as_str() {
+        // A comment on the whole file: any file of the diff, no line.
+        "file" => return Ok(draft),
+        "line" => {}
+        _ => {
+            return Err(validation(
+                json!([{"resource": "PullRequestReviewComment", "field": "subject_type", "code": "invalid"}]),
+            ))
+        }
+    }
+    let start_side = c["start_side"].as_str().unwrap_or(&side).to_string();
+    let on = |s: &str| if s == "LEFT" { &f.left } else { &f.right };
+    let (line, start_line) = (c["line"].as_u64(), c["start_line"].as_u64());
+    match (line, c["position"].as_u64()) {
+        (Some(l), _) => {
+            if side != "LEFT" && side != "RIGHT" {
+                return Err(validation(
+                    json!([{"resource": "PullRequestReviewComment", "field": "side", "code": "invalid"}]),
+                ));
+            }
+            if !on(&side).contains(&l) {
+                return refuse("Pull request review thread line must be part of the diff");
+            }
+            if let Some(s) = start_line {
+                if !on(&start_side).contains(&s) {
+                    return refuse(
+                        "Pull request review thread start line must be part of the diff",
+                    );
+                }
+                if start_side == side && s >= l {
+                    return refuse(
+                        "Pull request review thread start line must precede the end line",
+                    );
+                }
+                draft.start_side = Some(start_side);
+            }
+            draft.line = line;
+            draft.start_line = start_line;
+        }
+        (None, Some(pos)) => {
+            if pos == 0 || pos > f.positions {
+                return refuse("Pull request review thread position is invalid");
+            }
+            draft.position = Some(pos);
+        }
+        (None, None) => return refuse("Pull request review thread line must be part of the diff"),
+    }
+    Ok(draft)
 }
 
 fn create_review(server: &Server, key: &str, n: u64, body: &Value, bot: &str) -> Reply {
@@ -2047,67 +2236,21 @@ fn create_review(server: &Server, key: &str, n: u64, body: &Value, bot: &str) ->
     };
     let mut comments = Vec::new();
     for c in &comments_in {
-        let path = c["path"].as_str().unwrap_or_default().to_string();
-        let Some(f) = files.iter().find(|f| f.path == path) else {
-            return unprocessable(&["Path could not be resolved".to_string()]);
-        };
-        let side = c["side"].as_str().unwrap_or("RIGHT").to_string();
-        let start_side = c["start_side"].as_str().unwrap_or(&side).to_string();
-        let on = |s: &str| if s == "LEFT" { &f.left } else { &f.right };
-        let line = c["line"].as_u64();
-        let start_line = c["start_line"].as_u64();
-        let position = c["position"].as_u64();
-        match (line, position) {
-            (Some(l), _) => {
-                if side != "LEFT" && side != "RIGHT" {
-                    return validation(
-                        json!([{"resource": "PullRequestReviewComment", "field": "side", "code": "invalid"}]),
-                    );
-                }
-                if !on(&side).contains(&l) {
-                    return unprocessable(&[
-                        "Pull request review thread line must be part of the diff".to_string(),
-                    ]);
-                }
-                if let Some(s) = start_line {
-                    if !on(&start_side).contains(&s) {
-                        return unprocessable(&[
-                            "Pull request review thread start line must be part of the diff"
-                                .to_string(),
-                        ]);
-                    }
-                    if start_side == side && s >= l {
-                        return unprocessable(&[
-                            "Pull request review thread start line must precede the end line"
-                                .to_string(),
-                        ]);
-                    }
-                }
-            }
-            (None, Some(pos)) => {
-                if pos == 0 || pos > f.positions {
-                    return unprocessable(&[
-                        "Pull request review thread position is invalid".to_string()
-                    ]);
-                }
-            }
-            (None, None) => {
-                return unprocessable(&[
-                    "Pull request review thread line must be part of the diff".to_string(),
-                ]);
-            }
+        match draft_comment(c, &files) {
+            Ok(d) => comments.push(d),
+            Err(refusal) => return refusal,
         }
-        comments.push(ReviewComment {
-            path,
-            line,
-            start_line,
-            side,
-            position,
-            body: c["body"].as_str().unwrap_or_default().to_string(),
-        });
     }
     let mut inner = server.lock();
     let id = inner.id();
+    let now = SystemTime::now();
+    for c in &mut comments {
+        c.id = inner.id();
+        c.review_id = id;
+        c.user = bot.to_string();
+        c.commit_id = commit.clone();
+        c.created = now;
+    }
     let r = inner.repos.get_mut(key).expect("checked by the caller");
     let review = Review {
         id,
@@ -2120,6 +2263,98 @@ fn create_review(server: &Server, key: &str, n: u64, body: &Value, bot: &str) ->
     };
     r.reviews.push(review.clone());
     Reply::json(200, review_json(&server.app.api_url, r, &review))
+}
+
+/// Saves `c` as a one-comment review by `bot` (what GitHub makes of a lone review comment
+/// or a reply) and answers 201 with the comment.
+fn save_lone_comment(server: &Server, key: &str, n: u64, mut c: ReviewComment, bot: &str) -> Reply {
+    let mut inner = server.lock();
+    let review_id = inner.id();
+    c.id = inner.id();
+    c.review_id = review_id;
+    c.user = bot.to_string();
+    c.created = SystemTime::now();
+    let r = inner.repos.get_mut(key).expect("checked by the caller");
+    r.reviews.push(Review {
+        id: review_id,
+        pr: n,
+        event: "COMMENT".into(),
+        body: String::new(),
+        user: bot.to_string(),
+        commit_id: c.commit_id.clone(),
+        comments: vec![c.clone()],
+    });
+    let api = &server.app.api_url;
+    let url = format!("{api}/repos/{}/pulls/comments/{}", r.full_name, c.id);
+    Reply::json(201, review_comment_json(api, r, n, &c)).header("location", &url)
+}
+
+/// `POST /repos/{o}/{r}/pulls/{n}/comments/{id}/replies`: a reply in the thread of `id`,
+/// which must be a top-level review comment of PR `n`.
+fn reply_to_review_comment(
+    server: &Server,
+    key: &str,
+    n: u64,
+    id: u64,
+    body: &Value,
+    bot: &str,
+) -> Reply {
+    let parent = review_comments_of(&server.lock().repos[key], n)
+        .into_iter()
+        .find(|c| c.id == id);
+    let Some(parent) = parent else {
+        return not_found();
+    };
+    let Some(text) = body["body"].as_str() else {
+        return validation(
+            json!([{"resource": "PullRequestReviewComment", "field": "body", "code": "missing_field"}]),
+        );
+    };
+    if parent.in_reply_to.is_some() {
+        return validation(json!([{
+            "resource": "PullRequestReviewComment", "field": "in_reply_to_id", "code": "custom",
+            "message": "in_reply_to_id must be a top-level review comment: replies to replies are not supported",
+        }]));
+    }
+    save_lone_comment(server, key, n, reply_comment(&parent, 0, 0, bot, text), bot)
+}
+
+/// `POST /repos/{o}/{r}/pulls/{n}/comments`: one review comment on `commit_id` (a line, a
+/// range or, with `subject_type: "file"`, a file), or with `in_reply_to` a reply.
+fn create_review_comment(server: &Server, key: &str, n: u64, body: &Value, bot: &str) -> Reply {
+    let bare = {
+        let inner = server.lock();
+        let r = &inner.repos[key];
+        if !r.pulls.contains_key(&n) {
+            return not_found();
+        }
+        r.bare.clone()
+    };
+    if let Some(top) = body["in_reply_to"].as_u64() {
+        // GitHub: with `in_reply_to`, everything but `body` is ignored.
+        return reply_to_review_comment(server, key, n, top, body, bot);
+    }
+    for field in ["body", "commit_id", "path"] {
+        if body[field].as_str().is_none() {
+            return validation(
+                json!([{"resource": "PullRequestReviewComment", "field": field, "code": "missing_field"}]),
+            );
+        }
+    }
+    let commit = body["commit_id"].as_str().unwrap_or_default();
+    let Some(commit) = git::rev_parse(&bare, commit).filter(|full| full == commit) else {
+        return unprocessable(&["commit_id is not part of the pull request".to_string()]);
+    };
+    let Some((_, files)) = pr_diff(server, key, n, Some(&commit)) else {
+        return not_found();
+    };
+    match draft_comment(body, &files) {
+        Ok(mut c) => {
+            c.commit_id = commit;
+            save_lone_comment(server, key, n, c, bot)
+        }
+        Err(refusal) => refusal,
+    }
 }
 
 fn check_run_json(server: &Server, r: &RepoState, c: &CheckRun) -> Value {
@@ -2135,7 +2370,7 @@ fn check_run_json(server: &Server, r: &RepoState, c: &CheckRun) -> Value {
             "title": c.output.get("title").cloned().unwrap_or(Value::Null),
             "summary": c.output.get("summary").cloned().unwrap_or(Value::Null),
             "text": c.output.get("text").cloned().unwrap_or(Value::Null),
-            "annotations_count": c.output.get("annotations").and_then(Value::as_array).map_or(0, Vec::len),
+            "annotations_count": c.annotations.len(),
             "annotations_url": format!("{api}/repos/{}/check-runs/{}/annotations", r.full_name, c.id),
         },
         "check_suite": {"id": c.id + 7},
@@ -2220,6 +2455,13 @@ fn check_run(server: &Server, key: &str, id: Option<u64>, body: &Value) -> Reply
             );
         }
     }
+    let annotations = match body["output"].get("annotations").filter(|a| !a.is_null()) {
+        None => Vec::new(),
+        Some(a) => match annotations(server, key, id, a) {
+            Ok(a) => a,
+            Err(refusal) => return refusal,
+        },
+    };
     let completes_without_conclusion =
         body["status"].as_str() == Some("completed") && body["conclusion"].as_str().is_none();
     let mut inner = server.lock();
@@ -2251,6 +2493,7 @@ fn check_run(server: &Server, key: &str, id: Option<u64>, body: &Value) -> Reply
                 output: Value::Null,
                 details_url: None,
                 external_id: None,
+                annotations: Vec::new(),
             });
             (201, r.check_runs.last_mut().expect("just pushed"))
         }
@@ -2273,6 +2516,8 @@ fn check_run(server: &Server, key: &str, id: Option<u64>, body: &Value) -> Reply
     if let Some(o) = body.get("output").filter(|o| !o.is_null()) {
         c.output = o.clone();
     }
+    // Title, summary and text are replaced; annotations are appended to the run's.
+    c.annotations.extend(annotations);
     if let Some(d) = body["details_url"].as_str() {
         c.details_url = Some(d.to_string());
     }
@@ -2282,6 +2527,108 @@ fn check_run(server: &Server, key: &str, id: Option<u64>, body: &Value) -> Reply
     let c = c.clone();
     let r = &inner.repos[key];
     Reply::json(status, check_run_json(server, r, &c))
+}
+
+const ANNOTATION_LEVELS: &[&str] = &["notice", "warning", "failure"];
+/// GitHub's cap on `output.annotations` per create or update request.
+const MAX_ANNOTATIONS: usize = 50;
+
+/// `output.annotations` of a check run create or update, checked as GitHub's schema checks
+/// them (its "Invalid request." answers). More than 50 is also a violation: GitHub's docs
+/// say to send them in batches of 50, with updates.
+fn annotations(
+    server: &Server,
+    key: &str,
+    id: Option<u64>,
+    a: &Value,
+) -> Result<Vec<Annotation>, Reply> {
+    let invalid = |m: String| Err(error(422, &format!("Invalid request.\n\n{m}")));
+    let Some(items) = a.as_array() else {
+        return invalid(format!(
+            "For 'properties/annotations', {a} is not an array."
+        ));
+    };
+    let violation = |what: String| {
+        let run = id.map_or_else(
+            || "POST check-runs".to_string(),
+            |i| format!("PATCH check-runs/{i}"),
+        );
+        server
+            .lock()
+            .violations
+            .push(format!("{run} in {key}: {what}"));
+    };
+    if items.len() > MAX_ANNOTATIONS {
+        violation(format!(
+            "{} annotations in one request (GitHub allows 50; send the rest with updates)",
+            items.len()
+        ));
+        return invalid(format!(
+            "No more than {MAX_ANNOTATIONS} items are allowed; {} were supplied.",
+            items.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for x in items {
+        for f in [
+            "path",
+            "start_line",
+            "end_line",
+            "annotation_level",
+            "message",
+        ] {
+            if x.get(f).map_or(true, Value::is_null) {
+                return invalid(format!("\"{f}\" wasn't supplied."));
+            }
+        }
+        let (Some(path), Some(start_line), Some(end_line)) = (
+            x["path"].as_str(),
+            x["start_line"].as_u64(),
+            x["end_line"].as_u64(),
+        ) else {
+            return invalid(format!("For 'items', {x} is not a valid annotation."));
+        };
+        let level = x["annotation_level"].as_str().unwrap_or_default();
+        if !ANNOTATION_LEVELS.contains(&level) {
+            return invalid(format!(
+                "For 'properties/annotation_level', {} is not a member of [\"notice\", \"warning\", \"failure\"].",
+                x["annotation_level"]
+            ));
+        }
+        let columns = x["start_column"].is_u64() || x["end_column"].is_u64();
+        if columns && start_line != end_line {
+            violation(format!(
+                "an annotation of {path} with columns across lines {start_line}-{end_line} (GitHub: columns only when start_line == end_line)"
+            ));
+            return invalid(
+                "start_column and end_column may only be given when start_line and end_line are the same."
+                    .to_string(),
+            );
+        }
+        out.push(Annotation {
+            path: path.to_string(),
+            start_line,
+            end_line,
+            start_column: x["start_column"].as_u64(),
+            end_column: x["end_column"].as_u64(),
+            annotation_level: level.to_string(),
+            message: x["message"].as_str().unwrap_or_default().to_string(),
+            title: x["title"].as_str().map(str::to_string),
+            raw_details: x["raw_details"].as_str().map(str::to_string),
+        });
+    }
+    Ok(out)
+}
+
+/// An annotation as `checks/list-annotations` returns it.
+fn annotation_json(api: &str, r: &RepoState, c: &CheckRun, a: &Annotation) -> Value {
+    json!({
+        "path": a.path, "blob_href": format!("{api}/{}/blob/{}/{}", r.full_name, c.head_sha, a.path),
+        "start_line": a.start_line, "end_line": a.end_line,
+        "start_column": a.start_column, "end_column": a.end_column,
+        "annotation_level": a.annotation_level, "title": a.title, "message": a.message,
+        "raw_details": a.raw_details,
+    })
 }
 
 /// `PUT /repos/{o}/{r}/contents/{path}`: one commit on `branch` (default branch by default).
