@@ -27,7 +27,7 @@ impl Estimate {
 }
 
 /// The system prompt, tool descriptions and instructions around what a call reads.
-const OVERHEAD: u64 = 1_500;
+const OVERHEAD: u64 = 1_000;
 /// What a tool turn adds to the context (a file read, a command's output).
 const PER_TURN: u64 = 1_500;
 
@@ -65,7 +65,7 @@ impl Orchestrator {
                 .iter()
                 .map(|&i| tokens::count_text_tokens(&model, &files[i].text))
                 .sum();
-            low += calls(&worker, context + t, 1, 150);
+            low += calls(&worker, context + t, 1, 100);
             high += calls(&worker, context + t, 4, 500);
         }
         let sensitive: u64 = order
@@ -75,7 +75,7 @@ impl Orchestrator {
             .sum();
         if self.multi && sensitive > 0 {
             let sup = self.supervisor.price?;
-            low += calls(&sup, context + sensitive, 1, 150);
+            low += calls(&sup, context + sensitive, 1, 100);
             high += calls(&sup, context + sensitive, 3, 500);
         }
         Some(Estimate { low, high })
