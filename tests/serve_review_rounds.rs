@@ -501,3 +501,61 @@ async fn a_review_whose_estimate_cannot_fit_declines_before_any_model_call() {
     assert_eq!(run.conclusion.as_deref(), Some("neutral"), "{run}");
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_a_person_answered_is_not_raised_again_on_a_second_full_review() {
+    let t = an_injection()
+        .worker(first_round())
+        // `/equitr review` again on the same head: the model reports the injection again,
+        // and a new one.
+        .worker([
+            Reply::tools(vec![
+                finding("src/db.rs", 2, "high", "sql-injection", "SQL injection"),
+                finding(
+                    "src/db.rs",
+                    3,
+                    "medium",
+                    "unchecked-error",
+                    "Unchecked error",
+                ),
+            ]),
+            finish("Again."),
+        ])
+        .serve()
+        .await;
+    t.open_pr(2).await.accepted();
+    let first = t.next_review(2).await;
+    let comment = first.comments[0].id;
+    // octocat disagrees: a 👎 and a reply.
+    t.gh.react_to_review_comment(REPO, comment, "octocat", "-1");
+    t.gh.reply_to_review_comment(
+        REPO,
+        2,
+        comment,
+        "octocat",
+        "Not reachable from user input.",
+    );
+    t.comment(2, "/equitr review").await.accepted();
+    let second = t.next_review(2).await;
+    let posted: Vec<(&str, Option<u64>)> = second
+        .comments
+        .iter()
+        .map(|c| (c.path.as_str(), c.line))
+        .collect();
+    assert_eq!(posted, vec![("src/db.rs", Some(3))], "{second}");
+    assert!(
+        second
+            .body
+            .contains("Not repeated: 1 finding(s) raised before, 1 of them answered by a person"),
+        "{second}"
+    );
+    assert!(
+        second
+            .body
+            .contains("no new commits since the last review at"),
+        "{second}"
+    );
+    t.next_comment(2).await;
+    t.check_runs(&first.commit_id).await;
+    t.finish().await;
+}

@@ -88,20 +88,7 @@ impl Repo<'_> {
     /// Every comment on the thread, oldest first (all pages: a long thread's newest
     /// comments, the job's own among them, are on its last page).
     pub async fn comments(&self, number: u64) -> Result<Vec<Comment>, GitHubError> {
-        let mut out = Vec::new();
-        for page in 1.. {
-            let batch: Vec<Comment> = self
-                .get(&format!(
-                    "/issues/{number}/comments?per_page=100&page={page}"
-                ))
-                .await?;
-            let last = batch.len() < 100;
-            out.extend(batch);
-            if last {
-                break;
-            }
-        }
-        Ok(out)
+        self.get_all(&format!("/issues/{number}/comments")).await
     }
 
     pub async fn create_comment(&self, number: u64, body: &str) -> Result<Comment, GitHubError> {

@@ -77,6 +77,26 @@ impl Repo<'_> {
             .await
     }
 
+    /// Every page of a list endpoint (`rest` without its `per_page`/`page`), oldest first.
+    pub(super) async fn get_all<T: serde::de::DeserializeOwned>(
+        &self,
+        rest: &str,
+    ) -> Result<Vec<T>, GitHubError> {
+        let sep = if rest.contains('?') { '&' } else { '?' };
+        let mut out = Vec::new();
+        for page in 1.. {
+            let batch: Vec<T> = self
+                .get(&format!("{rest}{sep}per_page=100&page={page}"))
+                .await?;
+            let last = batch.len() < 100;
+            out.extend(batch);
+            if last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) async fn write<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,

@@ -160,34 +160,12 @@ pub enum Side {
 impl Repo<'_> {
     /// The reviews of a pull request, oldest first.
     pub async fn reviews(&self, pr: u64) -> Result<Vec<SubmittedReview>, GitHubError> {
-        let mut out = Vec::new();
-        for page in 1.. {
-            let batch: Vec<SubmittedReview> = self
-                .get(&format!("/pulls/{pr}/reviews?per_page=100&page={page}"))
-                .await?;
-            let last = batch.len() < 100;
-            out.extend(batch);
-            if last {
-                break;
-            }
-        }
-        Ok(out)
+        self.get_all(&format!("/pulls/{pr}/reviews")).await
     }
 
     /// Every review comment of a pull request (replies included), oldest first.
     pub async fn pull_comments(&self, pr: u64) -> Result<Vec<PullComment>, GitHubError> {
-        let mut out = Vec::new();
-        for page in 1.. {
-            let batch: Vec<PullComment> = self
-                .get(&format!("/pulls/{pr}/comments?per_page=100&page={page}"))
-                .await?;
-            let last = batch.len() < 100;
-            out.extend(batch);
-            if last {
-                break;
-            }
-        }
-        Ok(out)
+        self.get_all(&format!("/pulls/{pr}/comments")).await
     }
 
     /// Reply under a review comment's thread.
