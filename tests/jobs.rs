@@ -518,12 +518,28 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
     assert_eq!(comments.len(), 1, "{comments:?}");
     let plan_comment = &comments[0];
     assert!(
-        plan_comment.body.contains("Plan for this issue"),
+        plan_comment
+            .body
+            .contains("for this issue** — nothing changes"),
         "{}",
         plan_comment.body
     );
     assert!(plan_comment.body.contains("PLAN-XYZ"));
-    assert!(plan_comment.body.contains("Reply `/equitr approve`"));
+    // The plan is named by its hash, and approving it names the hash.
+    let hash = plan_comment
+        .body
+        .split("**Plan `")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(hash.len(), 12, "{}", plan_comment.body);
+    assert!(plan_comment
+        .body
+        .contains(&format!("Reply `/equitr approve {hash}`")));
+    assert!(plan_comment
+        .body
+        .contains("Estimated cost to implement it: $"));
     // 500 × $2.50/M + 50 × $10/M = $0.00175.
     assert!(
         plan_comment
@@ -552,7 +568,13 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
     );
     let report = run_job(
         &env,
-        &spec(2, JobKind::Approve { issue: 8 }),
+        &spec(
+            2,
+            JobKind::Approve {
+                issue: 8,
+                plan: None,
+            },
+        ),
         &cfg,
         Arc::new(MemoryLedger::new(None)),
     )
@@ -583,7 +605,13 @@ async fn a_plan_waits_for_approval_and_is_implemented_once() {
     let calls = llm.requests().len();
     let report = run_job(
         &env,
-        &spec(3, JobKind::Approve { issue: 8 }),
+        &spec(
+            3,
+            JobKind::Approve {
+                issue: 8,
+                plan: None,
+            },
+        ),
         &cfg,
         Arc::new(MemoryLedger::new(None)),
     )
@@ -713,7 +741,13 @@ async fn an_approve_retried_after_a_failure_still_implements_its_plan() {
         422,
         vec![],
     );
-    let approve_job = spec(2, JobKind::Approve { issue: 8 });
+    let approve_job = spec(
+        2,
+        JobKind::Approve {
+            issue: 8,
+            plan: None,
+        },
+    );
     let first = run_job(&env, &approve_job, &cfg, ledger()).await;
     assert!(first.is_err(), "{first:?}");
     // The same job, retried, resumes the plan it approved.
@@ -733,7 +767,13 @@ async fn an_approve_retried_after_a_failure_still_implements_its_plan() {
     // Another job's approve finds nothing waiting.
     let other = run_job(
         &env,
-        &spec(3, JobKind::Approve { issue: 8 }),
+        &spec(
+            3,
+            JobKind::Approve {
+                issue: 8,
+                plan: None,
+            },
+        ),
         &cfg,
         ledger(),
     )

@@ -15,7 +15,7 @@ const ALL: [Command; 7] = [
     Command::Ask {
         question: String::new(),
     },
-    Command::Approve,
+    Command::Approve { plan: None },
     Command::Cost,
     Command::Help,
 ];
@@ -33,7 +33,7 @@ fn line(c: &Command) -> (&'static str, &'static str) {
             " <question>",
             "answer a question about the code (read-only)",
         ),
-        Command::Approve => ("", "approve the posted plan and start the work"),
+        Command::Approve { .. } => ("", "approve the posted plan and start the work"),
         Command::Cost => ("", "this month's spend against the budget caps"),
         Command::Help => ("", "this list"),
     }

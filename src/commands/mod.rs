@@ -25,8 +25,11 @@ pub enum Command {
     Ask {
         question: String,
     },
-    /// Approve the posted plan.
-    Approve,
+    /// Approve the posted plan: the newest, or the one whose hash (as the plan shows it) is
+    /// named.
+    Approve {
+        plan: Option<String>,
+    },
     Cost,
     Help,
 }
@@ -38,7 +41,7 @@ impl Command {
             Command::Review => "review",
             Command::Fix { .. } => "fix",
             Command::Ask { .. } => "ask",
-            Command::Approve => "approve",
+            Command::Approve { .. } => "approve",
             Command::Cost => "cost",
             Command::Help => "help",
         }

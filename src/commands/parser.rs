@@ -110,7 +110,12 @@ fn parse_args(rest: &str) -> Result<Command, CommandParseError> {
             })
         }
         "ask" => Command::Ask { question: args },
-        "approve" => Command::Approve,
+        "approve" => Command::Approve {
+            plan: args
+                .split_whitespace()
+                .next()
+                .map(|h| h.trim_matches('`').to_ascii_lowercase()),
+        },
         "cost" => Command::Cost,
         "help" => Command::Help,
         _ => {

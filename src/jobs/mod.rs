@@ -69,6 +69,9 @@ pub enum JobKind {
     },
     Approve {
         issue: u64,
+        /// The hash of the plan approved, when the comment named one.
+        #[serde(default)]
+        plan: Option<String>,
     },
     /// A free-standing task — a schedule of `.github/equitr.yml`, or a manual Action run —
     /// that works on its own branch `equitr/refactor-<name>` and opens or updates its PR.
@@ -128,7 +131,7 @@ impl JobKind {
     /// The issue or pull request the job answers on; `None` for a free-standing task.
     pub fn thread(&self) -> Option<u64> {
         match self {
-            JobKind::Implement { issue, .. } | JobKind::Approve { issue } => Some(*issue),
+            JobKind::Implement { issue, .. } | JobKind::Approve { issue, .. } => Some(*issue),
             JobKind::Review { pr, .. } | JobKind::Revise { pr, .. } => Some(*pr),
             JobKind::Ask { number, .. }
             | JobKind::Cost { number }
@@ -253,7 +256,7 @@ pub async fn dispatch(ctx: &JobCtx<'_>) -> anyhow::Result<JobReport> {
             plan::run(ctx, *issue, notes).await
         }
         JobKind::Implement { issue, notes } => implement::run(ctx, *issue, notes, None).await,
-        JobKind::Approve { issue } => approve::run(ctx, *issue).await,
+        JobKind::Approve { issue, plan } => approve::run(ctx, *issue, plan.as_deref()).await,
         JobKind::Review { pr, .. } if ctx.env.read_only => review::unpublished(ctx, *pr).await,
         JobKind::Review { pr, .. } => review::run(ctx, *pr).await,
         JobKind::Revise { pr, notes, review } => revise::run(ctx, *pr, notes, *review).await,

@@ -43,6 +43,26 @@ pub(super) fn plan_notes(body: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A plan's identity: the first 12 hex digits of the SHA-256 of its text. The comment shows
+/// it and carries it in [`PLAN_HASH`]; `approve` recomputes it, so an edited plan is stale.
+pub(super) fn plan_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.trim().as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(super) const PLAN_HASH: &str = "<!-- equitr:plan-hash=";
+
+/// The hash a plan comment of the app's was posted with.
+pub(super) fn posted_hash(body: &str) -> Option<String> {
+    let start = body.find(PLAN_HASH)? + PLAN_HASH.len();
+    let h = body[start..].split(" -->").next()?;
+    (h.len() == 12 && h.chars().all(|c| c.is_ascii_hexdigit())).then(|| h.to_string())
+}
+
 /// The mark of a plan approved by job `job_id`: a retry of that job finds its plan again.
 pub(super) fn plan_approved(job_id: i64) -> String {
     format!("<!-- equitr:plan=approved job={job_id} -->")
@@ -68,6 +88,10 @@ pub(super) async fn run(ctx: &JobCtx<'_>, number: u64, notes: &str) -> anyhow::R
         .build()
         .await?;
     let answer = orch.plan(&task).await?;
+    let estimate = orch
+        .estimate_task(&task)
+        .map(|e| format!("Estimated cost to implement it: {}.\n\n", e.describe()))
+        .unwrap_or_default();
     let costs = answer.cost.render_markdown(
         "plan-first — the repository approves plans",
         ctx.ledger.month().await,
@@ -81,13 +105,14 @@ pub(super) async fn run(ctx: &JobCtx<'_>, number: u64, notes: &str) -> anyhow::R
                 .trim()
                 .replace("<!--", "&lt;!--")
                 .replace("-->", "--&gt;");
+            let hash = plan_hash(&plan);
             (
                 true,
                 format!(
-                    "📝 **Plan for this issue** — nothing changes until a maintainer approves it.\n\n\
-                     {PLAN_BEGIN}\n{plan}\n{PLAN_END}\n\n\
-                     Reply `{command} approve` to implement this plan, or `{command} implement <notes>` \
-                     for a new one.\n\n<details><summary>Cost of the plan</summary>\n\n{costs}\n</details>\n\n{}{PLAN_PENDING}",
+                    "📝 **Plan `{hash}` for this issue** — nothing changes until a maintainer approves it.\n\n\
+                     {PLAN_BEGIN}\n{plan}\n{PLAN_END}\n\n{estimate}\
+                     Reply `{command} approve {hash}` to implement this plan, or `{command} implement <notes>` \
+                     for a new one.\n\n<details><summary>Cost of the plan</summary>\n\n{costs}\n</details>\n\n{}{PLAN_HASH}{hash} -->\n{PLAN_PENDING}",
                     plan_notes_mark(notes)
                 ),
             )

@@ -246,7 +246,10 @@ fn to_job(
             review: None,
         },
         Ok(Command::Ask { question }) => JobKind::Ask { number, question },
-        Ok(Command::Approve) => JobKind::Approve { issue: number },
+        Ok(Command::Approve { plan }) => JobKind::Approve {
+            issue: number,
+            plan,
+        },
         Ok(Command::Cost) => JobKind::Cost { number },
         Ok(Command::Help) => JobKind::Help {
             number,
