@@ -46,12 +46,14 @@ pub fn judge(what: &str, est: Option<Estimate>, room: Option<&Headroom>, narrow:
 /// Price the job against its ledger, and record the estimate for `/equitr cost`.
 pub async fn price(ctx: &JobCtx<'_>, what: &str, est: Option<Estimate>, narrow: &str) -> Priced {
     let room = ctx.ledger.headroom().await;
-    if let Some(e) = est {
+    let priced = judge(what, est, room.as_ref(), narrow);
+    // Only jobs that go ahead count towards `/equitr cost`'s accuracy.
+    if let (Some(e), Priced::Go(_)) = (est, &priced) {
         ctx.ledger
             .note_estimate(ctx.kind.name(), e.low, e.high)
             .await;
     }
-    judge(what, est, room.as_ref(), narrow)
+    priced
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ use findings::{mark, place, read, still_there};
 use layout::{Layout, Range};
 use memory::{Memory, Raised, FIXED_MARK};
 
+/// The most of the review body posted (GitHub's limit is 65,536 characters; the costs and
+/// marks follow).
+const MAX_BODY: usize = 60_000;
+
 /// The check run every review reports through.
 const CHECK: &str = "equitr / review";
 
@@ -191,17 +195,32 @@ async fn submit(
     head: &str,
     draft: &mut ReviewDraft,
 ) -> anyhow::Result<u64> {
+    let mut plain = false;
     loop {
-        let body = format!(
-            "{}\n{}\n\n{}",
-            draft.layout.body(),
-            draft.costs,
-            marker(ctx.id)
-        );
+        let mut text = draft.layout.body();
+        if text.len() > MAX_BODY {
+            // GitHub takes 65,536 characters: the rest is in the check run's annotations.
+            let mut cut = MAX_BODY;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str(
+                "\n\n… (cut here: the check run `equitr / review` lists every finding)\n",
+            );
+        }
+        let body = format!("{text}\n{}\n\n{}", draft.costs, marker(ctx.id));
         let comments: Vec<ReviewComment> = draft.layout.comments();
+        // As a last resort a plain comment review: GitHub refuses `REQUEST_CHANGES` on the
+        // bot's own pull request, for one.
+        let event = if plain {
+            ReviewEvent::Comment
+        } else {
+            draft.event()
+        };
         match ctx
             .repo
-            .create_review(pr, head, draft.event(), &body, &comments)
+            .create_review(pr, head, event, &body, &comments)
             .await
         {
             Ok(id) => return Ok(id),
@@ -210,6 +229,10 @@ async fn submit(
                 let all = draft.layout.refused.is_some();
                 tracing::warn!(pr, error = %e, all, "GitHub refused the review's comments; folding them");
                 draft.layout.refused = Some((reason, all));
+            }
+            Err(e) if e.status() == Some(422) && !plain => {
+                tracing::warn!(pr, error = %e, "GitHub refused the review; posting it as a plain comment review");
+                plain = true;
             }
             Err(e) => return Err(e.into()),
         }
@@ -349,9 +372,16 @@ impl ReviewDraft {
         self.outcome == Outcome::Done
     }
 
-    /// The check run's conclusion: earlier blocking findings still open keep it failing.
+    /// The check run's conclusion: earlier blocking findings still open keep it failing, and
+    /// a review that left files out (other than by the repository's own filters) cannot pass.
     fn conclusion(&self) -> Conclusion {
-        match (self.complete(), self.blocking() + self.outstanding > 0) {
+        let whole = self.complete()
+            && self
+                .layout
+                .skipped
+                .iter()
+                .all(|s| s.reason == crate::agent::review_scope::SkipReason::Filtered);
+        match (whole, self.blocking() + self.outstanding > 0) {
             (_, true) => Conclusion::Failure,
             (true, false) => Conclusion::Success,
             (false, false) => Conclusion::Neutral,
@@ -388,7 +418,11 @@ async fn range(
         let why = Some(format!("no new commits since the last review at {short}"));
         return Ok((whole.to_string(), Range::Whole { base, head, why }));
     }
-    match ctx.repo.compare(&last, &head).await? {
+    let compared = ctx.repo.compare(&last, &head).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not compare with the last reviewed head; reviewing the whole pull request");
+        None
+    });
+    match compared {
         Some(c) if c.status == "ahead" => {
             // Only files of the pull request: a merge of the base branch brings others.
             let mine: HashSet<String> = diff::parse(whole).into_iter().map(|f| f.path).collect();
@@ -517,7 +551,9 @@ fn lay_out(
             if open {
                 fixed.push(r.clone());
             }
-        } else if open && !r.answered && r.severity.is_some_and(|s| s >= threshold) {
+        } else if r.severity.is_some_and(|s| s >= threshold) {
+            // Only a fix clears a blocking finding from the check: a reply, a 👎 or a
+            // resolved thread may come from the pull request's own author.
             outstanding += 1;
         }
     }
