@@ -559,3 +559,44 @@ async fn a_finding_a_person_answered_is_not_raised_again_on_a_second_full_review
     t.check_runs(&first.commit_id).await;
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_review_of_a_head_that_moved_on_is_not_posted() {
+    let t = an_injection()
+        .worker([
+            // The first review is slow: a push lands while it runs.
+            Reply::tools(vec![finding(
+                "src/db.rs",
+                2,
+                "high",
+                "sql-injection",
+                "SQL injection",
+            )])
+            .after(std::time::Duration::from_millis(1500)),
+            finish("An injection."),
+        ])
+        .worker(first_round())
+        .serve()
+        .await;
+    t.open_pr(2).await.accepted();
+    let first_head = t.gh.branch_sha(REPO, "feature").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let new_head = t
+        .push_to_pr(2, &[("README.md", Some("# db\n"))], "Docs")
+        .await;
+    // One review, of the new head; the stale one said so in its check run only.
+    let review = t.next_review(2).await;
+    assert_eq!(review.commit_id, new_head);
+    assert_eq!(t.gh.reviews(REPO, 2).len(), 1);
+    let stale = t.check_run(&first_head).await;
+    assert_eq!(stale.conclusion.as_deref(), Some("neutral"), "{stale}");
+    assert!(
+        stale.output["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Not posted: the pull request moved on to"),
+        "{stale}"
+    );
+    t.check_run(&new_head).await;
+    t.finish().await;
+}

@@ -158,6 +158,25 @@ impl Checkout {
             .map(|_| ())
     }
 
+    /// [`Checkout::checkout_pull`], then the commit `sha` of it when the fetched history has
+    /// it (a push after the job read the head moves the ref on): the files match the head the
+    /// review is posted on. `false` when only the newer head could be checked out.
+    pub async fn checkout_pull_at(
+        &self,
+        number: u64,
+        head_ref: &str,
+        sha: &str,
+    ) -> Result<bool, GitError> {
+        self.checkout_pull(number, head_ref).await?;
+        if !sha.chars().all(|c| c.is_ascii_hexdigit()) || sha.len() < 7 {
+            return Ok(false);
+        }
+        Ok(self
+            .run("checkout", &["checkout", "--quiet", "--detach", sha])
+            .await
+            .is_ok())
+    }
+
     /// Commit everything (honouring .gitignore); `false` when there was nothing to commit.
     /// A file being committed that holds a secret this process has (an API key, a token,
     /// in any of its encodings) has it replaced by `[redacted]` first: nothing the agents

@@ -108,6 +108,14 @@ async fn post_review(
     };
     thread.emit(Progress::Done(1)).await?;
     fenced(ctx.env).await?;
+    // An automatic review of a head that has moved on is left to the review of the new head
+    // (its `synchronize` is queued behind this job): one review per push, none stale.
+    if ctx.trigger.is_none() {
+        let now = ctx.repo.pull(pr).await?;
+        if now.head.sha != pull.head.sha {
+            return superseded(ctx, thread, pull, check, &now.head.sha).await;
+        }
+    }
     settle_fixed(ctx, pr, &pull.head.sha, &mut draft).await;
     let review_id = submit(ctx, pr, &pull.head.sha, &mut draft).await?;
     let summary = draft.summary();
@@ -185,6 +193,37 @@ async fn decline(
         review_id: None,
         cost_summary: String::new(),
     })
+}
+
+/// The head moved on while this automatic review ran: its check run says so, nothing else is
+/// posted, and the spend stays on the job.
+async fn superseded(
+    ctx: &JobCtx<'_>,
+    thread: &mut ThreadReporter<'_>,
+    pull: &Pull,
+    check: u64,
+    newer: &str,
+) -> anyhow::Result<JobReport> {
+    let text = format!(
+        "Not posted: the pull request moved on to {} while this review ran; that head gets its own review.",
+        newer.get(..7).unwrap_or(newer)
+    );
+    let output = CheckOutput {
+        summary: &text,
+        external_id: Some(ctx.id.to_string()),
+        ..CheckOutput::default()
+    };
+    ctx.repo
+        .check_run_with(
+            Some(check),
+            CHECK,
+            &pull.head.sha,
+            CheckStatus::Completed(Conclusion::Neutral),
+            &output,
+        )
+        .await?;
+    thread.record(Progress::Said(text.clone()));
+    Ok(JobReport::done(&text))
 }
 
 /// Post the review; what GitHub refuses to place on the diff is moved to file-level
@@ -459,7 +498,12 @@ async fn draft_review(
     let memory = Memory::load(&ctx.repo, pr_number, &bot_login(ctx.env), posting).await?;
     let (diff_text, range) = range(ctx, pull, &whole, &memory).await?;
     let (_scratch, checkout) = clone(ctx, &info).await?;
-    checkout.checkout_pull(pr_number, &pull.head.name).await?;
+    if !checkout
+        .checkout_pull_at(pr_number, &pull.head.name, &pull.head.sha)
+        .await?
+    {
+        tracing::warn!(pr = pr_number, head = %pull.head.sha, "the reviewed head is not in the fetched history; reviewing the newest");
+    }
 
     let mut orch = orchestrator(ctx, &checkout, true).build().await?;
     let context = format!(
