@@ -600,3 +600,25 @@ async fn an_automatic_review_of_a_head_that_moved_on_is_not_posted() {
     t.check_run(&new_head).await;
     t.finish().await;
 }
+
+support::harness::on_both_stores!(cost_shows_how_good_the_estimates_have_been);
+async fn cost_shows_how_good_the_estimates_have_been(backend: support::harness::Backend) {
+    let Some(t) = an_injection().worker(first_round()).serve_on(backend).await else {
+        return;
+    };
+    t.comment(2, "/equitr review").await.accepted();
+    let review = t.next_review(2).await;
+    t.next_comment(2).await;
+    t.check_runs(&review.commit_id).await;
+    t.comment(2, "/equitr cost").await.accepted();
+    let cost = t.next_comment(2).await;
+    assert!(
+        cost.contains("Estimates before each job, against what it cost:\n- review: 1 job(s), actual ÷ estimate "),
+        "{cost}"
+    );
+    assert!(
+        cost.contains("× (median), 0 within the estimated range"),
+        "{cost}"
+    );
+    t.finish().await;
+}
