@@ -32,6 +32,12 @@ fn finish(summary: &str) -> Reply {
     Reply::tool("finish", json!({ "summary": summary }))
 }
 
+/// The supervisor's look at `n` rounds whose added code is security-relevant (a query built
+/// from a string, here).
+fn supervisor_rounds(n: usize) -> Vec<Reply> {
+    (0..n).map(|_| finish("Seen.")).collect()
+}
+
 /// octocat's PR #2 from `feature` brings an SQL injection into `src/db.rs` (line 2); pull
 /// requests are reviewed automatically.
 fn an_injection() -> World {
@@ -67,6 +73,7 @@ fn worker_prompts_after(t: &Tester, n: usize) -> String {
 async fn a_push_after_a_review_is_reviewed_from_the_last_head_and_no_finding_repeats() {
     let lines_above = format!("// Rows by id.\n// (kept small)\n{INJECTED}");
     let t = an_injection()
+        .supervisor(supervisor_rounds(1))
         .worker(first_round())
         .worker([
             // Round two: the same finding, two lines further down, and a new one.
@@ -128,7 +135,7 @@ async fn a_push_after_a_review_is_reviewed_from_the_last_head_and_no_finding_rep
 
     same tokens on gpt-4o: $0.0009 — 16.7× saved  
     Escalation: routine — no sensitive path in the diff  
-    This month: $0.0001 (no repository cap)
+    This month: $0.0006 (no repository cap)
 
     <!-- equitr:job=[job-2] -->
 
@@ -182,6 +189,7 @@ async fn a_push_after_a_review_is_reviewed_from_the_last_head_and_no_finding_rep
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finding_whose_code_was_fixed_has_its_thread_resolved() {
     let t = an_injection()
+        .supervisor(supervisor_rounds(2))
         .worker(first_round())
         .worker([finish("Looks fixed.")])
         .serve()
@@ -219,6 +227,7 @@ async fn a_finding_whose_code_was_fixed_has_its_thread_resolved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn where_the_token_cannot_resolve_a_thread_the_bot_replies_fixed_once() {
     let t = an_injection()
+        .supervisor(supervisor_rounds(2))
         .worker(first_round())
         .worker([finish("Looks fixed.")])
         .worker([finish("Nothing new.")])
@@ -264,6 +273,7 @@ async fn where_the_token_cannot_resolve_a_thread_the_bot_replies_fixed_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_push_that_drops_the_reviewed_head_gets_a_full_review_that_says_so() {
     let t = an_injection()
+        .supervisor(supervisor_rounds(2))
         .worker(first_round())
         .worker([finish("Rewritten.")])
         .serve()
@@ -505,6 +515,7 @@ async fn a_review_whose_estimate_cannot_fit_declines_before_any_model_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finding_a_person_answered_is_not_raised_again_on_a_second_full_review() {
     let t = an_injection()
+        .supervisor(supervisor_rounds(2))
         .worker(first_round())
         // `/equitr review` again on the same head: the model reports the injection again,
         // and a new one.
@@ -563,6 +574,7 @@ async fn a_finding_a_person_answered_is_not_raised_again_on_a_second_full_review
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_automatic_review_of_a_head_that_moved_on_is_not_posted() {
     let t = an_injection()
+        .supervisor(supervisor_rounds(2))
         .worker([
             // The first review is slow: a push lands while it runs.
             Reply::tools(vec![finding(
@@ -603,7 +615,12 @@ async fn an_automatic_review_of_a_head_that_moved_on_is_not_posted() {
 
 support::harness::on_both_stores!(cost_shows_how_good_the_estimates_have_been);
 async fn cost_shows_how_good_the_estimates_have_been(backend: support::harness::Backend) {
-    let Some(t) = an_injection().worker(first_round()).serve_on(backend).await else {
+    let Some(t) = an_injection()
+        .worker(first_round())
+        .supervisor(supervisor_rounds(1))
+        .serve_on(backend)
+        .await
+    else {
         return;
     };
     t.comment(2, "/equitr review").await.accepted();

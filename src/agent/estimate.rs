@@ -70,7 +70,10 @@ impl Orchestrator {
         }
         let sensitive: u64 = order
             .iter()
-            .filter(|&&i| self.sensitive.is_match(&files[i].path))
+            .filter(|&&i| {
+                self.sensitive.is_match(&files[i].path)
+                    || review_scope::security_relevant(&files[i])
+            })
             .map(|&i| tokens::count_text_tokens(&model, &files[i].text))
             .sum();
         if self.multi && sensitive > 0 {

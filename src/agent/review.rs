@@ -226,19 +226,39 @@ impl Orchestrator {
 
     /// Which files of the diff match the sensitive paths, and the class that makes the review.
     fn classify_diff(&self, files: &[diff::FileDiff]) -> (Vec<usize>, TaskClass, String) {
-        let sensitive: Vec<usize> = (0..files.len())
+        let on_paths: Vec<usize> = (0..files.len())
             .filter(|&i| self.sensitive.is_match(&files[i].path))
             .collect();
-        if sensitive.is_empty() {
-            return (
-                sensitive,
-                TaskClass::Routine,
-                "no sensitive path in the diff".to_string(),
-            );
-        }
-        let paths: Vec<&str> = sensitive.iter().map(|&i| files[i].path.as_str()).collect();
-        let reason = format!("the diff touches sensitive paths: {}", paths.join(", "));
-        (sensitive, TaskClass::Security, reason)
+        // Code that looks like a defect class the supervisor must see, wherever it is.
+        let in_code: Vec<usize> = (0..files.len())
+            .filter(|&i| !on_paths.contains(&i) && review_scope::security_relevant(&files[i]))
+            .collect();
+        let names = |ix: &[usize]| -> String {
+            ix.iter()
+                .map(|&i| files[i].path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let reason = match (on_paths.is_empty(), in_code.is_empty()) {
+            (true, true) => {
+                return (
+                    Vec::new(),
+                    TaskClass::Routine,
+                    "no sensitive path in the diff".to_string(),
+                )
+            }
+            (false, true) => format!("the diff touches sensitive paths: {}", names(&on_paths)),
+            (true, false) => format!("security-relevant code in: {}", names(&in_code)),
+            (false, false) => format!(
+                "the diff touches sensitive paths: {}; security-relevant code in: {}",
+                names(&on_paths),
+                names(&in_code)
+            ),
+        };
+        let mut all = on_paths;
+        all.extend(in_code);
+        all.sort_unstable();
+        (all, TaskClass::Security, reason)
     }
 
     /// One role's review conversation: read-only tools, `report_finding`, `finish`.

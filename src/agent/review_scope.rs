@@ -133,12 +133,72 @@ const RISKY: &[&str] = &[
     "sign",
 ];
 
+/// Added code that looks like a defect class the supervisor must see: queries built from
+/// strings, shell commands, file paths from requests, secrets, deserialisation, authorisation.
+const SIGNALS: &[&str] = &[
+    "select ",
+    "insert into",
+    "delete from",
+    "update ",
+    "execute(",
+    "raw(",
+    "sh -c",
+    "shell=true",
+    "system(",
+    "exec(",
+    "popen",
+    "subprocess",
+    "child_process",
+    "eval(",
+    "../",
+    "request_path",
+    "req.params",
+    "request.args",
+    "path.join(",
+    "filepath.join(",
+    "api_key",
+    "apikey",
+    "secret",
+    "password",
+    "passwd",
+    "private_key",
+    "sk_live",
+    "ghp_",
+    "pickle",
+    "yaml.load(",
+    "unserialize",
+    "deserialize(",
+    "marshal.load",
+    "objectinputstream",
+    "admin",
+    "authoriz",
+    "authenticat",
+    "permission",
+    "is_staff",
+    "require_login",
+    "csrf",
+];
+
+/// Whether a file's added lines look like one of the defect classes of [`SIGNALS`].
+pub fn security_relevant(f: &FileDiff) -> bool {
+    f.text
+        .lines()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .any(|l| {
+            let l = l.to_ascii_lowercase();
+            SIGNALS.iter().any(|s| l.contains(s))
+        })
+}
+
 /// How risky a file's change looks: sensitive paths first, then by risky words in added
 /// lines.
 fn risk(f: &FileDiff, sensitive: &GlobSet) -> u64 {
     let mut score = 0;
     if sensitive.is_match(&f.path) {
         score += 1000;
+    }
+    if security_relevant(f) {
+        score += 100;
     }
     for l in f.text.lines() {
         if l.starts_with('+') && !l.starts_with("+++") {
@@ -261,6 +321,17 @@ mod tests {
             |_| 1,
         );
         assert_eq!(read, vec![2, 1, 0, 3]);
+    }
+
+    #[test]
+    fn defect_classes_in_any_path_are_security_relevant() {
+        let relevant = |added: &str| security_relevant(&diff::parse(&file("lib/x.py", added))[0]);
+        assert!(relevant("q = \"SELECT * FROM t WHERE id = \" + id"));
+        assert!(relevant("subprocess.call(cmd, shell=True)"));
+        assert!(relevant("data = open(\"../\" + name)"));
+        assert!(relevant("obj = pickle.loads(body)"));
+        assert!(relevant("API_KEY = \"abc\""));
+        assert!(!relevant("total = a + b"));
     }
 
     #[test]
