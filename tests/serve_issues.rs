@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::harness::{on_both_stores, Backend, Ended, World, REPO, SUPERVISOR, WORKER};
+use support::harness::{on_both_stores, Backend, Ended, World, OWNER, REPO, SUPERVISOR, WORKER};
 use support::llm_server::Reply;
 
 /// The label's trigger and a monthly cap; the worker fixes the heading and finishes.
@@ -910,5 +910,48 @@ async fn two_jobs_on_one_branch_from_two_threads_take_turns() {
 
     <!-- equitr:job=[job-2] -->
     "#);
+    t.finish().await;
+}
+
+/// A maintainer's review asking for changes on the bot's own pull request is a revision:
+/// the body and the line comments reach the worker, the branch gets the change, and the
+/// thread says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_asking_for_changes_on_the_bots_pull_request_revises_it() {
+    let t = World::default()
+        .repo(&[("README.md", "# Helo\n")])
+        .bot_pr(2, "equitr/issue-1", &[("README.md", Some("# Helo!\n"))])
+        .worker([
+            Reply::tool(
+                "write_file",
+                json!({"path": "README.md", "content": "# Hello!\n"}),
+            ),
+            Reply::tool("finish", json!({"summary": "Fixed the spelling."})),
+        ])
+        .serve()
+        .await;
+    let job = t
+        .review(
+            2,
+            OWNER,
+            "REQUEST_CHANGES",
+            "Please fix the spelling.",
+            &[("README.md", 1, "Helo → Hello")],
+        )
+        .await
+        .accepted();
+    assert_eq!(t.wait_job(job).await, Ended::Succeeded);
+    let prompt = t.llm.requests_for(WORKER)[0].body["messages"].to_string();
+    assert!(prompt.contains("Please fix the spelling."), "{prompt}");
+    assert!(prompt.contains("Helo → Hello"), "{prompt}");
+    assert_eq!(
+        t.gh.branch_files(REPO, "equitr/issue-1")["README.md"],
+        "# Hello!\n"
+    );
+    let said = t.next_comment(2).await;
+    assert!(
+        said.contains("✅ Pushed the revision to this branch."),
+        "{said}"
+    );
     t.finish().await;
 }

@@ -999,6 +999,48 @@ impl Tester {
         }
     }
 
+    /// `user` submits a review on PR `number`: `event` is APPROVE, REQUEST_CHANGES or COMMENT,
+    /// with `body` and line `comments` (path, line, text). The review is made on the fake
+    /// first, then its `pull_request_review` `submitted` delivery is sent.
+    pub async fn review(
+        &self,
+        number: u64,
+        user: &str,
+        event: &str,
+        body: &str,
+        comments: &[(&str, u64, &str)],
+    ) -> DeliveryResponse {
+        let id = self
+            .gh
+            .add_review(REPO, number, user, event, body, comments);
+        let state = match event {
+            "APPROVE" => "approved",
+            "REQUEST_CHANGES" => "changes_requested",
+            _ => "commented",
+        };
+        let mut p = fixture("pull_request_review.submitted.1.json");
+        p["pull_request"] = self
+            .gh
+            .pull_request_json(REPO, number)
+            .unwrap_or_else(|| panic!("no PR #{number} in the world"));
+        p["review"]["id"] = json!(id);
+        p["review"]["body"] = json!(body);
+        p["review"]["state"] = json!(state);
+        p["review"]["user"] = self.gh.user_json(user);
+        p["review"]["commit_id"] = json!(self.gh.pr_head_sha(REPO, number));
+        p["review"]["author_association"] = json!(self.association(user));
+        p["repository"] = self.gh.repository_json(REPO);
+        p["installation"]["id"] = json!(INSTALLATION);
+        p["sender"] = self.gh.user_json(user);
+        let d = Delivery {
+            event: "pull_request_review".into(),
+            id: self.next_delivery_id("review"),
+            payload: p,
+            thread: Some(number),
+        };
+        self.send(&d).await
+    }
+
     /// GitHub tells the service that PR `number` (one of the world's) was opened.
     pub async fn open_pr(&self, number: u64) -> DeliveryResponse {
         let d = self.pull_request_delivery(number, "opened");
