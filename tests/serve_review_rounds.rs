@@ -504,7 +504,10 @@ async fn a_review_whose_estimate_cannot_fit_declines_before_any_model_call() {
         "{said}"
     );
     assert!(said.contains("left under `budget.monthly_usd`"), "{said}");
-    assert!(said.contains("No model was called") || said.contains("no model was called"));
+    assert!(
+        said.contains("Nothing was spent and no model was called."),
+        "{said}"
+    );
     assert!(t.llm.requests_for(WORKER).is_empty());
     let head = t.gh.branch_sha(REPO, "feature").unwrap();
     let run = t.check_run(&head).await;

@@ -403,7 +403,13 @@ impl GitHub {
         body: Option<&Value>,
         accept: Option<&str>,
     ) -> Result<String, GitHubError> {
-        let mutation = method != Method::GET && method != Method::HEAD;
+        // A GraphQL query is a read, though it is POSTed: it is neither spaced nor serialised
+        // with the installation's writes.
+        let graphql_query = path.ends_with("/graphql")
+            && body
+                .and_then(|b| b["query"].as_str())
+                .is_some_and(|q| !q.trim_start().starts_with("mutation"));
+        let mutation = method != Method::GET && method != Method::HEAD && !graphql_query;
         let _guard = match (mutation, who) {
             (true, As::Installation(id, _, _) | As::InstallationAll(id)) => {
                 let guard = self.mutation_locks.lock(id.0).await;

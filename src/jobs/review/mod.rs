@@ -393,12 +393,20 @@ fn lay_out(
     costs: String,
 ) -> ReviewDraft {
     let files = diff::parse(whole);
+    // Each file of the checkout is read once, however many findings point into it.
+    let mut texts: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut text_of = |path: &str| -> Option<String> {
+        texts
+            .entry(path.to_string())
+            .or_insert_with(|| read(root, path))
+            .clone()
+    };
     let threshold = ctx.cfg.review.request_changes_on;
     let mut seen: HashSet<String> = HashSet::new();
     let mut repeated: HashSet<String> = HashSet::new();
     let mut found = Vec::new();
     for f in result.findings {
-        let text = read(root, &f.path);
+        let text = text_of(&f.path);
         let m = mark(f, text.as_deref());
         if memory.known.contains(&m.fingerprint) {
             repeated.insert(m.fingerprint);
@@ -415,7 +423,7 @@ fn lay_out(
     let mut outstanding = 0;
     for r in &memory.raised {
         let open = !matches!(r.thread, Some((_, true)));
-        if !still_there(&r.code, read(root, &r.path).as_deref()) {
+        if !still_there(&r.code, text_of(&r.path).as_deref()) {
             if open {
                 fixed.push(r.clone());
             }
