@@ -869,7 +869,9 @@ async fn the_action_reviews_pushes_incrementally_and_replies_fixed_where_it_cann
         pr["pull_request"]["user"]["login"] = json!("octocat");
         pr
     };
-    let runner = Runner::new(&gh, &llm, &token);
+    // With a monthly cap the runs keep their spend (and estimates) on the ledger branch.
+    let mut runner = Runner::new(&gh, &llm, &token);
+    runner.set("INPUT_MONTHLY_BUDGET_USD", "5");
 
     // The first and the last round add a query built from a string: the supervisor looks.
     for _ in 0..2 {
@@ -880,6 +882,7 @@ async fn the_action_reviews_pushes_incrementally_and_replies_fixed_where_it_cann
         "gpt-4o-mini",
         Reply::tool("finish", json!({"summary": "An injection."})),
     );
+    runner.set("GITHUB_RUN_ID", "5001");
     let run = runner
         .run("pull_request", &event("opened", &first_head))
         .await;
@@ -903,6 +906,7 @@ async fn the_action_reviews_pushes_incrementally_and_replies_fixed_where_it_cann
         "gpt-4o-mini",
         Reply::tool("finish", json!({"summary": "Same."})),
     );
+    runner.set("GITHUB_RUN_ID", "5002");
     let run = runner
         .run("pull_request", &event("synchronize", &shifted))
         .await;
@@ -924,6 +928,7 @@ async fn the_action_reviews_pushes_incrementally_and_replies_fixed_where_it_cann
         "gpt-4o-mini",
         Reply::tool("finish", json!({"summary": "Fixed."})),
     );
+    runner.set("GITHUB_RUN_ID", "5003");
     let run = runner
         .run("pull_request", &event("synchronize", &fixed))
         .await;
@@ -938,5 +943,24 @@ async fn the_action_reviews_pushes_incrementally_and_replies_fixed_where_it_cann
         .body
         .starts_with(&format!("Fixed in {}.", &fixed[..7])));
     assert!(!gh.threads(REPO, 2)[0].resolved);
+
+    // Each run's estimate is kept on the ledger branch, and `/equitr cost` weighs the
+    // estimates against what the runs spent.
+    let ledger = ledger_file(&gh);
+    let kinds: Vec<&str> = ledger["estimates"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(kinds, ["review", "review", "review"], "{ledger:#}");
+    let mut c = fixture("issue_comment.created.3.json");
+    c["comment"]["body"] = json!("/equitr cost");
+    runner.set("GITHUB_RUN_ID", "5004");
+    let run = runner.run("issue_comment", &c).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let said = gh.comments(REPO, 1).pop().expect("the cost answer").body;
+    assert!(
+        said.contains("- review: 3 job(s), actual ÷ estimate "),
+        "{said}"
+    );
     assert_eq!(gh.violations(), Vec::<String>::new());
 }

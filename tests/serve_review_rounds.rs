@@ -138,13 +138,14 @@ async fn a_push_after_a_review_is_reviewed_from_the_last_head_and_no_finding_rep
     This month: $0.0006 (no repository cap)
 
     <!-- equitr:job=[job-2] -->
+    <!-- equitr:covered -->
 
     --- src/util.rs:1 (RIGHT) ---
     **Medium: Unchecked error**
 
     Unchecked error.
 
-    <!-- equitr:finding=5b0775fcf5a24ddf lines=1 code=775defc0c31b5686 sev=medium -->
+    <!-- equitr:finding=5b0775fcf5a24ddf lines=1 code=775defc0c31b5686 sev=medium at=7372632f7574696c2e7273 -->
     ");
     // Only the new finding is posted; the injection is not raised again.
     let posted: Vec<(&str, Option<u64>)> = second
@@ -640,5 +641,177 @@ async fn cost_shows_how_good_the_estimates_have_been(backend: support::harness::
         cost.contains("× (median), 0 within the estimated range"),
         "{cost}"
     );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_listed_in_the_body_keeps_the_check_failing_until_its_code_is_gone() {
+    // Below `inline_min_severity`, the injection is listed in the review's body, not inline.
+    let t = World::default()
+        .repo(&[("src/db.rs", DB)])
+        .repo_config("triggers: { auto_review: true }\nreview: { inline_min_severity: critical }\n")
+        .pr(2, "feature", &[("src/db.rs", Some(INJECTED))], "octocat")
+        .supervisor(supervisor_rounds(2))
+        .worker(first_round())
+        .worker([finish("Docs only.")])
+        .worker([finish("Looks fixed.")])
+        .worker([finish("Nothing new.")])
+        .serve()
+        .await;
+    t.open_pr(2).await.accepted();
+    let first = t.next_review(2).await;
+    assert!(first.comments.is_empty(), "{first}");
+    assert!(
+        first.body.contains("`src/db.rs:2` **High: SQL injection**"),
+        "{first}"
+    );
+    assert_eq!(
+        t.check_run(&first.commit_id).await.conclusion.as_deref(),
+        Some("failure")
+    );
+
+    // A push that leaves the injection where it was: the check still fails, for it.
+    let docs = t
+        .push_to_pr(2, &[("README.md", Some("# db\n"))], "Docs")
+        .await;
+    let second = t.next_review(2).await;
+    assert!(
+        !second.body.contains("SQL injection"),
+        "not raised again: {second}"
+    );
+    let run = t.check_run(&docs).await;
+    assert_eq!(run.conclusion.as_deref(), Some("failure"), "{run}");
+    assert!(
+        run.output["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 blocking finding(s) from earlier reviews still open"),
+        "{run}"
+    );
+
+    // The fix: the review says so, once, and the check passes.
+    let fixed = t
+        .push_to_pr(2, &[("src/db.rs", Some(SAFE))], "Use a bound parameter")
+        .await;
+    let third = t.next_review(2).await;
+    assert!(
+        third
+            .body
+            .contains("Fixed: `src/db.rs` (listed in an earlier review)"),
+        "{third}"
+    );
+    assert_eq!(
+        t.check_run(&fixed).await.conclusion.as_deref(),
+        Some("success")
+    );
+    let later = t
+        .push_to_pr(2, &[("README.md", Some("# db\n\nMore.\n"))], "More docs")
+        .await;
+    let fourth = t.next_review(2).await;
+    assert!(!fourth.body.contains("Fixed:"), "said once: {fourth}");
+    assert_eq!(
+        t.check_run(&later).await.conclusion.as_deref(),
+        Some("success")
+    );
+    assert!(t.bot_replies(2).await.is_empty(), "no thread to reply on");
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_cut_short_does_not_move_the_next_reviews_range_on() {
+    // The model refuses the first review's only request: the review posts, cut short.
+    let t = an_injection()
+        .supervisor(supervisor_rounds(1))
+        .worker([Reply::status(
+            400,
+            json!({"error": {"message": "Invalid request.", "type": "invalid_request_error"}}),
+        )])
+        .worker([
+            Reply::tools(vec![finding(
+                "src/db.rs",
+                2,
+                "high",
+                "sql-injection",
+                "SQL injection",
+            )]),
+            Reply::tool("finish", json!({"summary": "The injection."})),
+        ])
+        .serve()
+        .await;
+    t.open_pr(2).await.accepted();
+    let first = t.next_review(2).await;
+    assert!(first.body.contains("src/db.rs (not reached"), "{first}");
+    let head = t
+        .push_to_pr(2, &[("README.md", Some("# db\n"))], "Docs")
+        .await;
+    let second = t.next_review(2).await;
+    assert!(
+        second.body.contains(&format!(
+            "the last review, at {}, did not cover all of its range, so this is a full review",
+            &first.commit_id[..7]
+        )),
+        "{second}"
+    );
+    assert!(
+        worker_prompts_after(&t, 1).contains("let q = format!"),
+        "the second review read the code the first did not reach"
+    );
+    assert_eq!(second.comments.len(), 1, "{second}");
+    t.check_runs(&first.commit_id).await;
+    t.check_runs(&head).await;
+    t.finish().await;
+}
+
+fn as_refs(c: &[(String, String)]) -> Vec<(&str, Option<&str>)> {
+    c.iter()
+        .map(|(p, t)| (p.as_str(), Some(t.as_str())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_past_githubs_diff_limits_is_reviewed_whole_both_times() {
+    // 301 files: GitHub renders no diff of it (406) and its compare lists 300 files.
+    let names: Vec<String> = (0..301).map(|i| format!("src/m{i:03}.rs")).collect();
+    let v1: Vec<String> = (0..301)
+        .map(|i| format!("pub const N: u32 = {i};\n"))
+        .collect();
+    let v2: Vec<String> = (0..301)
+        .map(|i| format!("pub const N: u32 = {};\n", i + 1))
+        .collect();
+    let changes = |v: &[String]| -> Vec<(String, String)> {
+        names.iter().cloned().zip(v.iter().cloned()).collect()
+    };
+    let (first_change, second_change) = (changes(&v1), changes(&v2));
+    let t = World::default()
+        .repo_config("triggers: { auto_review: true }\n")
+        .pr(2, "feature", &as_refs(&first_change), "octocat")
+        .worker([finish("Constants.")])
+        .worker([finish("Constants, bumped.")])
+        .serve()
+        .await;
+    t.open_pr(2).await.accepted();
+    let first = t.next_review(2).await;
+    assert!(first.body.contains("Reviewed (301):"), "{first}");
+    assert!(
+        t.llm.requests_for(WORKER)[0].body["messages"]
+            .to_string()
+            .contains("src/m300.rs"),
+        "the 301st file reached the model"
+    );
+    let head = t.push_to_pr(2, &as_refs(&second_change), "Bump").await;
+    let second = t.next_review(2).await;
+    assert!(second.body.contains("Reviewed (301):"), "{second}");
+    assert!(
+        second.body.contains("the commits since the last review"),
+        "{second}"
+    );
+    let prompt = worker_prompts_after(&t, 1);
+    assert!(
+        prompt.contains("src/m300.rs") && prompt.contains("N: u32 = 301"),
+        "the compare's 301st file was diffed from the checkout"
+    );
+    t.log_line("GitHub will not render this diff").await;
+    t.check_runs(&first.commit_id).await;
+    t.check_runs(&head).await;
     t.finish().await;
 }

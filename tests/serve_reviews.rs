@@ -65,6 +65,7 @@ async fn review_posts_line_comments_a_check_run_and_a_comment_pointing_at_the_re
         This month: $0.0005 (no repository cap)
 
         <!-- equitr:job=[job-1] -->
+        <!-- equitr:covered -->
 
         --- src/auth.rs:2 (RIGHT) ---
         **High: Hard-coded password**
@@ -75,7 +76,7 @@ async fn review_posts_line_comments_a_check_run_and_a_comment_pointing_at_the_re
             verify(p)
         ```
 
-        <!-- equitr:finding=b73b1a649e394b7d lines=1 code=a23d82a2bb31a9cb sev=high -->
+        <!-- equitr:finding=b73b1a649e394b7d lines=1 code=a23d82a2bb31a9cb sev=high at=7372632f617574682e7273 -->
         ");
     }
     let run = t.check_run(&head).await;

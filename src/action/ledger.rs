@@ -30,6 +30,18 @@ const MAX_CONFLICTS: u32 = 20;
 pub struct MonthFile {
     pub month: String,
     pub entries: Vec<Entry>,
+    /// Each run's estimate before its first call, for `/equitr cost`'s accuracy line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub estimates: Vec<Estimated>,
+}
+
+/// A run's estimate: its job kind and the range.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Estimated {
+    pub run: String,
+    pub kind: String,
+    pub low: Usd,
+    pub high: Usd,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,6 +61,27 @@ pub struct Entry {
 }
 
 impl MonthFile {
+    /// Per kind, each earlier run's estimate beside what that run spent (the current run is
+    /// still spending, so it is left out).
+    fn accuracy(&self, current: &str) -> Vec<crate::money::ledger::Accuracy> {
+        let mut rows: Vec<(String, i64, i64, i64)> = self
+            .estimates
+            .iter()
+            .filter(|e| e.run != current)
+            .map(|e| {
+                let picos = |u: Usd| i64::try_from(u.picos()).unwrap_or(i64::MAX);
+                (
+                    e.kind.clone(),
+                    picos(e.low),
+                    picos(e.high),
+                    picos(self.spent(Some(&e.run))),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::money::ledger::accuracy(&rows)
+    }
+
     /// What the cap is checked against: settled costs plus outstanding reservations.
     fn committed(&self, run: Option<&str>) -> Usd {
         self.entries
@@ -150,7 +183,7 @@ impl GitLedger {
                 Ok((
                     MonthFile {
                         month: self.month.clone(),
-                        entries: Vec::new(),
+                        ..MonthFile::default()
                     },
                     None,
                 ))
@@ -218,6 +251,38 @@ fn store(e: crate::github::client::GitHubError) -> BudgetError {
 
 #[async_trait]
 impl Ledger for GitLedger {
+    async fn note_estimate(&self, kind: &str, low: Usd, high: Usd) {
+        let message = format!(
+            "equitr: run {} estimates {low}–{high} for a {kind}",
+            self.run
+        );
+        let noted = self
+            .update(&message, |file| {
+                file.estimates.retain(|e| e.run != self.run);
+                file.estimates.push(Estimated {
+                    run: self.run.clone(),
+                    kind: kind.to_string(),
+                    low,
+                    high,
+                });
+                Ok(())
+            })
+            .await;
+        if let Err(e) = noted {
+            tracing::error!(error = %e, "could not record the run's estimate");
+        }
+    }
+
+    async fn estimate_accuracy(&self) -> Vec<crate::money::ledger::Accuracy> {
+        match self.current().await {
+            Ok(f) => f.accuracy(&self.run),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the ledger's estimates");
+                Vec::new()
+            }
+        }
+    }
+
     async fn headroom(&self) -> Option<crate::money::ledger::Headroom> {
         match self.current().await {
             Ok(f) => crate::money::ledger::Headroom::tightest([

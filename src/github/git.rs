@@ -177,6 +177,45 @@ impl Checkout {
             .is_ok())
     }
 
+    /// The diff `from..to` as `git diff` prints it (renames as a deletion and an addition,
+    /// paths unquoted), fetching either commit the shallow history lacks.
+    pub async fn diff(&self, from: &str, to: &str) -> Result<String, GitError> {
+        for sha in [from, to] {
+            if sha.len() < 7 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(GitError {
+                    action: "diff".into(),
+                    message: format!("not a commit id: {sha:?}"),
+                });
+            }
+            let have = format!("{sha}^{{commit}}");
+            if self
+                .run("cat-file", &["cat-file", "-e", &have])
+                .await
+                .is_err()
+            {
+                self.run(
+                    "fetch",
+                    &["fetch", "--quiet", "--depth", "1", "origin", sha],
+                )
+                .await?;
+            }
+        }
+        self.run(
+            "diff",
+            &[
+                "-c",
+                "core.quotePath=false",
+                "diff",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-renames",
+                from,
+                to,
+            ],
+        )
+        .await
+    }
+
     /// Commit everything (honouring .gitignore); `false` when there was nothing to commit.
     /// A file being committed that holds a secret this process has (an API key, a token,
     /// in any of its encodings) has it replaced by `[redacted]` first: nothing the agents

@@ -126,6 +126,42 @@ pub struct Accuracy {
     pub within: u64,
 }
 
+/// [`Accuracy`] per kind from rows of (kind, low, high, actual) in picodollars, sorted by
+/// kind.
+pub fn accuracy(rows: &[(String, i64, i64, i64)]) -> Vec<Accuracy> {
+    let mut out: Vec<Accuracy> = Vec::new();
+    let mut ratios: Vec<f64> = Vec::new();
+    let flush = |out: &mut Vec<Accuracy>, ratios: &mut Vec<f64>| {
+        if let Some(last) = out.last_mut() {
+            ratios.sort_by(f64::total_cmp);
+            last.median_ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+        }
+        ratios.clear();
+    };
+    for (kind, low, high, actual) in rows {
+        if out.last().map_or(true, |a| &a.kind != kind) {
+            flush(&mut out, &mut ratios);
+            out.push(Accuracy {
+                kind: kind.clone(),
+                jobs: 0,
+                median_ratio: 0.0,
+                within: 0,
+            });
+        }
+        let Some(a) = out.last_mut() else { continue };
+        a.jobs += 1;
+        if low <= actual && actual <= high {
+            a.within += 1;
+        }
+        let mid = (*low as f64 + *high as f64) / 2.0;
+        if mid > 0.0 {
+            ratios.push(*actual as f64 / mid);
+        }
+    }
+    flush(&mut out, &mut ratios);
+    out
+}
+
 /// What is left under a cap: see [`Ledger::headroom`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Headroom {

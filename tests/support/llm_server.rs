@@ -324,6 +324,10 @@ async fn chat(State(state): State<Shared>, uri: Uri, headers: HeaderMap, body: B
     };
     let Some(reply) = reply else {
         let message = format!("script exhausted for model {model}");
+        // A request nobody scripted is a scenario that went further than its author meant.
+        lock(&state)
+            .violations
+            .push(format!("request #{n} ({} {model}): {message}", rec.path));
         let body = match dialect {
             Dialect::OpenAi => {
                 json!({"error": {"type": "server_error", "code": "script_exhausted", "message": message}})

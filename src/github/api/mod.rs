@@ -21,7 +21,7 @@ pub use checks::{
     Annotation, AnnotationLevel, CheckOutput, CheckStatus, Conclusion, ANNOTATIONS_PER_REQUEST,
 };
 pub use issues::{Comment, CommentUser, Issue, Reaction};
-pub use pulls::{Pull, PullRef, RepoRef};
+pub use pulls::{Compare, Pull, PullRef, RepoRef};
 pub use reviews::{
     LineComment, PullComment, ReviewComment, ReviewEvent, ReviewThread, Side, SubjectType,
     SubmittedReview,

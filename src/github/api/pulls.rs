@@ -107,6 +107,12 @@ impl Repo<'_> {
     }
 
     /// The PR's unified diff.
+    /// The files a pull request changes, with their patches, every page (GitHub lists at
+    /// most 3,000): the diff of a pull request too large for GitHub to render one.
+    pub async fn pull_files(&self, number: u64) -> Result<Vec<ComparedFile>, GitHubError> {
+        self.get_all(&format!("/pulls/{number}/files")).await
+    }
+
     pub async fn pull_diff(&self, number: u64) -> Result<String, GitHubError> {
         self.gh
             .send(

@@ -78,15 +78,48 @@ fn kind(f: &Finding) -> String {
     out.trim_end_matches('-').chars().take(60).collect()
 }
 
-/// A file of the checkout as text, if it is one (inside the checkout, not too large).
-pub fn read(root: &Path, path: &str) -> Option<String> {
-    let ws = Workspace::new(root).ok()?;
-    let real = ws.resolve_existing(path).ok()?;
-    let meta = std::fs::metadata(&real).ok()?;
-    if !meta.is_file() || meta.len() > MAX_FILE {
-        return None;
+/// A file of the checkout as a review sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Text(String),
+    /// Not in the checkout: deleted (or never there).
+    Gone,
+    /// There, but not read: too large, not a regular file, or outside the checkout. Whether
+    /// an earlier finding's code is still in it cannot be told, so it is not taken for fixed.
+    Unknown,
+}
+
+impl Seen {
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Seen::Text(t) => Some(t),
+            Seen::Gone | Seen::Unknown => None,
+        }
     }
-    Some(String::from_utf8_lossy(&std::fs::read(real).ok()?).into_owned())
+}
+
+/// A file of the checkout as text, if it is one (inside the checkout, not too large).
+pub fn read(root: &Path, path: &str) -> Seen {
+    let plain = Path::new(path)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return Seen::Unknown;
+    }
+    if matches!(std::fs::symlink_metadata(root.join(path)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        return Seen::Gone;
+    }
+    let text = || -> Option<String> {
+        let ws = Workspace::new(root).ok()?;
+        let real = ws.resolve_existing(path).ok()?;
+        let meta = std::fs::metadata(&real).ok()?;
+        if !meta.is_file() || meta.len() > MAX_FILE {
+            return None;
+        }
+        Some(String::from_utf8_lossy(&std::fs::read(real).ok()?).into_owned())
+    };
+    text().map_or(Seen::Unknown, Seen::Text)
 }
 
 /// The normalised lines `start..=end` (1-based, at most [`MAX_LINES`] ending at `end`) of
@@ -157,10 +190,23 @@ pub fn mark(f: Finding, file: Option<&str>) -> Marked {
     }
 }
 
-/// The hidden mark that carries a finding's identity in what the bot posts.
+/// The longest path a mark carries (hex-encoded, so twice this); a longer one is left out,
+/// and a finding listed in a review body without its path is never taken for fixed.
+const MAX_MARK_PATH: usize = 512;
+
+/// The hidden mark that carries a finding's identity in what the bot posts. The path rides
+/// along hex-encoded (`at=`), so no path can close the comment or break the mark; an inline
+/// comment has its path from GitHub, a finding listed in the body only from here.
 pub fn hidden_mark(m: &Marked) -> String {
+    let path = &m.finding.path;
+    let at = if path.len() <= MAX_MARK_PATH {
+        let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
+        format!(" at={hex}")
+    } else {
+        String::new()
+    };
     format!(
-        "<!-- equitr:finding={} lines={} code={} sev={} -->",
+        "<!-- equitr:finding={} lines={} code={} sev={}{at} -->",
         m.fingerprint,
         m.code.lines,
         m.code.hash,
@@ -174,6 +220,19 @@ pub struct Recalled {
     pub fingerprint: String,
     pub code: Code,
     pub severity: Option<Severity>,
+    /// The path the mark names, when it names one.
+    pub path: Option<String>,
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 || s.len() > 2 * MAX_MARK_PATH {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok().filter(|p| !p.is_empty())
 }
 
 /// Every finding mark in `text`.
@@ -192,9 +251,13 @@ pub fn recall(text: &str) -> Vec<Recalled> {
             hash: String::new(),
         };
         let mut severity = None;
+        let mut path = None;
         for w in words {
             if let Some(s) = w.strip_prefix("sev=") {
                 severity = Severity::parse(s);
+            }
+            if let Some(p) = w.strip_prefix("at=") {
+                path = unhex(p);
             }
             if let Some(n) = w.strip_prefix("lines=") {
                 code.lines = n.parse().unwrap_or(0);
@@ -206,6 +269,7 @@ pub fn recall(text: &str) -> Vec<Recalled> {
             fingerprint: fp.to_string(),
             code,
             severity,
+            path,
         });
     }
     out
@@ -215,14 +279,16 @@ fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// Whether the code a finding pointed at is still somewhere in `file` (`None`: the file is
-/// gone). A finding without code is never taken for fixed.
-pub fn still_there(code: &Code, file: Option<&str>) -> bool {
+/// Whether the code a finding pointed at is still somewhere in `file`. A finding without
+/// code, or in a file that could not be read, is never taken for fixed.
+pub fn still_there(code: &Code, file: &Seen) -> bool {
     if code.lines == 0 || code.hash.is_empty() {
         return true;
     }
-    let Some(text) = file else {
-        return false;
+    let text = match file {
+        Seen::Text(t) => t,
+        Seen::Gone => return false,
+        Seen::Unknown => return true,
     };
     let lines: Vec<String> = text.lines().map(normalise).collect();
     lines.windows(code.lines).any(|w| hash_code(w) == code.hash)
@@ -307,11 +373,45 @@ mod tests {
         let r = recall(&text);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].fingerprint, m.fingerprint);
-        assert!(still_there(&r[0].code, Some(&format!("\n\n{CODE}"))));
+        assert_eq!(r[0].path.as_deref(), Some("src/db.rs"));
+        assert!(still_there(&r[0].code, &Seen::Text(format!("\n\n{CODE}"))));
         let fixed = CODE.replace("format!(\"select {id}\")", "sql::select(id)");
-        assert!(!still_there(&r[0].code, Some(&fixed)));
-        assert!(!still_there(&r[0].code, None), "the file was deleted");
+        assert!(!still_there(&r[0].code, &Seen::Text(fixed)));
+        assert!(
+            !still_there(&r[0].code, &Seen::Gone),
+            "the file was deleted"
+        );
+        assert!(
+            still_there(&r[0].code, &Seen::Unknown),
+            "a file too large to read is not taken for fixed"
+        );
         assert!(recall("<!-- equitr:finding=zz'> -->").is_empty());
+    }
+
+    #[test]
+    fn a_path_that_would_break_the_mark_reads_back_whole() {
+        let path = "docs/a --> b <!-- c.md";
+        let m = mark(finding(path, 1, "t"), Some("x = 1\n"));
+        let text = hidden_mark(&m);
+        assert_eq!(text.matches("-->").count(), 1, "{text}");
+        assert_eq!(recall(&text)[0].path.as_deref(), Some(path));
+        let long = "d/".repeat(400);
+        let m = mark(finding(&long, 1, "t"), None);
+        assert_eq!(recall(&hidden_mark(&m))[0].path, None);
+    }
+
+    #[test]
+    fn a_file_is_text_gone_or_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.rs"), "fn a() {}\n").unwrap();
+        let big = std::fs::File::create(dir.path().join("big.bin")).unwrap();
+        big.set_len(MAX_FILE + 1).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        assert_eq!(read(dir.path(), "a.rs"), Seen::Text("fn a() {}\n".into()));
+        assert_eq!(read(dir.path(), "gone.rs"), Seen::Gone);
+        assert_eq!(read(dir.path(), "big.bin"), Seen::Unknown);
+        assert_eq!(read(dir.path(), "d"), Seen::Unknown);
+        assert_eq!(read(dir.path(), "../a.rs"), Seen::Unknown);
     }
 
     #[test]

@@ -14,8 +14,13 @@ use super::findings::{hidden_mark, Marked, Place};
 /// What a review covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Range {
-    /// The commits since the head the last review covered.
-    Since { from: String, to: String },
+    /// The commits since the head the last review covered; `cut_short` names a later
+    /// review that did not cover all of its range (so this one starts before it).
+    Since {
+        from: String,
+        to: String,
+        cut_short: Option<String>,
+    },
     /// The whole pull request, with why when there was an earlier review.
     Whole {
         base: String,
@@ -31,10 +36,24 @@ fn short(sha: &str) -> &str {
 impl Range {
     pub fn describe(&self) -> String {
         match self {
-            Range::Since { from, to } => format!(
+            Range::Since {
+                from,
+                to,
+                cut_short: None,
+            } => format!(
                 "`{}..{}`, the commits since the last review",
                 short(from),
                 short(to)
+            ),
+            Range::Since {
+                from,
+                to,
+                cut_short: Some(at),
+            } => format!(
+                "`{}..{}`, the commits since the last review that covered all of its range (the review at {} did not)",
+                short(from),
+                short(to),
+                short(at)
             ),
             Range::Whole { base, head, why } => {
                 let mut s = format!("the whole pull request, `{}..{}`", short(base), short(head));
@@ -63,6 +82,8 @@ pub struct Layout {
     pub answered: usize,
     /// Earlier findings whose code is gone: what was done about each.
     pub fixed: Vec<String>,
+    /// The marks that say so for earlier findings listed in a body (which have no thread).
+    pub fixed_marks: Vec<String>,
     pub range: Range,
     pub covered: Vec<String>,
     pub skipped: Vec<Skipped>,
@@ -135,6 +156,7 @@ impl Layout {
             repeated: 0,
             answered: 0,
             fixed: Vec::new(),
+            fixed_marks: Vec::new(),
             range,
             covered: Vec::new(),
             skipped: Vec::new(),
@@ -202,19 +224,29 @@ impl Layout {
             .collect()
     }
 
-    /// The review body before the cost summary.
+    /// The hidden marks of the findings listed in the body and of the earlier ones found
+    /// fixed: what the next review reads back.
+    pub fn marks(&self) -> Vec<String> {
+        let mut marks: Vec<String> = self.elsewhere.iter().map(hidden_mark).collect();
+        if let Some((_, true)) = &self.refused {
+            marks.extend(self.inline.iter().map(|(m, _)| hidden_mark(m)));
+        }
+        marks.extend(self.collapsed.iter().map(|(m, _)| hidden_mark(m)));
+        marks.extend(self.fixed_marks.iter().cloned());
+        marks
+    }
+
+    /// The review body before the cost summary, without its marks.
     pub fn body(&self) -> String {
         let mut body = String::from("## equitr review\n\n");
         if !self.summary.trim().is_empty() {
             body.push_str(&defang(self.summary.trim()));
             body.push_str("\n\n");
         }
-        let mut marks = Vec::new();
         if !self.elsewhere.is_empty() {
             body.push_str("**On files this pull request does not change:**\n\n");
             for m in &self.elsewhere {
                 body.push_str(&listed(m));
-                marks.push(hidden_mark(m));
             }
             body.push('\n');
         }
@@ -229,9 +261,6 @@ impl Layout {
             ));
             for (m, _) in &self.inline {
                 body.push_str(&listed(m));
-                if *all {
-                    marks.push(hidden_mark(m));
-                }
             }
             body.push('\n');
         }
@@ -242,15 +271,10 @@ impl Layout {
             ));
             for (m, why) in &self.collapsed {
                 body.push_str(&listed(m).replace('\n', &format!(" ({why})\n")));
-                marks.push(hidden_mark(m));
             }
             body.push_str("\n</details>\n\n");
         }
         body.push_str(&self.footer());
-        for m in marks {
-            body.push_str(&m);
-            body.push('\n');
-        }
         body
     }
 

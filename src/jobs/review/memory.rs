@@ -18,7 +18,9 @@ pub struct Raised {
     pub code: Code,
     pub severity: Option<Severity>,
     pub path: String,
-    pub comment_id: u64,
+    /// The inline comment that raised it; `None` for one listed in a review body (which has
+    /// no thread to resolve or reply on).
+    pub comment_id: Option<u64>,
     /// A person replied, reacted 👎 or resolved the thread.
     pub answered: bool,
     /// The thread's GraphQL id and whether it is resolved, when GraphQL answered.
@@ -32,6 +34,10 @@ pub struct Raised {
 pub struct Memory {
     /// The head the bot's latest review was posted on.
     pub last_head: Option<String>,
+    /// The head of the latest review that covered everything up to it (every file of its
+    /// range read, none skipped but by the repository's filters): where the next review's
+    /// range starts. A review cut short does not move it on.
+    pub covered_head: Option<String>,
     /// Every fingerprint the bot raised, inline or in a body.
     pub known: HashSet<String>,
     pub raised: Vec<Raised>,
@@ -39,6 +45,23 @@ pub struct Memory {
 
 /// The mark on the bot's "fixed in …" reply.
 pub const FIXED_MARK: &str = "<!-- equitr:fixed -->";
+
+/// The mark on a review that covered all of its range.
+pub const COVERED_MARK: &str = "<!-- equitr:covered -->";
+
+/// The mark a review body carries for an earlier body-listed finding it found fixed, so the
+/// next review does not say so again.
+pub fn fixed_mark(fingerprint: &str) -> String {
+    format!("<!-- equitr:fixed={fingerprint} -->")
+}
+
+/// Every fingerprint `text` marks as fixed.
+fn fixed_in(text: &str) -> impl Iterator<Item = &str> {
+    text.split("<!-- equitr:fixed=")
+        .skip(1)
+        .filter_map(|p| p.split_once(" -->").map(|(fp, _)| fp))
+        .filter(|fp| !fp.is_empty() && fp.len() <= 64 && fp.chars().all(|c| c.is_ascii_hexdigit()))
+}
 
 impl Memory {
     /// Read the pull request's reviews, review comments and, with `threads` (where GraphQL
@@ -81,14 +104,17 @@ impl Memory {
                 .is_some_and(|u| u.login.eq_ignore_ascii_case(bot))
         };
         let mut m = Memory::default();
+        let mut bodies = Vec::new();
         for r in reviews.iter().filter(own) {
             let body = r.body.as_deref().unwrap_or_default();
             if !body.contains("<!-- equitr:job=") {
                 continue;
             }
             m.last_head = r.commit_id.clone().or(m.last_head);
-            m.known
-                .extend(recall(body).into_iter().map(|r| r.fingerprint));
+            if body.contains(COVERED_MARK) {
+                m.covered_head = r.commit_id.clone().or(m.covered_head);
+            }
+            bodies.push(body);
         }
         for c in comments
             .iter()
@@ -107,10 +133,32 @@ impl Memory {
                     code: r.code,
                     severity: r.severity,
                     path: c.path.clone(),
-                    comment_id: c.id,
+                    comment_id: Some(c.id),
                     answered,
                     thread: thread.clone(),
                     said_fixed,
+                });
+            }
+        }
+        // Findings listed in a review body (below the inline threshold, over the inline cap,
+        // off the diff, or folded after a refusal): fixed once their code is gone, like the
+        // inline ones, and said so once.
+        let fixed: HashSet<&str> = bodies.iter().flat_map(|b| fixed_in(b)).collect();
+        for body in bodies {
+            for r in recall(body) {
+                if !m.known.insert(r.fingerprint.clone()) {
+                    continue;
+                }
+                let Some(path) = r.path else { continue };
+                m.raised.push(Raised {
+                    said_fixed: fixed.contains(r.fingerprint.as_str()),
+                    fingerprint: r.fingerprint,
+                    code: r.code,
+                    severity: r.severity,
+                    path,
+                    comment_id: None,
+                    answered: false,
+                    thread: None,
                 });
             }
         }

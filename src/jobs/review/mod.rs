@@ -25,7 +25,7 @@ use super::estimate::{price, Priced};
 use super::pipeline::{bot_login, clone, orchestrator};
 use super::thread::{Ending, Progress, ThreadReporter};
 use super::{fenced, JobCtx, JobReport};
-use findings::{mark, place, read, still_there};
+use findings::{mark, place, read, still_there, Seen};
 use layout::{Layout, Range};
 use memory::{Memory, Raised};
 use post::{decline, settle_fixed, submit, superseded};
@@ -237,14 +237,31 @@ impl ReviewDraft {
 
     /// The check run's conclusion: earlier blocking findings still open keep it failing, and
     /// a review that left files out (other than by the repository's own filters) cannot pass.
-    fn conclusion(&self) -> Conclusion {
-        let whole = self.complete()
+    /// The review ran to its end and reached every file of its range (binary, generated,
+    /// oversized and filtered files are left out by rule, and would be again): only such a
+    /// review moves the next one's range on.
+    pub(super) fn covered(&self) -> bool {
+        self.complete()
+            && !self.layout.skipped.iter().any(|s| {
+                matches!(
+                    s.reason,
+                    crate::agent::review_scope::SkipReason::NotReached(_)
+                )
+            })
+    }
+
+    /// Every file of the range read, none left out but by the repository's own filters.
+    fn whole(&self) -> bool {
+        self.complete()
             && self
                 .layout
                 .skipped
                 .iter()
-                .all(|s| s.reason == crate::agent::review_scope::SkipReason::Filtered);
-        match (whole, self.blocking() + self.outstanding > 0) {
+                .all(|s| s.reason == crate::agent::review_scope::SkipReason::Filtered)
+    }
+
+    fn conclusion(&self) -> Conclusion {
+        match (self.whole(), self.blocking() + self.outstanding > 0) {
             (_, true) => Conclusion::Failure,
             (true, false) => Conclusion::Success,
             (false, false) => Conclusion::Neutral,
@@ -257,55 +274,113 @@ impl ReviewDraft {
     }
 }
 
-/// The diff to review and the range it covers: the commits since the last reviewed head
-/// when that head is still in the branch, else the whole pull request (and why).
+/// The most files GitHub's compare lists: a comparison with this many may have more, and
+/// its diff is read from the checkout instead.
+const COMPARE_FILES: usize = 300;
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// The pull request's whole diff; for one too large for GitHub to render (over 300 files or
+/// 20,000 lines: 406), built from its file list, which GitHub pages up to 3,000 files.
+async fn whole_diff(ctx: &JobCtx<'_>, pr: u64) -> anyhow::Result<String> {
+    match ctx.repo.pull_diff(pr).await {
+        Ok(d) => Ok(d),
+        Err(e) if matches!(e.status(), Some(406 | 422)) => {
+            tracing::warn!(pr, error = %e, "GitHub will not render this diff; building it from the file list");
+            let files = ctx.repo.pull_files(pr).await?;
+            if files.len() >= 3_000 {
+                tracing::warn!(
+                    pr,
+                    "GitHub lists 3,000 files of a pull request at most; the rest are not reviewed"
+                );
+            }
+            let compare = crate::github::api::Compare {
+                status: "ahead".into(),
+                files,
+            };
+            Ok(compare.diff())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The diff to review and the range it covers: the commits since the last head a review
+/// covered in full, when that head is still in the branch; else the whole pull request
+/// (and why).
 async fn range(
     ctx: &JobCtx<'_>,
     pull: &Pull,
     whole: &str,
     memory: &Memory,
+    checkout: &crate::github::git::Checkout,
 ) -> anyhow::Result<(String, Range)> {
     let (base, head) = (pull.base.sha.clone(), pull.head.sha.clone());
-    let Some(last) = memory.last_head.clone() else {
-        return Ok((
+    let whole_because = |why: Option<String>| {
+        Ok((
             whole.to_string(),
             Range::Whole {
-                base,
-                head,
-                why: None,
+                base: base.clone(),
+                head: head.clone(),
+                why,
             },
-        ));
+        ))
     };
-    let short = last.get(..7).unwrap_or(&last).to_string();
+    let Some(last) = memory.covered_head.clone() else {
+        return whole_because(memory.last_head.as_deref().map(|h| {
+            format!(
+                "the last review, at {}, did not cover all of its range, so this is a full review",
+                short(h)
+            )
+        }));
+    };
     if last == head {
-        let why = Some(format!("no new commits since the last review at {short}"));
-        return Ok((whole.to_string(), Range::Whole { base, head, why }));
+        return whole_because(Some(format!(
+            "no new commits since the last review at {}",
+            short(&last)
+        )));
     }
     let compared = ctx.repo.compare(&last, &head).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "could not compare with the last reviewed head; reviewing the whole pull request");
         None
     });
-    match compared {
-        Some(c) if c.status == "ahead" => {
-            // Only files of the pull request: a merge of the base branch brings others.
-            let mine: HashSet<String> = diff::parse(whole).into_iter().map(|f| f.path).collect();
-            let mut c = c;
-            c.files.retain(|f| mine.contains(&f.filename));
-            Ok((
-                c.diff(),
-                Range::Since {
-                    from: last,
-                    to: head,
-                },
-            ))
+    let Some(c) = compared.filter(|c| c.status == "ahead") else {
+        return whole_because(Some(format!(
+            "the last reviewed head {} is no longer in this branch, so this is a full review",
+            short(&last)
+        )));
+    };
+    let text = if c.files.len() >= COMPARE_FILES {
+        match checkout.diff(&last, &head).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "the changes since the last review are too many for GitHub's compare and git could not diff them");
+                return whole_because(Some(format!(
+                    "the changes since {} could not be read, so this is a full review",
+                    short(&last)
+                )));
+            }
         }
-        _ => {
-            let why = Some(format!(
-                "the last reviewed head {short} is no longer in this branch, so this is a full review"
-            ));
-            Ok((whole.to_string(), Range::Whole { base, head, why }))
-        }
-    }
+    } else {
+        c.diff()
+    };
+    // Only files of the pull request: a merge of the base branch brings others.
+    let mine: HashSet<String> = diff::parse(whole).into_iter().map(|f| f.path).collect();
+    let text: String = diff::parse(&text)
+        .into_iter()
+        .filter(|f| mine.contains(&f.path))
+        .map(|f| f.text)
+        .collect();
+    let cut_short = memory.last_head.clone().filter(|h| *h != last);
+    Ok((
+        text,
+        Range::Since {
+            from: last,
+            to: head,
+            cut_short,
+        },
+    ))
 }
 
 /// Work the review out on a checkout of the pull request, without posting anything; `Err`
@@ -317,10 +392,9 @@ async fn draft_review(
     thread: Option<&mut ThreadReporter<'_>>,
 ) -> anyhow::Result<Result<ReviewDraft, String>> {
     let info = ctx.repo.info().await?;
-    let whole = ctx.repo.pull_diff(pr_number).await?;
+    let whole = whole_diff(ctx, pr_number).await?;
     let posting = thread.is_some();
     let memory = Memory::load(&ctx.repo, pr_number, &bot_login(ctx.env), posting).await?;
-    let (diff_text, range) = range(ctx, pull, &whole, &memory).await?;
     let (_scratch, checkout) = clone(ctx, &info).await?;
     if !checkout
         .checkout_pull_at(pr_number, &pull.head.name, &pull.head.sha)
@@ -328,6 +402,7 @@ async fn draft_review(
     {
         tracing::warn!(pr = pr_number, head = %pull.head.sha, "the reviewed head is not in the fetched history; reviewing the newest");
     }
+    let (diff_text, range) = range(ctx, pull, &whole, &memory, &checkout).await?;
 
     let mut orch = orchestrator(ctx, &checkout, true).build().await?;
     let context = format!(
@@ -394,8 +469,8 @@ fn lay_out(
 ) -> ReviewDraft {
     let files = diff::parse(whole);
     // Each file of the checkout is read once, however many findings point into it.
-    let mut texts: std::collections::HashMap<String, Option<String>> = Default::default();
-    let mut text_of = |path: &str| -> Option<String> {
+    let mut texts: std::collections::HashMap<String, Seen> = Default::default();
+    let mut text_of = |path: &str| -> Seen {
         texts
             .entry(path.to_string())
             .or_insert_with(|| read(root, path))
@@ -407,7 +482,7 @@ fn lay_out(
     let mut found = Vec::new();
     for f in result.findings {
         let text = text_of(&f.path);
-        let m = mark(f, text.as_deref());
+        let m = mark(f, text.text());
         if memory.known.contains(&m.fingerprint) {
             repeated.insert(m.fingerprint);
             continue;
@@ -423,7 +498,7 @@ fn lay_out(
     let mut outstanding = 0;
     for r in &memory.raised {
         let open = !matches!(r.thread, Some((_, true)));
-        if !still_there(&r.code, text_of(&r.path).as_deref()) {
+        if !still_there(&r.code, &text_of(&r.path)) {
             if open {
                 fixed.push(r.clone());
             }

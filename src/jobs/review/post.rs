@@ -8,12 +8,15 @@ use crate::llm::pricing::Usd;
 
 use super::super::thread::{marker, Ending, Progress, ThreadReporter};
 use super::super::{JobCtx, JobReport};
-use super::memory::FIXED_MARK;
+use super::memory::{fixed_mark, COVERED_MARK, FIXED_MARK};
 use super::{ReviewDraft, CHECK};
 
-/// The most of the review body posted (GitHub's limit is 65,536 characters; the costs and
-/// marks follow).
-const MAX_BODY: usize = 60_000;
+/// GitHub's limit on a review body is 65,536 characters; this many bytes stay under it.
+const MAX_BODY: usize = 65_000;
+/// The most of the body the hidden marks may take (a mark is ~100 bytes): past it the
+/// least severe findings go unmarked (and may be raised again), the text is never squeezed
+/// out by them.
+const MAX_MARKS: usize = 20_000;
 
 /// The review's estimate cannot fit the budget: nothing was called; the check run and the
 /// thread say why.
@@ -95,19 +98,7 @@ pub(super) async fn submit(
 ) -> anyhow::Result<u64> {
     let mut plain = false;
     loop {
-        let mut text = draft.layout.body();
-        if text.len() > MAX_BODY {
-            // GitHub takes 65,536 characters: the rest is in the check run's annotations.
-            let mut cut = MAX_BODY;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push_str(
-                "\n\n… (cut here: the check run `equitr / review` lists every finding)\n",
-            );
-        }
-        let body = format!("{text}\n{}\n\n{}", draft.costs, marker(ctx.id));
+        let body = body_of(ctx, draft);
         let comments: Vec<ReviewComment> = draft.layout.comments();
         // As a last resort a plain comment review: GitHub refuses `REQUEST_CHANGES` on the
         // bot's own pull request, for one.
@@ -137,6 +128,40 @@ pub(super) async fn submit(
     }
 }
 
+/// The review body: the text (cut to fit), the costs, the job's marker, and the marks the
+/// next review reads back (after the cut, so a long body cannot lose them).
+fn body_of(ctx: &JobCtx<'_>, draft: &ReviewDraft) -> String {
+    let mut marks = String::new();
+    let all = draft.layout.marks();
+    let total = all.len();
+    for (i, m) in all.into_iter().enumerate() {
+        if marks.len() + m.len() + 1 > MAX_MARKS {
+            tracing::warn!(
+                marked = i,
+                total,
+                "too many findings to mark them all; the rest may be raised again"
+            );
+            break;
+        }
+        marks.push_str(&m);
+        marks.push('\n');
+    }
+    let covered = if draft.covered() { COVERED_MARK } else { "" };
+    let tail = format!("\n{}\n\n{}\n{marks}{covered}", draft.costs, marker(ctx.id));
+    let note = "\n\n… (cut here: the check run `equitr / review` lists every finding)\n";
+    let mut text = draft.layout.body();
+    let room = MAX_BODY.saturating_sub(tail.len() + note.len()).max(4_000);
+    if text.len() > room {
+        let mut cut = room;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(note);
+    }
+    format!("{text}{tail}")
+}
+
 /// GitHub's reason for a 422, short.
 fn refusal(e: &GitHubError) -> String {
     match e {
@@ -155,7 +180,7 @@ pub(super) async fn settle_fixed(ctx: &JobCtx<'_>, pr: u64, head: &str, draft: &
             Some((id, false)) => match ctx.repo.resolve_thread(id).await {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(pr, comment = r.comment_id, error = %e, "could not resolve the review thread (the Action's GITHUB_TOKEN cannot); replying instead");
+                    tracing::warn!(pr, comment = r.comment_id.unwrap_or_default(), error = %e, "could not resolve the review thread (the Action's GITHUB_TOKEN cannot); replying instead");
                     false
                 }
             },
@@ -171,18 +196,23 @@ pub(super) async fn settle_fixed(ctx: &JobCtx<'_>, pr: u64, head: &str, draft: &
         if r.said_fixed {
             continue;
         }
+        let Some(comment) = r.comment_id else {
+            // Listed in an earlier review's body: no thread, so this review says it, once.
+            draft
+                .layout
+                .fixed
+                .push(format!("`{}` (listed in an earlier review)", r.path));
+            draft.layout.fixed_marks.push(fixed_mark(&r.fingerprint));
+            continue;
+        };
         let text = format!("Fixed in {short}.\n\n{FIXED_MARK}");
-        match ctx
-            .repo
-            .reply_to_review_comment(pr, r.comment_id, &text)
-            .await
-        {
+        match ctx.repo.reply_to_review_comment(pr, comment, &text).await {
             Ok(_) => draft
                 .layout
                 .fixed
                 .push(format!("`{}` (replied on its thread)", r.path)),
             Err(e) => {
-                tracing::warn!(pr, comment = r.comment_id, error = %e, "could not reply on the review thread")
+                tracing::warn!(pr, comment, error = %e, "could not reply on the review thread")
             }
         }
     }

@@ -77,6 +77,11 @@ pub fn create_bare(root: &Path, full_name: &str, files: &[(&str, &str)]) -> Path
     let bare = root.join(format!("{full_name}.git"));
     std::fs::create_dir_all(&bare).expect("mkdir bare repo");
     run(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    // GitHub serves any commit reachable from a ref when a client asks for it by sha.
+    run(
+        &bare,
+        &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+    );
     let changes: Vec<(&str, Option<&str>)> = files.iter().map(|(p, c)| (*p, Some(*c))).collect();
     commit(&bare, "main", None, &changes, "Initial commit");
     bare

@@ -1461,6 +1461,16 @@ fn repo_route(
             let accept = accept(h);
             if accept.contains("diff") || accept.contains("patch") {
                 return match pr_diff(server, &key, n, None) {
+                    // GitHub will not render a diff of more than 300 files or 20,000 lines.
+                    Some((_, files)) if files.len() > DIFF_FILES || files.iter().map(|f| f.additions + f.deletions).sum::<u64>() > DIFF_LINES => {
+                        let what = if files.len() > DIFF_FILES { "files (300)" } else { "lines (20000)" };
+                        Reply::json(406, json!({
+                            "message": format!("Sorry, the diff exceeded the maximum number of {what}. Consider using 'List pull requests files' API or locally cloning the repository instead."),
+                            "errors": [{"resource": "PullRequest", "field": "diff", "code": "too_large"}],
+                            "documentation_url": "https://docs.github.com/rest/pulls/pulls#list-pull-requests-files",
+                            "status": "406",
+                        }))
+                    }
                     Some((diff, _)) => Reply::raw(200, "application/vnd.github.diff; charset=utf-8", diff.into_bytes()),
                     None => not_found(),
                 };
@@ -1503,8 +1513,10 @@ fn repo_route(
             let Some((_, files)) = num(n).and_then(|n| pr_diff(server, &key, n, None)) else {
                 return not_found();
             };
+            // GitHub lists at most 3,000 files of a pull request.
             let items = files
                 .iter()
+                .take(LISTED_FILES)
                 .map(|f| {
                     json!({
                         "sha": null, "filename": f.path, "status": f.status,
@@ -2693,6 +2705,13 @@ fn put_contents(server: &Server, key: &str, path: &str, body: &Value, bot: &str)
     )
 }
 
+/// The most files GitHub renders in a diff or lists in a compare, and the most lines of a
+/// pull request's diff.
+const DIFF_FILES: usize = 300;
+const DIFF_LINES: u64 = 20_000;
+/// The most files `GET /pulls/{n}/files` lists.
+const LISTED_FILES: usize = 3_000;
+
 /// `GET /repos/{o}/{r}/compare/{base}...{head}` (two dots also accepted, as on GitHub).
 fn compare(server: &Server, key: &str, spec: &str) -> Reply {
     let Some((base, head)) = spec.split_once("...").or_else(|| spec.split_once("..")) else {
@@ -2736,7 +2755,8 @@ fn compare(server: &Server, key: &str, spec: &str) -> Reply {
             "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
             "base_commit": {"sha": b}, "merge_base_commit": {"sha": git::run(&bare, &["merge-base", &b, &h]).trim()},
             "commits": commits,
-            "files": files.iter().map(|f| json!({
+            // GitHub's compare shows at most 300 changed files.
+            "files": files.iter().take(DIFF_FILES).map(|f| json!({
                 "filename": f.path, "status": f.status, "additions": f.additions, "deletions": f.deletions,
                 "changes": f.additions + f.deletions, "patch": f.patch,
             })).collect::<Vec<_>>(),
