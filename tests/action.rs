@@ -800,7 +800,8 @@ async fn a_change_the_supervisor_rejects_is_never_pushed_by_the_action() {
             "gpt-4o",
             Reply::tool(
                 "submit_review",
-                json!({"approved": false, "reasons": format!("reason {i}: keep the name")}),
+                // The reasons try to speak to the runner as workflow commands.
+                json!({"approved": false, "reasons": format!("reason {i}: keep the name\n::error::pwned {i}\n  ::add-mask::x")}),
             ),
         );
     }
@@ -831,6 +832,35 @@ async fn a_change_the_supervisor_rejects_is_never_pushed_by_the_action() {
         "{thread}"
     );
     assert!(thread.contains("reason 2: keep the name"), "{thread}");
+    // The log has a group per step, each closed, and the model's text never opens a line
+    // the runner would read as a command.
+    let log = &run.stdout;
+    assert!(
+        log.contains("::group::equitr: worker turn 1 of 15\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("::group::equitr: the supervisor is reviewing the change\n"),
+        "{log}"
+    );
+    assert!(log.contains("· ::error::pwned 2"), "{log}");
+    assert_eq!(
+        log.matches("::group::").count(),
+        log.matches("::endgroup::").count(),
+        "{log}"
+    );
+    for line in log.lines() {
+        let l = line.trim_start();
+        assert!(
+            !l.starts_with("::")
+                || ["::group::", "::endgroup::", "::add-mask::"]
+                    .iter()
+                    .any(|c| l.starts_with(c))
+                    && !l.contains("pwned")
+                    && l != "::add-mask::x",
+            "a workflow command in the log: {line}"
+        );
+    }
 }
 
 /// Issue 11 through the Action: a push after a review is reviewed from the last reviewed head

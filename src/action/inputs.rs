@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::models::default_models;
 use super::UsageError;
+use crate::config::defaults::default_models;
 use crate::config::{Config, Overrides};
 
 /// The inputs of `action.yml`.

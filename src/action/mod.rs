@@ -8,6 +8,7 @@
 
 mod inputs;
 pub mod ledger;
+mod log;
 mod models;
 mod outputs;
 mod requests;
@@ -103,6 +104,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
     if asked.is_empty() {
         return Ok(nothing());
     }
+    let max_iterations = llm.orchestrator.max_iterations;
     let mut runner = Runner {
         env: JobEnv {
             gh: gh.clone(),
@@ -111,7 +113,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> Result<Outcome, UsageError> 
             bot_user_id: ACTIONS_BOT_ID,
             work_root: work_root(env),
             http,
-            sink: Arc::new(crate::agent::NoSink),
+            sink: Arc::new(log::Groups::new(max_iterations)),
             fence: None,
             branch_lock: None,
             trigger_issue: event.as_ref().and_then(jobs::issue_of),

@@ -50,6 +50,13 @@ const SECURITY: &[&str] = &[
     "authoris",
     "login",
     "logout",
+    "signup",
+    "sign-up",
+    "sign up",
+    "input validation",
+    "validate input",
+    "user input",
+    "untrusted",
     "password",
     "passwd",
     "credential",
@@ -223,6 +230,11 @@ mod tests {
             Some(TaskClass::Architecture)
         );
         assert_eq!(class("Fix the typo in README.md"), Some(TaskClass::Routine));
+        // The README's first command.
+        assert_eq!(
+            class("Add input validation to the signup handler"),
+            Some(TaskClass::Security)
+        );
     }
 
     #[test]

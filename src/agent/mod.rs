@@ -43,7 +43,7 @@ mod worker;
 pub use builder::{OrchestratorBuilder, Toolchain};
 pub use cost::{CostReport, CostTracker, RoleCost};
 pub use escalation::{TaskClass, Verdict};
-pub use events::{EventSink, JobEvent, NoSink};
+pub use events::{EventSink, JobEvent, NoSink, Steps};
 pub use model::{CallError, RoleModel};
 pub use snapshot::{ChangedFile, Snapshot, TreeWatcher};
 use worker::repair_history;

@@ -12,7 +12,7 @@ pub async fn run(env: &BTreeMap<String, String>) -> u8 {
     if let Err(e) = crate::action::report(env, &outcome) {
         return fail(EXIT_FAILED, format!("writing the step outputs: {e}"));
     }
-    println!("equitr-coder: {}", outcome.conclusion);
+    out!("equitr-coder: {}", outcome.conclusion);
     if outcome.conclusion == crate::action::Conclusion::Failure {
         EXIT_FAILED
     } else {

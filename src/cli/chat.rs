@@ -6,27 +6,39 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::progress::{Display, Progress};
 use super::{fail, load_config, render, ChatArgs, RunFlags, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::agent::{Orchestrator, Toolchain};
+
+/// A local run's orchestrator, its progress display and the line that names its mode.
+pub(crate) struct Local {
+    pub orch: Orchestrator,
+    pub progress: Arc<Progress>,
+    pub mode: String,
+}
 
 /// Build the orchestrator a local run uses, or the exit code of why not.
 pub(crate) async fn build(
     config_flag: Option<&Path>,
     env: &BTreeMap<String, String>,
     flags: &RunFlags,
-) -> Result<Orchestrator, u8> {
+) -> Result<Local, u8> {
     let config =
         load_config(config_flag, env, &flags.overrides()).map_err(|e| fail(EXIT_USAGE, e))?;
+    let progress = Arc::new(Progress::new(
+        flags.verbose,
+        config.orchestrator.max_iterations,
+        Display::detect(env),
+    ));
     if !flags.repo.is_dir() {
         return Err(fail(
             EXIT_USAGE,
             format!("--repo {}: not a directory", flags.repo.display()),
         ));
     }
-    Orchestrator::builder(config, &flags.repo)
-        .sink(Arc::new(render::Progress {
-            verbose: flags.verbose,
-        }))
+    let held = config.clone();
+    let orch = Orchestrator::builder(config, &flags.repo)
+        .sink(progress.clone())
         // The local user's own config may say `sandbox: none`.
         .allow_unsandboxed(true)
         .toolchain(
@@ -36,7 +48,13 @@ pub(crate) async fn build(
         )
         .build()
         .await
-        .map_err(|e| fail(EXIT_USAGE, format!("{e:#}")))
+        .map_err(|e| fail(EXIT_USAGE, format!("{e:#}")))?;
+    let mode = render::mode(&orch, &held);
+    Ok(Local {
+        orch,
+        progress,
+        mode,
+    })
 }
 
 pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>, args: ChatArgs) -> u8 {
@@ -47,11 +65,15 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>, arg
     if task.trim().is_empty() {
         return fail(EXIT_USAGE, "the task is empty");
     }
-    let mut orch = match build(config_flag, env, &args.flags).await {
+    let Local {
+        mut orch,
+        progress,
+        mode,
+    } = match build(config_flag, env, &args.flags).await {
         Ok(o) => o,
         Err(code) => return code,
     };
-    eprintln!("equitr-coder: {}", render::mode(&orch));
+    eprintln!("equitr-coder: {mode}");
     if let Some(m) = orch.toolbox().sandbox_status().message() {
         eprintln!("warning: {m}");
     }
@@ -62,9 +84,12 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>, arg
             on_ctrl_c.cancel();
         }
     });
-    match orch.run_cancellable(&task, cancel).await {
+    progress.begin();
+    let result = orch.run_cancellable(&task, cancel).await;
+    progress.end();
+    match result {
         Ok(result) => {
-            print!("{}", render::result(&result));
+            out_raw!("{}", render::result(&result));
             if result.outcome.is_done() {
                 EXIT_OK
             } else {

@@ -13,8 +13,8 @@ pub fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> u8 {
         Err(e) => return fail(EXIT_USAGE, e),
     };
     match &config.file {
-        Some(p) => println!("config file: {}", p.display()),
-        None => println!("config file: none (defaults and environment only)"),
+        Some(p) => out!("config file: {}", p.display()),
+        None => out!("config file: none (defaults and environment only)"),
     }
     let rows = config.describe();
     let kw = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
@@ -25,12 +25,12 @@ pub fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> u8 {
         .unwrap_or(0)
         .min(60);
     for (key, value, source) in &rows {
-        println!("{key:<kw$}  {value:<vw$}  ({source})");
+        out!("{key:<kw$}  {value:<vw$}  ({source})");
     }
-    println!();
+    out!();
     for role in [AgentRole::Supervisor, AgentRole::Worker] {
         match config.resolve(role) {
-            Ok(r) => println!(
+            Ok(r) => out!(
                 "{role}: {} via {} at {}{}",
                 r.model,
                 r.provider,
@@ -41,10 +41,10 @@ pub fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> u8 {
                     ", no key"
                 }
             ),
-            Err(e) => println!("{role}: {e}"),
+            Err(e) => out!("{role}: {e}"),
         }
     }
-    println!(
+    out!(
         "mode: {}",
         if config.orchestrator.use_multi_agent {
             "multi-agent (ask_supervisor available)"
@@ -52,5 +52,11 @@ pub fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> u8 {
             "single-agent (use -M or orchestrator.use_multi_agent: true for ask_supervisor)"
         }
     );
+    EXIT_OK
+}
+
+/// `config-schema repo|cli`: the file's JSON Schema on stdout.
+pub fn schema(which: crate::config::schema::Which) -> u8 {
+    out!("{}", crate::config::schema::json(which));
     EXIT_OK
 }

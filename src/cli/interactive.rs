@@ -22,7 +22,11 @@ pub async fn run(
     env: &BTreeMap<String, String>,
     flags: RunFlags,
 ) -> u8 {
-    let mut orch = match chat::build(config_flag, env, &flags).await {
+    let chat::Local {
+        mut orch,
+        progress,
+        mode,
+    } = match chat::build(config_flag, env, &flags).await {
         Ok(o) => o,
         Err(code) => return code,
     };
@@ -63,10 +67,7 @@ pub async fn run(
             }
         }
     });
-    eprintln!(
-        "equitr-coder interactive — {}. /help for commands.",
-        render::mode(&orch)
-    );
+    eprintln!("equitr-coder interactive — {mode}. /help for commands.");
     loop {
         if ask_tx.send(()).is_err() {
             break;
@@ -81,15 +82,15 @@ pub async fn run(
             "" => continue,
             "/exit" | "/quit" => break,
             "/help" => {
-                println!("{HELP}");
+                out!("{HELP}");
                 continue;
             }
             "/cost" => {
-                print!("{}", orch.session_cost().render_table());
+                out_raw!("{}", orch.session_cost().render_table());
                 continue;
             }
             t if t.starts_with('/') => {
-                println!("unknown command {t}\n{HELP}");
+                out!("unknown command {t}\n{HELP}");
                 continue;
             }
             _ => {}
@@ -101,10 +102,12 @@ pub async fn run(
                 on_ctrl_c.cancel();
             }
         });
+        progress.begin();
         let result = orch.run_cancellable(task, cancel).await;
+        progress.end();
         watcher.abort();
         match result {
-            Ok(r) => print!("{}", render::result(&r)),
+            Ok(r) => out_raw!("{}", render::result(&r)),
             Err(e) => eprintln!("error: {e:#}"),
         }
     }

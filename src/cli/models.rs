@@ -62,7 +62,7 @@ pub async fn run(
             Err(e) => return fail(EXIT_USAGE, format!("llm.pricing.{model}: {e}")),
         }
     }
-    println!("{} models at {}:", ids.len(), settings.api_base);
+    out!("{} models at {}:", ids.len(), settings.api_base);
     let w = ids.iter().map(|i| i.len()).max().unwrap_or(0);
     for id in ids {
         let price = match table.lookup(&id) {
@@ -73,7 +73,7 @@ pub async fn run(
             ),
             None => "no known price (set llm.pricing in the config to use it with a budget)".into(),
         };
-        println!("  {id:<w$}  {price}");
+        out!("  {id:<w$}  {price}");
     }
     EXIT_OK
 }

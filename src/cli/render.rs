@@ -1,95 +1,12 @@
-//! How the terminal shows a run: progress on stderr while it runs, the result on stdout.
+//! How the terminal shows a run: the mode line on stderr before it (the progress while it
+//! runs is [`super::progress`]), the result on stdout.
 
-use std::io::Write;
+use crate::agent::RunResult;
+use crate::config::{Config, Source};
 
-use crate::agent::{JobEvent, RunResult};
-
-/// Prints job events to stderr as they happen.
-pub struct Progress {
-    pub verbose: bool,
-}
-
-fn first_lines(text: &str, n: usize) -> String {
-    let mut lines: Vec<&str> = text.lines().take(n).collect();
-    if text.lines().count() > n {
-        lines.push("…");
-    }
-    lines.join("\n    ")
-}
-
-impl crate::agent::EventSink for Progress {
-    fn emit(&self, event: &JobEvent) {
-        let line = match event {
-            JobEvent::Classified {
-                class,
-                reason,
-                by_model,
-            } => Some(format!(
-                "· task class: {class} — {reason}{}",
-                if *by_model {
-                    " (asked the worker model)"
-                } else {
-                    ""
-                }
-            )),
-            JobEvent::Plan { text } => {
-                Some(format!("· supervisor plan:\n    {}", first_lines(text, 8)))
-            }
-            JobEvent::Escalation { question } => Some(format!(
-                "· worker asks the supervisor: {}",
-                first_lines(question, 3)
-            )),
-            JobEvent::SupervisorAnswer { answer } => {
-                Some(format!("· supervisor answers: {}", first_lines(answer, 4)))
-            }
-            JobEvent::GateReview {
-                round,
-                approved,
-                reasons,
-                ..
-            } => Some(format!(
-                "· supervisor review {round}: {} — {}",
-                if *approved { "approved" } else { "rejected" },
-                first_lines(reasons, 4)
-            )),
-            JobEvent::ToolCall {
-                role,
-                name,
-                arguments,
-            } if self.verbose => Some(format!("  [{role}] {name} {arguments}")),
-            JobEvent::ToolResult {
-                role,
-                name,
-                is_error: true,
-                preview,
-            } if self.verbose => Some(format!("  [{role}] {name} failed: {preview}")),
-            JobEvent::ModelCall {
-                role,
-                model,
-                usage,
-                cost,
-            } if self.verbose => Some(format!(
-                "  [{role}] {model}: {} in ({} cached) / {} out, {}",
-                usage.input_tokens,
-                usage.cached_input_tokens,
-                usage.output_tokens,
-                cost.map(|c| c.to_string())
-                    .unwrap_or_else(|| "no price".into())
-            )),
-            JobEvent::BudgetReached { message } => Some(format!("· {message}")),
-            JobEvent::Note { message } => Some(format!("· {message}")),
-            _ => None,
-        };
-        if let Some(line) = line {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{line}");
-        }
-    }
-}
-
-/// "multi-agent mode, worker M, supervisor S".
-pub fn mode(orch: &crate::agent::Orchestrator) -> String {
-    if orch.is_multi_agent() {
+/// "multi-agent mode, worker M, supervisor S", and why those models when nothing named them.
+pub fn mode(orch: &crate::agent::Orchestrator, config: &Config) -> String {
+    let mut s = if orch.is_multi_agent() {
         format!(
             "multi-agent mode, worker {}, supervisor {}",
             orch.worker_model(),
@@ -97,7 +14,19 @@ pub fn mode(orch: &crate::agent::Orchestrator) -> String {
         )
     } else {
         format!("single-agent mode, worker {}", orch.worker_model())
+    };
+    let implied = ["llm.models.worker.model", "llm.models.supervisor.model"]
+        .iter()
+        .find_map(|k| match config.source(k) {
+            Source::Implied(why) => Some(why),
+            _ => None,
+        });
+    if let Some(why) = implied {
+        s.push_str(&format!(
+            " (the default models {why}; choose others with --model / --worker-model or llm.model in the config)"
+        ));
     }
+    s
 }
 
 /// The result block: outcome, files changed, cost table, escalation.

@@ -7,90 +7,139 @@ use serde::Deserialize;
 
 use super::{ConfigError, ProviderKind, RoleSettings, SandboxSetting, Secret, Source};
 
-#[derive(Debug, Default, Deserialize)]
+/// `~/.equitr/config.yaml` (or `--config PATH`, or `$EQUITR_CONFIG`): the models, the
+/// agents' limits, the sandbox, and for `serve` the GitHub App and the service.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "equitr-coder configuration")]
 pub struct FileConfig {
+    /// The models and how they are reached.
     pub llm: Option<FileLlm>,
+    /// The two agents' limits.
     pub orchestrator: Option<FileOrchestrator>,
+    /// How `run_command` is isolated (default `bubblewrap`; `none` only for your own machine).
     pub sandbox: Option<SandboxSetting>,
+    /// The GitHub App `serve` runs as.
     pub github: Option<FileGithub>,
+    /// The webhook service (`serve`).
     pub server: Option<FileServer>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileLlm {
+    /// The API both roles use unless a role names its own (default `openai`).
     pub provider: Option<ProviderKind>,
+    /// The model of both roles unless a role names its own (without any, the API key in
+    /// the environment picks gpt-4o / gpt-4o-mini or claude-sonnet-4-5 / claude-haiku-4-5).
     pub model: Option<String>,
+    /// The provider's base URL (an OpenAI-compatible server, a proxy).
     pub api_base: Option<String>,
+    /// The API key itself (better: `api_key_env`, or the provider's usual variable).
     pub api_key: Option<String>,
+    /// The environment variable that holds the API key.
     pub api_key_env: Option<String>,
+    /// USD cap per run: no model call that could cross it is made.
     pub budget: Option<f64>,
+    /// The most output tokens per model call (default 4096).
     pub max_tokens: Option<u32>,
+    /// Sampling temperature, for models that take one.
     pub temperature: Option<f64>,
+    /// Seconds before a model call is given up (default 120).
     pub timeout_secs: Option<u64>,
+    /// Per-role settings: `supervisor` and `worker`.
     pub models: Option<FileModels>,
     /// Prices for models the built-in table does not know, or overrides of it.
     pub pricing: Option<BTreeMap<String, FilePricing>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileModels {
+    /// The strong model: plans, answers the worker, reviews critical changes.
     pub supervisor: Option<FileModel>,
+    /// The cheap model: reads, edits, runs the tests.
     pub worker: Option<FileModel>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileModel {
+    /// This role's API (default `llm.provider`).
     pub provider: Option<ProviderKind>,
+    /// This role's model (default `llm.model`).
     pub model: Option<String>,
+    /// This role's base URL (default `llm.api_base`).
     pub api_base: Option<String>,
+    /// This role's API key itself.
     pub api_key: Option<String>,
+    /// The environment variable with this role's API key.
     pub api_key_env: Option<String>,
+    /// This role's sampling temperature.
     pub temperature: Option<f64>,
+    /// This role's most output tokens per call.
     pub max_tokens: Option<u32>,
+    /// This role's model's price, when the built-in table does not know it.
     pub pricing: Option<FilePricing>,
+    /// Extra HTTP headers sent with this role's calls (a proxy's).
     pub headers: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilePricing {
+    /// USD per million input tokens.
     pub input_per_mtok: f64,
+    /// USD per million output tokens.
     pub output_per_mtok: f64,
+    /// USD per million cached input tokens (default: the input price).
     pub cached_input_per_mtok: Option<f64>,
+    /// USD per million tokens written to the prompt cache (default: the input price).
     pub cache_write_per_mtok: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileOrchestrator {
+    /// Use the supervisor + worker pair (`-M` turns it on for one run).
     pub use_multi_agent: Option<bool>,
+    /// The most worker turns a task may take (default 15).
     pub max_iterations: Option<u32>,
+    /// The most supervisor calls per task (default 5).
     pub max_supervisor_calls: Option<u32>,
+    /// Seconds a task may run in all (default 1800).
     pub max_wall_clock_secs: Option<u64>,
+    /// How many times the supervisor may reject the change before the run stops (default 2).
     pub max_gate_rejections: Option<u32>,
+    /// Seconds one `run_command` may take (default 120).
     pub command_timeout_secs: Option<u64>,
+    /// Globs of files whose changes the supervisor reviews (replaces the default list).
     pub sensitive_paths: Option<Vec<String>>,
 }
 
-/// Accepted now so that one file can serve `chat` and (in a later release) `serve`.
-#[derive(Debug, Default, Deserialize)]
+/// The GitHub App `serve` runs as (the `GITHUB_*` variables override these).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileGithub {
+    /// The App's id.
     pub app_id: Option<u64>,
+    /// The App's private key (PEM) file.
     pub private_key_path: Option<String>,
+    /// The environment variable that holds the webhook secret.
     pub webhook_secret_env: Option<String>,
+    /// The REST API's base URL (GitHub Enterprise: `https://HOST/api/v3`).
     pub api_url: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileServer {
+    /// The address webhooks are received on (default `0.0.0.0:3000`).
     pub listen: Option<String>,
+    /// `sqlite://PATH` or `postgres://…` (default `sqlite://equitr.db`, in the working
+    /// directory).
     pub database_url: Option<String>,
+    /// How many jobs run at once (default 4).
     pub concurrency: Option<u32>,
 }
 

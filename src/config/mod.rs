@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod defaults;
 mod describe;
 mod env;
 mod file;
 pub mod repo;
+pub mod schema;
 mod validate;
 
 pub use file::{key_lines, FilePricing};
@@ -43,7 +45,8 @@ impl std::fmt::Display for AgentRole {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// Which API a model is reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Openai,
@@ -114,9 +117,10 @@ impl fmt::Display for ProviderKind {
 }
 
 /// How `run_command` is isolated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxSetting {
+    /// Every command in a bubblewrap sandbox: the checkout writable, no network, no secrets.
     Bubblewrap,
     /// Run commands bare. Only ever set by the local user, in the CLI config.
     None,
@@ -145,9 +149,14 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Default,
-    File { path: PathBuf, line: usize },
+    File {
+        path: PathBuf,
+        line: usize,
+    },
     Env(String),
     Flag(String),
+    /// Chosen because nothing named it, from what the environment holds (the API key).
+    Implied(String),
 }
 
 impl fmt::Display for Source {
@@ -157,6 +166,7 @@ impl fmt::Display for Source {
             Source::File { path, line } => write!(f, "{}:{}", path.display(), line),
             Source::Env(name) => write!(f, "env {name}"),
             Source::Flag(name) => write!(f, "flag {name}"),
+            Source::Implied(why) => write!(f, "default, {why}"),
         }
     }
 }

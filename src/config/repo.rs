@@ -2,21 +2,30 @@
 //! A broken file is answered on the thread with its line and error, so the parse error
 //! carries both.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::DEFAULT_SENSITIVE_PATHS;
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+/// `.github/equitr.yml`, read from the default branch: when the bot acts on this
+/// repository, what it may spend, how it reviews and implements, and its schedules.
 #[serde(deny_unknown_fields, default)]
+#[schemars(title = "equitr-coder repository configuration")]
 pub struct RepoConfig {
+    /// What starts the bot: the comment command, the label, automatic reviews.
     pub triggers: Triggers,
+    /// What the bot may spend on this repository.
     pub budget: Budget,
+    /// How pull requests are reviewed.
     pub review: Review,
+    /// How issues are implemented.
     pub implement: Implement,
+    /// Tasks run on a schedule.
     pub schedules: Vec<Schedule>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Triggers {
     /// The comment command, `/equitr` by default.
@@ -40,14 +49,19 @@ impl Default for Triggers {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Budget {
+    /// USD cap per job (it can only tighten the operator's cap).
     pub per_run_usd: Option<f64>,
+    /// USD cap per calendar month (UTC) for this repository.
     pub monthly_usd: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
+/// A finding's severity.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -78,13 +92,14 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Review {
+    /// Globs of files the supervisor reviews too, and that are reviewed first.
     pub sensitive_paths: Vec<String>,
     /// Findings at or above this severity make the review REQUEST_CHANGES.
     pub request_changes_on: Severity,
-    /// Same as `triggers.auto_review` (DESIGN names both).
+    /// Same as `triggers.auto_review`.
     pub auto: Option<bool>,
     /// Review draft pull requests automatically too (a draft is reviewed when it is marked
     /// ready otherwise). `/equitr review` works on drafts either way.
@@ -94,6 +109,7 @@ pub struct Review {
     pub inline_min_severity: Severity,
     /// The most inline comments one review posts (the most severe first); the rest go to
     /// the collapsed section.
+    #[schemars(range(max = 100))]
     pub max_inline_comments: usize,
     /// Globs of files not to review. The default skips lock files, vendored and generated
     /// code; setting it replaces the default list.
@@ -149,22 +165,27 @@ impl Default for Review {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Implement {
+    /// Post the supervisor's plan and wait for `/equitr approve` before implementing.
     pub require_plan_approval: bool,
+    /// The command the worker runs to test its change (in the sandbox).
     pub test_command: Option<String>,
     /// Let `run_command` run in untrusted-context mode (an outsider's issue); off by default.
     pub untrusted_commands: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// The schedule's name (its branch is `equitr/refactor-<name>`).
     pub name: String,
-    /// Five fields, UTC.
+    /// Five fields (minute hour day-of-month month day-of-week), UTC.
     pub cron: String,
+    /// What to do, as you would write it in `/equitr implement`.
     pub task: String,
+    /// USD cap for each run of it.
     pub budget_usd: Option<f64>,
 }
 

@@ -15,6 +15,11 @@
 //!   accumulate their annotations. [`FakeGitHub::threads`], [`FakeGitHub::review_comments`]
 //!   and [`CheckRun::annotations`] show them; [`FakeGitHub::push_to_pr`] and
 //!   [`FakeGitHub::force_push_pr`] move a PR's head as its author would.
+//! - GitHub's web side of the App-manifest flow: the form POST to `/settings/apps/new`
+//!   (or `/organizations/{org}/settings/apps/new`) is checked, remembered and answered with
+//!   GitHub's redirect to the manifest's `redirect_url?code=…&state=…`; the code converts once,
+//!   within an hour, at `POST /app-manifests/{code}/conversions` into the fake's own App (its
+//!   id, slug and key), so a `serve` given the credentials authenticates.
 //!
 //! ```ignore
 //! let gh = FakeGitHub::start().await;
@@ -321,6 +326,21 @@ pub(crate) struct Inner {
     rate_remaining: u64,
     /// GraphQL's `resolveReviewThread` answers FORBIDDEN (an Actions `GITHUB_TOKEN`).
     refuse_resolution: bool,
+    /// Codes minted by the App-manifest form, in order.
+    manifest_codes: Vec<ManifestCode>,
+}
+
+/// One App registration through the manifest flow: the manifest the form sent, the code
+/// GitHub redirected with, and the App the code converted into (once).
+#[derive(Debug, Clone)]
+pub(crate) struct ManifestCode {
+    code: String,
+    manifest: Value,
+    /// The organisation it was registered under, `None` for the user's account.
+    org: Option<String>,
+    minted: SystemTime,
+    /// The conversion's answer, secrets included, once the code was used.
+    converted: Option<Value>,
 }
 
 impl Inner {
@@ -451,6 +471,7 @@ impl FakeGitHub {
             mutation_latency: Duration::from_millis(10),
             rate_remaining: 5000,
             refuse_resolution: false,
+            manifest_codes: Vec::new(),
         }));
         let server = Server { inner, app };
         let router = Router::new().fallback(handle).with_state(server.clone());
@@ -871,6 +892,35 @@ impl FakeGitHub {
     /// Everything that is not a real GitHub operation or broke a documented rule.
     pub fn violations(&self) -> Vec<String> {
         self.lock().violations.clone()
+    }
+
+    /// Every manifest the App-registration form accepted, in order.
+    pub fn manifests(&self) -> Vec<Value> {
+        let inner = self.lock();
+        inner
+            .manifest_codes
+            .iter()
+            .map(|c| c.manifest.clone())
+            .collect()
+    }
+
+    /// Every App a manifest code was converted into, as the conversion answered it (with its
+    /// `pem`, `webhook_secret` and `client_secret`).
+    pub fn manifest_apps(&self) -> Vec<Value> {
+        let inner = self.lock();
+        inner
+            .manifest_codes
+            .iter()
+            .filter_map(|c| c.converted.clone())
+            .collect()
+    }
+
+    /// Makes every manifest code minted so far older than the hour GitHub keeps it valid.
+    pub fn expire_manifest_codes(&self) {
+        let past = SystemTime::now() - Duration::from_secs(3601);
+        for c in &mut self.lock().manifest_codes {
+            c.minted = past;
+        }
     }
 
     /// An issue or pull request as GitHub shows it now.
@@ -1350,6 +1400,10 @@ async fn handle(
         Ok(b) => b,
         Err(_) => return git::plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
     };
+    // GitHub's web side (not its API): the App-manifest form.
+    if method == Method::POST && rest::is_app_registration(uri.path()) {
+        return rest::register_app(&server, &uri, &headers, &bytes);
+    }
     rest::serve(server, method, uri, headers, bytes).await
 }
 

@@ -947,6 +947,8 @@ fn route(
             _ => error(401, "Requires authentication"),
         },
         ("POST", ["graphql"]) => graphql::serve(server, caller, body),
+        // No authentication: the code is the proof (GitHub's `apps/create-from-manifest`).
+        ("POST", ["app-manifests", code, "conversions"]) => convert_manifest(server, code),
         (_, ["repos", o, r, rest @ ..]) => repo_route(server, caller, m, o, r, rest, q, h, body),
         _ => not_found(),
     }
@@ -2762,4 +2764,304 @@ fn compare(server: &Server, key: &str, spec: &str) -> Reply {
             })).collect::<Vec<_>>(),
         }),
     )
+}
+
+// ---- the App-manifest flow ----
+
+/// GitHub's App permissions a manifest may ask for (the keys of `default_permissions`).
+const APP_PERMISSIONS: &[&str] = &[
+    "actions",
+    "administration",
+    "attestations",
+    "checks",
+    "codespaces",
+    "contents",
+    "dependabot_secrets",
+    "deployments",
+    "discussions",
+    "environments",
+    "issues",
+    "merge_queues",
+    "metadata",
+    "packages",
+    "pages",
+    "pull_requests",
+    "repository_custom_properties",
+    "repository_hooks",
+    "repository_projects",
+    "secret_scanning_alerts",
+    "secrets",
+    "security_events",
+    "single_file",
+    "statuses",
+    "vulnerability_alerts",
+    "workflows",
+    "members",
+    "organization_administration",
+    "organization_custom_roles",
+    "organization_events",
+    "organization_hooks",
+    "organization_packages",
+    "organization_plan",
+    "organization_projects",
+    "organization_secrets",
+    "organization_self_hosted_runners",
+    "organization_user_blocking",
+    "team_discussions",
+    "email_addresses",
+    "followers",
+    "git_ssh_keys",
+    "gpg_keys",
+    "interaction_limits",
+    "profile",
+    "starring",
+];
+
+/// Webhook events the fake knows, with the permission GitHub requires before an App may
+/// subscribe to them (`None`: metadata, which every App has).
+const APP_EVENTS: &[(&str, Option<&str>)] = &[
+    ("check_run", Some("checks")),
+    ("check_suite", Some("checks")),
+    ("create", Some("contents")),
+    ("delete", Some("contents")),
+    ("issue_comment", Some("issues")),
+    ("issues", Some("issues")),
+    ("label", None),
+    ("member", None),
+    ("public", None),
+    ("pull_request", Some("pull_requests")),
+    ("pull_request_review", Some("pull_requests")),
+    ("pull_request_review_comment", Some("pull_requests")),
+    ("pull_request_review_thread", Some("pull_requests")),
+    ("push", Some("contents")),
+    ("release", Some("contents")),
+    ("repository", None),
+    ("status", Some("statuses")),
+    ("workflow_run", Some("actions")),
+];
+
+/// `/settings/apps/new` or `/organizations/{org}/settings/apps/new`: GitHub's (web) form that
+/// registers an App from a manifest.
+pub fn is_app_registration(path: &str) -> bool {
+    app_registration_org(path).is_some()
+}
+
+/// `Some(None)` for the user's account, `Some(Some(org))` for an organisation's.
+fn app_registration_org(path: &str) -> Option<Option<String>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["settings", "apps", "new"] => Some(None),
+        ["organizations", org, "settings", "apps", "new"] if !org.is_empty() => {
+            Some(Some(percent_decode(org)))
+        }
+        _ => None,
+    }
+}
+
+/// What is wrong with a manifest, as GitHub's registration would refuse it. The hook URL must
+/// be https: GitHub accepts http with a warning, but this product never should send one.
+fn manifest_problems(m: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(obj) = m.as_object() else {
+        return vec!["the manifest is not a JSON object".into()];
+    };
+    const KNOWN: &[&str] = &[
+        "name",
+        "url",
+        "hook_attributes",
+        "redirect_url",
+        "callback_urls",
+        "setup_url",
+        "description",
+        "public",
+        "default_events",
+        "default_permissions",
+        "request_oauth_on_install",
+        "setup_on_update",
+    ];
+    for k in obj.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
+        out.push(format!("unknown manifest parameter `{k}`"));
+    }
+    if !m["url"].as_str().is_some_and(|u| u.starts_with("http")) {
+        out.push("`url` (required) is not a URL".into());
+    }
+    if let Some(h) = m.get("hook_attributes") {
+        match h["url"].as_str() {
+            Some(u) if u.starts_with("https://") => {}
+            other => out.push(format!(
+                "`hook_attributes.url` (required) is not an https URL: {other:?}"
+            )),
+        }
+        if h.get("active").is_some_and(|a| !a.is_boolean()) {
+            out.push("`hook_attributes.active` is not a boolean".into());
+        }
+    }
+    for key in ["redirect_url", "setup_url"] {
+        if m.get(key)
+            .is_some_and(|u| !u.as_str().is_some_and(|u| u.starts_with("http")))
+        {
+            out.push(format!("`{key}` is not a URL"));
+        }
+    }
+    for key in ["public", "request_oauth_on_install", "setup_on_update"] {
+        if m.get(key).is_some_and(|b| !b.is_boolean()) {
+            out.push(format!("`{key}` is not a boolean"));
+        }
+    }
+    let perms = m["default_permissions"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in &perms {
+        let levels: &[&str] = if k == "workflows" {
+            &["write"]
+        } else {
+            &["read", "write", "admin"]
+        };
+        if !APP_PERMISSIONS.contains(&k.as_str()) {
+            out.push(format!("unknown permission `{k}`"));
+        } else if !v.as_str().is_some_and(|v| levels.contains(&v)) {
+            out.push(format!("permission `{k}`: {v} is not one of {levels:?}"));
+        }
+    }
+    for e in m["default_events"].as_array().into_iter().flatten() {
+        let name = e.as_str().unwrap_or_default();
+        match APP_EVENTS.iter().find(|(n, _)| *n == name) {
+            None => out.push(format!("unknown event {e}")),
+            Some((_, Some(p))) if !perms.contains_key(*p) => {
+                out.push(format!("event `{name}` needs the `{p}` permission"))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The form POST of the manifest flow: check it, remember it, mint a code and redirect the
+/// browser to `redirect_url?code=…&state=…`, as GitHub does once the user confirms.
+pub fn register_app(server: &Server, uri: &Uri, headers: &HeaderMap, bytes: &[u8]) -> Response {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(bytes).into_owned().collect();
+    let n = record(server, "POST", uri, headers, json!(form));
+    let org = app_registration_org(uri.path()).flatten();
+    let state = parse_query(uri.query()).get("state").cloned();
+    let ct = header(headers, "content-type").unwrap_or_default();
+    let mut problems = Vec::new();
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        problems.push(format!(
+            "the form is not application/x-www-form-urlencoded: {ct:?}"
+        ));
+    }
+    let manifest = match form
+        .get("manifest")
+        .map(|m| serde_json::from_str::<Value>(m))
+    {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            problems.push(format!("`manifest` is not JSON: {e}"));
+            Value::Null
+        }
+        None => {
+            problems.push("no `manifest` field in the form".into());
+            Value::Null
+        }
+    };
+    if problems.is_empty() {
+        problems = manifest_problems(&manifest);
+    }
+    let reply = if problems.is_empty() {
+        let code = format!("{:020x}", rand::random::<u64>());
+        let redirect = manifest["redirect_url"].as_str().map(|u| {
+            let sep = if u.contains('?') { '&' } else { '?' };
+            let mut to = format!("{u}{sep}code={code}");
+            if let Some(s) = &state {
+                to.push_str(&format!(
+                    "&state={}",
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                ));
+            }
+            to
+        });
+        server.lock().manifest_codes.push(super::ManifestCode {
+            code: code.clone(),
+            manifest,
+            org,
+            minted: SystemTime::now(),
+            converted: None,
+        });
+        match redirect {
+            Some(to) => Reply::empty(302).header("location", &to),
+            None => Reply::raw(
+                200,
+                "text/html; charset=utf-8",
+                format!("App created; code {code}").into_bytes(),
+            ),
+        }
+    } else {
+        let mut inner = server.lock();
+        for p in &problems {
+            inner
+                .violations
+                .push(format!("#{n} POST {}: {p}", uri.path()));
+        }
+        Reply::raw(
+            422,
+            "text/html; charset=utf-8",
+            problems.join("\n").into_bytes(),
+        )
+    };
+    server.lock().requests[n].status = reply.status;
+    into_response(server, reply, false, "core")
+}
+
+/// `POST /app-manifests/{code}/conversions`: the App a code registered, once, within an hour.
+/// The fake has one App, so this is its id, slug and key, with the manifest's name, settings
+/// and fresh secrets.
+fn convert_manifest(server: &Server, code: &str) -> Reply {
+    let mut inner = server.lock();
+    let now = SystemTime::now();
+    let Some(c) = inner.manifest_codes.iter_mut().find(|c| {
+        c.code == code
+            && c.converted.is_none()
+            && now
+                .duration_since(c.minted)
+                .is_ok_and(|age| age < Duration::from_secs(3600))
+    }) else {
+        return not_found();
+    };
+    let a = &server.app;
+    let secret = || {
+        format!(
+            "{:032x}{:08x}",
+            rand::random::<u128>(),
+            rand::random::<u32>()
+        )
+    };
+    let owner = match &c.org {
+        Some(org) => {
+            let mut o = user(org);
+            o["type"] = json!("Organization");
+            o
+        }
+        None => user("equitr"),
+    };
+    let m = &c.manifest;
+    let app = json!({
+        "id": a.id, "slug": a.slug, "node_id": format!("A_fake{}", a.id), "owner": owner,
+        "name": m["name"].as_str().unwrap_or(&a.slug), "description": m["description"].as_str().unwrap_or(""),
+        "external_url": m["url"], "html_url": format!("{}/apps/{}", a.api_url, a.slug),
+        "created_at": iso8601(now), "updated_at": iso8601(now),
+        "permissions": dict_with(m["default_permissions"].clone(), "metadata", json!("read")),
+        "events": m["default_events"].as_array().cloned().unwrap_or_default(),
+        "client_id": format!("Iv1.fake{}", a.id), "client_secret": secret(),
+        "webhook_secret": secret(), "pem": a.private_pem,
+    });
+    c.converted = Some(app.clone());
+    Reply::json(201, app)
+}
+
+/// `v` (an object, or `{}`) with `key` set to `value` unless it has it.
+fn dict_with(v: Value, key: &str, value: Value) -> Value {
+    let mut map = v.as_object().cloned().unwrap_or_default();
+    map.entry(key.to_string()).or_insert(value);
+    Value::Object(map)
 }
