@@ -82,7 +82,7 @@ pub enum JobEvent {
 
 fn ser_opt_usd<S: serde::Serializer>(v: &Option<Usd>, s: S) -> Result<S::Ok, S::Error> {
     match v {
-        Some(u) => s.serialize_some(&u.to_string()),
+        Some(u) => s.serialize_some(&u.precise()),
         None => s.serialize_none(),
     }
 }

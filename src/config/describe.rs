@@ -157,5 +157,7 @@ impl Config {
         );
         row("server.link_hosts", s.link_hosts.clone());
         row("server.write_interval_ms", s.write_interval_ms.clone());
+        row("server.dashboard_listen", s.dashboard_listen.clone());
+        row("server.dashboard_token", hidden(&s.dashboard_token));
     }
 }

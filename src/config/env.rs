@@ -138,11 +138,19 @@ impl Config {
                 "server.work_dir" => &mut self.server.work_dir,
                 "server.installation_monthly_usd" => &mut self.server.installation_monthly_usd,
                 "server.link_hosts" => &mut self.server.link_hosts,
+                "server.dashboard_listen" => &mut self.server.dashboard_listen,
                 _ => &mut self.server.write_interval_ms,
             };
             *slot = Some(v.trim().to_string());
             self.sources
                 .insert(key.to_string(), Source::Env(var.to_string()));
+        }
+        if let Some(token) = get("EQUITR_DASHBOARD_TOKEN") {
+            self.server.dashboard_token = Some(Secret(token));
+            self.sources.insert(
+                "server.dashboard_token".into(),
+                Source::Env("EQUITR_DASHBOARD_TOKEN".into()),
+            );
         }
         if let Some(pem) = get("GITHUB_PRIVATE_KEY") {
             self.github.private_key = Some(Secret(pem));

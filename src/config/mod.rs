@@ -290,6 +290,10 @@ pub struct ServerSettings {
     pub installation_monthly_usd: Option<String>,
     pub link_hosts: Option<String>,
     pub write_interval_ms: Option<String>,
+    /// `EQUITR_DASHBOARD_LISTEN`: a listener of its own for the dashboard.
+    pub dashboard_listen: Option<String>,
+    /// `EQUITR_DASHBOARD_TOKEN`: turns the dashboard on (environment only).
+    pub dashboard_token: Option<Secret>,
 }
 
 /// Every `serve` setting the environment may give: (variable, key).
@@ -313,6 +317,7 @@ pub const SERVE_ENV: &[(&str, &str)] = &[
         "EQUITR_GITHUB_WRITE_INTERVAL_MS",
         "server.write_interval_ms",
     ),
+    ("EQUITR_DASHBOARD_LISTEN", "server.dashboard_listen"),
 ];
 
 /// The effective configuration.

@@ -34,6 +34,46 @@ pub struct ServeConfig {
     /// The agent core's configuration.
     pub llm: Config,
     pub bot_user_id: u64,
+    /// The operator's dashboard, when `EQUITR_DASHBOARD_TOKEN` turns it on.
+    pub dashboard: Option<DashboardConfig>,
+}
+
+/// The dashboard's settings.
+#[derive(Clone)]
+pub struct DashboardConfig {
+    /// What the login page asks for (never logged; registered as a secret).
+    pub token: String,
+    /// A listener of its own (`EQUITR_DASHBOARD_LISTEN`); `None`: the webhook listener.
+    pub listen: Option<String>,
+}
+
+/// The shortest dashboard token taken: it is the one thing between the network and the
+/// spend and transcripts.
+const MIN_TOKEN: usize = 16;
+
+fn dashboard(llm: &Config) -> Result<Option<DashboardConfig>, SettingError> {
+    let s = &llm.server;
+    let Some(token) = &s.dashboard_token else {
+        if s.dashboard_listen.is_some() {
+            return Err(err(
+                "EQUITR_DASHBOARD_LISTEN",
+                "set EQUITR_DASHBOARD_TOKEN too: the dashboard is off without a token",
+            ));
+        }
+        return Ok(None);
+    };
+    let token = token.expose().trim().to_string();
+    if token.chars().count() < MIN_TOKEN {
+        return Err(err(
+            "EQUITR_DASHBOARD_TOKEN",
+            format!("at least {MIN_TOKEN} characters (a random one: `openssl rand -hex 24`)"),
+        ));
+    }
+    crate::scrub::register_secret(&token);
+    Ok(Some(DashboardConfig {
+        token,
+        listen: s.dashboard_listen.clone(),
+    }))
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -158,6 +198,7 @@ impl ServeConfig {
                 .as_deref()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            dashboard: dashboard(&llm)?,
             llm,
         })
     }

@@ -20,6 +20,7 @@ use crate::store::Store;
 mod acknowledge;
 mod branch_lock;
 pub mod config;
+mod dashboard;
 mod failures;
 mod lease;
 pub mod metrics;
@@ -75,6 +76,11 @@ impl App {
 }
 
 pub fn router(app: Arc<App>) -> Router {
+    // The dashboard shares this listener unless it has one of its own.
+    let dashboard = match app.cfg.dashboard.as_ref().map(|d| d.listen.is_some()) {
+        Some(false) => dashboard::router(app.clone()),
+        _ => Router::new(),
+    };
     Router::new()
         .route("/webhook", post(webhook::handle))
         .route("/api/github/webhooks", post(webhook::handle))
@@ -86,6 +92,7 @@ pub fn router(app: Arc<App>) -> Router {
             ACKS_IN_FLIGHT,
         )))))
         .with_state(app)
+        .merge(dashboard)
 }
 
 /// Readiness is for load balancers and orchestrators: ready means deliveries are taken, which
@@ -154,6 +161,25 @@ pub async fn serve(
     });
     let stop2 = stop.clone();
     let store = app.store.clone();
+    let own_dashboard = match app.cfg.dashboard.as_ref().and_then(|d| d.listen.clone()) {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("EQUITR_DASHBOARD_LISTEN {addr}: {e}"))?;
+            eprintln!(
+                "equitr-coder serve: dashboard on http://{}",
+                l.local_addr()?
+            );
+            let routes = dashboard::router(app.clone());
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(l, routes)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            }))
+        }
+        None => None,
+    };
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -161,6 +187,9 @@ pub async fn serve(
         })
         .await?;
     stop.cancel();
+    if let Some(d) = own_dashboard {
+        let _ = d.await;
+    }
     if let Some(s) = scheduler {
         s.abort();
         // Cancelled, or already ended: either way no tick is running now. Another process

@@ -222,6 +222,15 @@ fn ledger(
     cfg: &RepoConfig,
     kind: &JobKind,
 ) -> anyhow::Result<Arc<dyn crate::llm::ledger::Ledger>> {
+    // The dashboard shows each repository's spend against the cap its jobs run under.
+    let cap = usd(cfg.budget.monthly_usd).and_then(|c| i64::try_from(c.picos()).ok());
+    let store = app.store.clone();
+    let repo = name.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = store.note_repo_cap(&repo, cap).await {
+            tracing::warn!(error = %e, "could not note the repository's cap for the dashboard");
+        }
+    });
     let scope = LedgerScope {
         job_id: job.id,
         repo: name.to_string(),

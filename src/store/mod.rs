@@ -26,6 +26,7 @@ use sqlx::Connection;
 
 use crate::money::pricing::Usd;
 
+pub mod dashboard;
 mod estimates;
 mod intake;
 mod jobs;
