@@ -779,3 +779,102 @@ async fn bad_urls_are_one_line_errors_without_the_password() {
         }
     }
 }
+
+/// The dashboard's daily spend (`ledger_days`, kept by triggers) agrees with the ledger after
+/// every kind of change: settled calls, released ones, a reservation that expired with its
+/// process and was settled later at its real cost, and a row deleted by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_spend_follows_every_ledger_change() {
+    each_db!(|db, clock| {
+        let store = db.store(&clock).await;
+        let ids = enqueue(&store, "d", vec![job("implement", "o/a", 7)]).await;
+        let scope = LedgerScope {
+            job_id: ids[0],
+            repo: "o/a".into(),
+            installation_id: 7,
+            per_run_cap: None,
+            repo_monthly_cap: None,
+            installation_monthly_cap: None,
+            month: month_of(T0),
+        };
+        let ledger = SqlLedger::new(store.clone(), scope).unwrap();
+        let usage = Usage {
+            input_tokens: 100,
+            output_tokens: 10,
+            ..Usage::default()
+        };
+        let r = ledger.reserve(req(5_000)).await.unwrap();
+        ledger
+            .settle(r, Usd::from_picos(3_000), usage)
+            .await
+            .unwrap();
+        let r = ledger.reserve(req(5_000)).await.unwrap();
+        ledger.release(r).await.unwrap();
+        let orphan = ledger.reserve(req(9_000)).await.unwrap();
+        let day = |store: &Store| {
+            let store = store.clone();
+            async move {
+                store
+                    .daily_spend(T0 - 86_400_000)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|d| (d.day, d.cost_picos, d.input_tokens))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            day(&store).await,
+            vec![(T0 / 86_400_000, 3_000, 100)],
+            "{}",
+            db.name
+        );
+
+        // The process dies: the reservation expires at its full amount, then its owner
+        // settles it at the real cost the next day.
+        let pool_url = db.url.clone();
+        let exec = |sql: &'static str| {
+            let url = pool_url.clone();
+            async move {
+                if url.starts_with("postgres") {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    sqlx::query(sql).execute(&pool).await.unwrap();
+                    pool.close().await;
+                } else {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    sqlx::query(sql).execute(&pool).await.unwrap();
+                    pool.close().await;
+                }
+            }
+        };
+        exec("UPDATE ledger SET state = 'expired', cost_picos = reserved_picos, settled_at = created_at WHERE state = 'reserved'").await;
+        assert_eq!(
+            day(&store).await,
+            vec![(T0 / 86_400_000, 12_000, 100)],
+            "{}",
+            db.name
+        );
+        clock.advance(Duration::from_secs(86_400));
+        ledger
+            .settle(orphan, Usd::from_picos(4_000), usage)
+            .await
+            .unwrap();
+        assert_eq!(
+            day(&store).await,
+            vec![
+                (T0 / 86_400_000, 3_000, 100),
+                (T0 / 86_400_000 + 1, 4_000, 100)
+            ],
+            "{}",
+            db.name
+        );
+        exec("DELETE FROM ledger WHERE cost_picos = 3000").await;
+        assert_eq!(
+            day(&store).await,
+            vec![(T0 / 86_400_000, 0, 0), (T0 / 86_400_000 + 1, 4_000, 100)],
+            "{}",
+            db.name
+        );
+        store.close().await;
+    });
+}

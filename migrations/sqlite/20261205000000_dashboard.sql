@@ -10,9 +10,87 @@ CREATE TABLE repo_caps (
 CREATE INDEX jobs_created ON jobs (created_at);
 CREATE INDEX jobs_repo_id ON jobs (repo, id);
 CREATE INDEX jobs_kind_id ON jobs (kind, id);
--- Covering: the month's spend per repository, and the daily spend, are read from the index
--- alone.
+-- Covering: the month's spend per repository is read from the index alone.
 CREATE INDEX ledger_month_repo ON ledger (month, repo, state, installation_id, cost_picos, reserved_picos);
-CREATE INDEX ledger_settled ON ledger (state, settled_at, repo, role, model, cost_picos, input_tokens,
-    cached_input_tokens, cache_write_tokens, output_tokens);
-CREATE INDEX ledger_expired ON ledger (created_at) WHERE state = 'expired';
+
+-- Daily spend, kept as the ledger changes (by triggers, so every path that writes the ledger
+-- counts): per repository, day (UTC, days since 1970, of `settled_at`), role and model, what
+-- settled and expired rows cost and their tokens. The spend page reads 90 days of it instead of
+-- aggregating the ledger on every view.
+CREATE TABLE ledger_days (
+    repo                TEXT NOT NULL,
+    day                 BIGINT NOT NULL,
+    role                TEXT NOT NULL,
+    model               TEXT NOT NULL,
+    cost_picos          BIGINT NOT NULL DEFAULT 0,
+    input_tokens        BIGINT NOT NULL DEFAULT 0,
+    cached_input_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_write_tokens  BIGINT NOT NULL DEFAULT 0,
+    output_tokens       BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (repo, day, role, model)
+);
+CREATE INDEX ledger_days_day ON ledger_days (day);
+INSERT INTO ledger_days (repo, day, role, model, cost_picos, input_tokens, cached_input_tokens,
+    cache_write_tokens, output_tokens)
+SELECT repo, COALESCE(settled_at, created_at) / 86400000, role, model, SUM(cost_picos),
+    SUM(input_tokens), SUM(cached_input_tokens), SUM(cache_write_tokens), SUM(output_tokens)
+FROM ledger WHERE state IN ('settled', 'expired')
+GROUP BY repo, COALESCE(settled_at, created_at) / 86400000, role, model;
+
+CREATE TRIGGER ledger_days_insert AFTER INSERT ON ledger
+WHEN NEW.state IN ('settled', 'expired')
+BEGIN
+    INSERT INTO ledger_days (repo, day, role, model, cost_picos, input_tokens,
+        cached_input_tokens, cache_write_tokens, output_tokens)
+    VALUES (NEW.repo, COALESCE(NEW.settled_at, NEW.created_at) / 86400000, NEW.role, NEW.model,
+        NEW.cost_picos, NEW.input_tokens, NEW.cached_input_tokens, NEW.cache_write_tokens,
+        NEW.output_tokens)
+    ON CONFLICT (repo, day, role, model) DO UPDATE SET
+        cost_picos = cost_picos + excluded.cost_picos,
+        input_tokens = input_tokens + excluded.input_tokens,
+        cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+        cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+        output_tokens = output_tokens + excluded.output_tokens;
+END;
+
+CREATE TRIGGER ledger_days_update_old AFTER UPDATE ON ledger
+WHEN OLD.state IN ('settled', 'expired')
+BEGIN
+    UPDATE ledger_days SET
+        cost_picos = cost_picos - OLD.cost_picos,
+        input_tokens = input_tokens - OLD.input_tokens,
+        cached_input_tokens = cached_input_tokens - OLD.cached_input_tokens,
+        cache_write_tokens = cache_write_tokens - OLD.cache_write_tokens,
+        output_tokens = output_tokens - OLD.output_tokens
+    WHERE repo = OLD.repo AND day = COALESCE(OLD.settled_at, OLD.created_at) / 86400000
+        AND role = OLD.role AND model = OLD.model;
+END;
+
+CREATE TRIGGER ledger_days_update_new AFTER UPDATE ON ledger
+WHEN NEW.state IN ('settled', 'expired')
+BEGIN
+    INSERT INTO ledger_days (repo, day, role, model, cost_picos, input_tokens,
+        cached_input_tokens, cache_write_tokens, output_tokens)
+    VALUES (NEW.repo, COALESCE(NEW.settled_at, NEW.created_at) / 86400000, NEW.role, NEW.model,
+        NEW.cost_picos, NEW.input_tokens, NEW.cached_input_tokens, NEW.cache_write_tokens,
+        NEW.output_tokens)
+    ON CONFLICT (repo, day, role, model) DO UPDATE SET
+        cost_picos = cost_picos + excluded.cost_picos,
+        input_tokens = input_tokens + excluded.input_tokens,
+        cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+        cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+        output_tokens = output_tokens + excluded.output_tokens;
+END;
+
+CREATE TRIGGER ledger_days_delete AFTER DELETE ON ledger
+WHEN OLD.state IN ('settled', 'expired')
+BEGIN
+    UPDATE ledger_days SET
+        cost_picos = cost_picos - OLD.cost_picos,
+        input_tokens = input_tokens - OLD.input_tokens,
+        cached_input_tokens = cached_input_tokens - OLD.cached_input_tokens,
+        cache_write_tokens = cache_write_tokens - OLD.cache_write_tokens,
+        output_tokens = output_tokens - OLD.output_tokens
+    WHERE repo = OLD.repo AND day = COALESCE(OLD.settled_at, OLD.created_at) / 86400000
+        AND role = OLD.role AND model = OLD.model;
+END;

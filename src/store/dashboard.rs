@@ -211,28 +211,21 @@ impl Store {
         Ok(Queue { depth, oldest })
     }
 
-    /// Settled spend per repository, role, model and day since `since`.
+    /// Settled (and expired) spend per repository, role, model and day, from the day of
+    /// `since` on.
     pub async fn daily_spend(&self, since: UnixMillis) -> Result<Vec<DaySpend>, StoreError> {
         type Row = (String, String, String, i64, i64, i64, i64, i64, i64);
         let rows: Vec<Row> = with_pool!(self, |pool, _| {
             sqlx::query_as(
-            // Settled calls by the day they settled; calls whose process died mid-call
-            // (`expired`, charged at their reservation) by the day they were made.
-            "SELECT repo, role, model, day, CAST(SUM(cost) AS BIGINT), CAST(SUM(i) AS BIGINT), \
-             CAST(SUM(ci) AS BIGINT), CAST(SUM(cw) AS BIGINT), CAST(SUM(o) AS BIGINT) FROM ( \
-             SELECT repo, role, model, CAST(settled_at / 86400000 AS BIGINT) AS day, \
-             cost_picos AS cost, input_tokens AS i, cached_input_tokens AS ci, \
-             cache_write_tokens AS cw, output_tokens AS o \
-             FROM ledger WHERE state = 'settled' AND settled_at >= $1 \
-             UNION ALL \
-             SELECT repo, role, model, CAST(created_at / 86400000 AS BIGINT), cost_picos, \
-             input_tokens, cached_input_tokens, cache_write_tokens, output_tokens \
-             FROM ledger WHERE state = 'expired' AND created_at >= $1) t \
-             GROUP BY repo, role, model, day ORDER BY day, repo, role, model LIMIT 100000"
-        )
-        .bind(since)
-        .fetch_all(pool)
-        .await?
+                // Kept by triggers on the ledger (the dashboard's migration): one row per
+                // repository, day, role and model.
+                "SELECT repo, role, model, day, cost_picos, input_tokens, cached_input_tokens, \
+             cache_write_tokens, output_tokens FROM ledger_days WHERE day >= $1 \
+             ORDER BY day, repo, role, model LIMIT 100000",
+            )
+            .bind(since.div_euclid(86_400_000))
+            .fetch_all(pool)
+            .await?
         });
         Ok(rows
             .into_iter()
