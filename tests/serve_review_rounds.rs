@@ -138,7 +138,7 @@ async fn a_push_after_a_review_is_reviewed_from_the_last_head_and_no_finding_rep
     This month: $0.0006 (no repository cap)
 
     <!-- equitr:job=[job-2] -->
-    <!-- equitr:covered -->
+
 
     --- src/util.rs:1 (RIGHT) ---
     **Medium: Unchecked error**

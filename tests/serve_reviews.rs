@@ -65,7 +65,7 @@ async fn review_posts_line_comments_a_check_run_and_a_comment_pointing_at_the_re
         This month: $0.0005 (no repository cap)
 
         <!-- equitr:job=[job-1] -->
-        <!-- equitr:covered -->
+
 
         --- src/auth.rs:2 (RIGHT) ---
         **High: Hard-coded password**

@@ -878,3 +878,105 @@ async fn daily_spend_follows_every_ledger_change() {
         store.close().await;
     });
 }
+
+/// Issue 14: one installation's 10,000 queued jobs do not starve another's one job — it is
+/// claimed in the next free slot — and an installation at its cap waits while others run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_installation_cannot_starve_another() {
+    each_db!(|db, clock| {
+        let s = db.store(&clock).await;
+        let storm: Vec<NewJob> = (0..10_000)
+            .map(|_| job("implement", "big/mono", 1))
+            .collect();
+        enqueue(&s, "storm", storm).await;
+        let other = enqueue(&s, "quiet", vec![job("ask", "small/app", 2)]).await[0];
+        let first = s.claim_fair("w1", LEASE, Some(2)).await.unwrap().unwrap();
+        assert_eq!(
+            first.installation_id, 1,
+            "{}: the oldest job first",
+            db.name
+        );
+        let second = s.claim_fair("w2", LEASE, Some(2)).await.unwrap().unwrap();
+        assert_eq!(
+            second.id, other,
+            "{}: the other installation's job is next, not after the 10,000",
+            db.name
+        );
+        // Installation 1 may run two at once: a second of its jobs, then nothing.
+        let third = s.claim_fair("w3", LEASE, Some(2)).await.unwrap().unwrap();
+        assert_eq!(third.installation_id, 1, "{}", db.name);
+        assert!(
+            s.claim_fair("w4", LEASE, Some(2)).await.unwrap().is_none(),
+            "{}: installation 1 is at its cap",
+            db.name
+        );
+        // One of its jobs ends: the slot is its own again.
+        assert!(s.complete(first.id, "w1", json!({})).await.unwrap());
+        let fourth = s.claim_fair("w1", LEASE, Some(2)).await.unwrap().unwrap();
+        assert_eq!(fourth.installation_id, 1, "{}", db.name);
+        // Without a cap every free worker gets one.
+        assert!(s.claim("w5", LEASE).await.unwrap().is_some(), "{}", db.name);
+        s.close().await;
+    });
+}
+
+/// Among installations that all run jobs, the one running the fewest goes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_installation_running_the_fewest_jobs_goes_first() {
+    each_db!(|db, clock| {
+        let s = db.store(&clock).await;
+        let a: Vec<NewJob> = (0..3).map(|_| job("implement", "o/a", 1)).collect();
+        enqueue(&s, "a", a).await;
+        let b = enqueue(&s, "b", vec![job("ask", "o/b", 2), job("ask", "o/b", 2)]).await;
+        let mut claimed = Vec::new();
+        for w in ["w1", "w2", "w3", "w4"] {
+            let c = s.claim_fair(w, LEASE, Some(5)).await.unwrap().unwrap();
+            claimed.push(c.installation_id);
+        }
+        // 1 (oldest), 2 (nothing running), 1 and 2 tied at one each → the older job (1's),
+        // then 2 (one running against two).
+        assert_eq!(claimed, vec![1, 2, 1, 2], "{}", db.name);
+        assert!(b.len() == 2);
+        s.close().await;
+    });
+}
+
+/// `scripts/bench-claims`: claims per second with 10,000 installations' jobs queued (one job
+/// each, and then one installation's 10,000), each claim followed by its job's completion,
+/// against the completions alone in the same run (the floor of a write transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: scripts/bench-claims"]
+async fn bench_claims_across_installations() {
+    each_db!(|db, clock| {
+        let s = db.store(&clock).await;
+        for (name, installations) in [("10,000 installations", 10_000), ("one installation", 1)] {
+            let jobs: Vec<NewJob> = (0..10_000)
+                .map(|i| job("ask", "o/r", 1_000 + i % installations))
+                .collect();
+            enqueue(&s, &format!("bench-{installations}"), jobs).await;
+            let n = 2_000;
+            let (mut claiming, mut completing) = (Duration::ZERO, Duration::ZERO);
+            for _ in 0..n {
+                let t = std::time::Instant::now();
+                let c = s.claim_fair("w", LEASE, Some(2)).await.unwrap().unwrap();
+                claiming += t.elapsed();
+                let t = std::time::Instant::now();
+                assert!(s.complete(c.id, "w", json!({})).await.unwrap());
+                completing += t.elapsed();
+            }
+            println!(
+                "bench-claims: {}, {name}: {:.0} claims/s ({:.2} ms each), a completion {:.2} ms: a claim costs {:.1}x a completion",
+                db.name,
+                n as f64 / claiming.as_secs_f64(),
+                claiming.as_secs_f64() * 1000.0 / n as f64,
+                completing.as_secs_f64() * 1000.0 / n as f64,
+                claiming.as_secs_f64() / completing.as_secs_f64()
+            );
+            // Drain the rest so the next round starts from an empty queue.
+            while let Some(c) = s.claim("w", LEASE).await.unwrap() {
+                s.complete(c.id, "w", json!({})).await.unwrap();
+            }
+        }
+        s.close().await;
+    });
+}

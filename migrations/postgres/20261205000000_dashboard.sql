@@ -67,3 +67,10 @@ END
 $$;
 CREATE TRIGGER ledger_days AFTER INSERT OR UPDATE OR DELETE ON ledger
     FOR EACH ROW EXECUTE FUNCTION ledger_days_apply();
+
+-- Fair claims (src/store/claim.rs): an installation's oldest runnable job, and its running
+-- jobs, by index.
+CREATE INDEX jobs_installation_id ON jobs (installation_id, id);
+CREATE INDEX jobs_running_installation ON jobs (installation_id) WHERE state = 'running';
+-- When the latest attempt was claimed: how long a job waited in the queue.
+ALTER TABLE jobs ADD COLUMN claimed_at BIGINT;

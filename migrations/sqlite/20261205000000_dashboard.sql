@@ -94,3 +94,10 @@ BEGIN
     WHERE repo = OLD.repo AND day = COALESCE(OLD.settled_at, OLD.created_at) / 86400000
         AND role = OLD.role AND model = OLD.model;
 END;
+
+-- Fair claims (src/store/claim.rs): an installation's oldest runnable job, and its running
+-- jobs, by index.
+CREATE INDEX jobs_installation_id ON jobs (installation_id, id);
+CREATE INDEX jobs_running_installation ON jobs (installation_id) WHERE state = 'running';
+-- When the latest attempt was claimed: how long a job waited in the queue.
+ALTER TABLE jobs ADD COLUMN claimed_at BIGINT;

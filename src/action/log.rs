@@ -26,8 +26,15 @@ struct State {
 
 /// `text` as log lines the runner reads as text only.
 pub fn inert(text: &str) -> String {
-    crate::scrub::scrub(text)
-        .lines()
+    // The runner splits output at a lone `\r` as well as at `\n`: every break is a line here
+    // too, so none can start a command behind our back. Other control characters go.
+    let clean: String = crate::scrub::scrub(text)
+        .chars()
+        .map(|c| if c == '\r' { '\n' } else { c })
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .collect();
+    clean
+        .split('\n')
         .map(|l| {
             if l.trim_start().starts_with("::") {
                 format!("· {l}")
@@ -105,7 +112,7 @@ mod tests {
 
     #[test]
     fn model_text_cannot_issue_a_workflow_command() {
-        let text = "fine\n::add-mask::x\n  ::stop-commands::t\n::set-output name=a::b";
+        let text = "fine\n::add-mask::x\n  ::stop-commands::t\n::set-output name=a::b\rok\r::error::x\u{b}\u{85}::warning::y";
         let out = inert(text);
         assert!(
             out.lines().all(|l| !l.trim_start().starts_with("::")),

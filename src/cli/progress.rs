@@ -126,7 +126,7 @@ impl Progress {
         s.step = step;
         let status = format!("{} · {}", s.step, s.cost);
         match &s.bar {
-            Some(bar) => bar.set_message(status),
+            Some(bar) => bar.set_message(printable(&status)),
             None => {
                 let at = s.started.map(|t| elapsed(t.elapsed())).unwrap_or_default();
                 let line = format!("… {} ({at}, {} so far)", s.step, s.cost);
@@ -140,7 +140,7 @@ impl Progress {
     fn line(&self, text: &str) {
         let s = self.lock();
         match &s.bar {
-            Some(bar) => bar.println(text),
+            Some(bar) => bar.println(printable(text)),
             None => {
                 drop(s);
                 print_line(text);
@@ -151,7 +151,15 @@ impl Progress {
 
 fn print_line(text: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{text}");
+    let _ = writeln!(err, "{}", printable(text));
+}
+
+/// Model and tool text as the terminal may show it: no escape sequences or other control
+/// characters (which could rewrite the screen or the title), line breaks kept.
+pub(super) fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .collect()
 }
 
 impl crate::agent::EventSink for Progress {

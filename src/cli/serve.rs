@@ -91,7 +91,9 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         repo_configs: Default::default(),
         identity,
         github_problem: std::sync::Mutex::new(github_problem),
+        work: Default::default(),
     });
+    app.store.listen_for_jobs(app.work.clone());
     if pending {
         tokio::spawn(look_up_until_found(app.clone()));
     }

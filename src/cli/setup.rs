@@ -211,9 +211,8 @@ struct Shared {
     plan: Plan,
     state: String,
     page: String,
-    /// The `Host` values the page answers (loopback only: a DNS-rebinding page cannot
-    /// read the state); `None` when listening on another address.
-    hosts: Option<Vec<String>>,
+    /// The `Host` values the page answers: a DNS-rebinding page cannot read the state.
+    hosts: Vec<String>,
     http: reqwest::Client,
     /// Set by the first callback with the right state: GitHub's code is used once.
     taken: AtomicBool,
@@ -247,11 +246,14 @@ pub async fn run(args: SetupArgs) -> u8 {
     let page = page(&plan, &state, &local);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let shared = Arc::new(Shared {
-        hosts: addr.ip().is_loopback().then(|| {
+        // Loopback's usual names, else only the address printed (see `Shared::hosts`).
+        hosts: if addr.ip().is_loopback() {
             ["localhost", "127.0.0.1", "[::1]"]
                 .map(|h| format!("{h}:{}", addr.port()))
                 .to_vec()
-        }),
+        } else {
+            vec![local.trim_start_matches("http://").to_string()]
+        },
         plan,
         state,
         page,
@@ -361,7 +363,7 @@ fn answer(status: StatusCode, title: &str, text: &str) -> Response {
 
 /// 421 unless the request names this page's own host (see [`Shared::hosts`]).
 fn wrong_host(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let allowed = shared.hosts.as_ref()?;
+    let allowed = &shared.hosts;
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     if host.is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(h))) {
         return None;

@@ -158,6 +158,10 @@ impl Config {
         row("server.link_hosts", s.link_hosts.clone());
         row("server.write_interval_ms", s.write_interval_ms.clone());
         row("server.dashboard_listen", s.dashboard_listen.clone());
+        row(
+            "server.installation_concurrency",
+            s.installation_concurrency.clone(),
+        );
         row("server.dashboard_token", hidden(&s.dashboard_token));
     }
 }

@@ -139,6 +139,7 @@ impl Config {
                 "server.installation_monthly_usd" => &mut self.server.installation_monthly_usd,
                 "server.link_hosts" => &mut self.server.link_hosts,
                 "server.dashboard_listen" => &mut self.server.dashboard_listen,
+                "server.installation_concurrency" => &mut self.server.installation_concurrency,
                 _ => &mut self.server.write_interval_ms,
             };
             *slot = Some(v.trim().to_string());

@@ -290,6 +290,8 @@ pub struct ServerSettings {
     pub installation_monthly_usd: Option<String>,
     pub link_hosts: Option<String>,
     pub write_interval_ms: Option<String>,
+    /// `EQUITR_INSTALLATION_CONCURRENCY`: the most jobs of one installation running at once.
+    pub installation_concurrency: Option<String>,
     /// `EQUITR_DASHBOARD_LISTEN`: a listener of its own for the dashboard.
     pub dashboard_listen: Option<String>,
     /// `EQUITR_DASHBOARD_TOKEN`: turns the dashboard on (environment only).
@@ -318,6 +320,10 @@ pub const SERVE_ENV: &[(&str, &str)] = &[
         "server.write_interval_ms",
     ),
     ("EQUITR_DASHBOARD_LISTEN", "server.dashboard_listen"),
+    (
+        "EQUITR_INSTALLATION_CONCURRENCY",
+        "server.installation_concurrency",
+    ),
 ];
 
 /// The effective configuration.

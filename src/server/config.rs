@@ -34,6 +34,9 @@ pub struct ServeConfig {
     /// The agent core's configuration.
     pub llm: Config,
     pub bot_user_id: u64,
+    /// The most jobs of one installation that run at once, across processes
+    /// (`EQUITR_INSTALLATION_CONCURRENCY`, default 2; `0`: no cap).
+    pub installation_concurrency: Option<u32>,
     /// The operator's dashboard, when `EQUITR_DASHBOARD_TOKEN` turns it on.
     pub dashboard: Option<DashboardConfig>,
 }
@@ -198,6 +201,10 @@ impl ServeConfig {
                 .as_deref()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            installation_concurrency: match n.per_installation.unwrap_or(2) {
+                0 => None,
+                c => Some(c),
+            },
             dashboard: dashboard(&llm)?,
             llm,
         })
@@ -235,6 +242,7 @@ struct Numbers {
     tick: Option<u64>,
     monthly: Option<f64>,
     write_ms: Option<u64>,
+    per_installation: Option<u32>,
 }
 
 impl Numbers {
@@ -283,12 +291,23 @@ impl Numbers {
             "a number of milliseconds",
             number,
         )?;
+        let per_installation = parse(
+            llm,
+            (
+                "server.installation_concurrency",
+                "EQUITR_INSTALLATION_CONCURRENCY",
+            ),
+            &s.installation_concurrency,
+            "a number of jobs (0: no cap)",
+            |v| v.parse::<u32>().ok(),
+        )?;
         Ok(Numbers {
             lease,
             grace,
             tick,
             monthly,
             write_ms,
+            per_installation,
         })
     }
 }

@@ -52,6 +52,10 @@ pub struct App {
     pub identity: tokio::sync::watch::Sender<Option<String>>,
     /// What keeps the service from being ready besides the database (`/readyz`).
     pub github_problem: std::sync::Mutex<Option<String>>,
+    /// Wakes idle workers: a job was queued (here, or in another process on PostgreSQL) or
+    /// one ended (which may free its thread or its installation's slot). Their poll is the
+    /// fallback.
+    pub work: Arc<tokio::sync::Notify>,
 }
 
 impl App {

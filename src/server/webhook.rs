@@ -189,6 +189,9 @@ pub(super) async fn handle(
             answer("duplicate", StatusCode::OK, "duplicate delivery".into())
         }
         Ok(DeliveryOutcome::New { job_ids, .. }) => {
+            if !job_ids.is_empty() {
+                app.work.notify_waiters();
+            }
             acknowledge_later(&app, &acks, &d.event_name, ev);
             answer(
                 "queued",

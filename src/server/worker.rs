@@ -119,24 +119,40 @@ async fn work(app: Arc<App>, stop: CancellationToken, abort: CancellationToken, 
                 started.elapsed().as_secs_f64(),
             );
         }
+        // Its thread and its installation's slot are free: an idle worker may take the next.
+        app.work.notify_waiters();
         // Tests and wrappers wait on this line rather than polling the store.
         eprintln!("equitr-coder serve: job {} {}", job.id, outcome.as_str());
     }
 }
 
-/// The next job, or `None` after a short wait when there is none (or `stop` came).
+/// The next job, or `None` when there is none after a wake-up, the poll, or `stop`. The
+/// wake-up is armed before the claim, so a job queued while it runs is not missed.
 async fn claim_or_wait(app: &App, me: &str, stop: &CancellationToken) -> Option<ClaimedJob> {
-    match app.store.claim(me, app.cfg.lease).await {
+    let woken = app.work.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    match app
+        .store
+        .claim_fair(me, app.cfg.lease, app.cfg.installation_concurrency)
+        .await
+    {
         Ok(Some(job)) => return Some(job),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not claim a job"),
     }
     tokio::select! {
         _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        _ = &mut woken => {}
+        _ = tokio::time::sleep(POLL) => {}
     }
     None
 }
+
+/// How often an idle worker looks for work without being woken: the fallback when a wake-up
+/// cannot arrive (a job another process queued on SQLite, a scheduled job, a lost
+/// notification connection).
+const POLL: Duration = Duration::from_millis(200);
 
 /// A panic anywhere in the job is caught here, at its edge: the job fails with a report on
 /// its thread and this worker goes on claiming.

@@ -221,14 +221,16 @@ impl Store {
                 // repository, day, role and model.
                 "SELECT repo, role, model, day, cost_picos, input_tokens, cached_input_tokens, \
              cache_write_tokens, output_tokens FROM ledger_days WHERE day >= $1 \
-             ORDER BY day, repo, role, model LIMIT 100000",
+             ORDER BY day DESC, repo, role, model LIMIT 100000",
             )
             .bind(since.div_euclid(86_400_000))
             .fetch_all(pool)
             .await?
         });
+        // Newest first in the query, so a cut drops the oldest days; oldest first here.
         Ok(rows
             .into_iter()
+            .rev()
             .map(|r| DaySpend {
                 repo: r.0,
                 role: r.1,

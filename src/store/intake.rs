@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::{DeliveryOutcome, NewJob};
-use super::{begin_write_on, with_held, Held, Store, StoreError};
+use super::{begin_write_on, with_held, Dialect, Held, Store, StoreError};
 
 /// At most this many deliveries per transaction: bounds the time one commit holds the write
 /// lock (the workers' claims wait for it on SQLite) and the memory of a batch.
@@ -313,6 +313,15 @@ impl Store {
                     return Err(StoreError::Database(
                         "more jobs inserted than were sent".into(),
                     ));
+                }
+            }
+            if !wanted.is_empty() {
+                if let Dialect::Postgres = dialect {
+                    // Delivered at the commit, to every process listening (see
+                    // `Store::listen_for_jobs`): another process starts the job at once.
+                    sqlx::query("SELECT pg_notify('equitr_jobs', '')")
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             tx.commit().await?;

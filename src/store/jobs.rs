@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{begin_write, millis, with_pool, Dialect, Store, StoreError, UnixMillis};
+use super::{begin_write, millis, with_pool, Store, StoreError, UnixMillis};
 
 pub type JobId = i64;
 
@@ -162,8 +162,8 @@ pub struct JobEvent {
 }
 
 #[derive(sqlx::FromRow)]
-struct JobRow {
-    id: i64,
+pub(super) struct JobRow {
+    pub(super) id: i64,
     delivery_id: Option<String>,
     kind: String,
     repo: String,
@@ -182,7 +182,8 @@ struct JobRow {
     finished_at: Option<i64>,
 }
 
-const JOB_COLUMNS: &str = "id, delivery_id, kind, repo, installation_id, payload, dedupe_key, \
+pub(super) const JOB_COLUMNS: &str =
+    "id, delivery_id, kind, repo, installation_id, payload, dedupe_key, \
      state, attempts, max_attempts, lease_owner, lease_expires_at, result, error, created_at, \
      updated_at, finished_at";
 
@@ -218,7 +219,7 @@ impl JobRow {
         })
     }
 
-    fn into_claimed(self) -> Result<ClaimedJob, StoreError> {
+    pub(super) fn into_claimed(self) -> Result<ClaimedJob, StoreError> {
         let job = self.into_job()?;
         Ok(ClaimedJob {
             id: job.id,
@@ -237,75 +238,11 @@ impl JobRow {
 }
 
 /// Marks the job's outstanding reservations as orphaned (see the module docs).
-const EXPIRE_RESERVATIONS: &str =
+pub(super) const EXPIRE_RESERVATIONS: &str =
     "UPDATE ledger SET state = 'expired', cost_picos = reserved_picos, \
      settled_at = $2 WHERE job_id = $1 AND state = 'reserved'";
 
 impl Store {
-    /// Claims the oldest runnable job — queued, or running with an expired lease and attempts
-    /// left — for `worker_id` until now + `lease`, counting an attempt.
-    pub async fn claim(
-        &self,
-        worker_id: &str,
-        lease: Duration,
-    ) -> Result<Option<ClaimedJob>, StoreError> {
-        let now = self.now();
-        let expires = now.saturating_add(millis(lease));
-        // Not while another job of the same thread runs with a live lease: two triggers on
-        // one issue never work on one branch at once. (An expired lease's job is itself
-        // runnable and, being older, is claimed first.)
-        let runnable = "(state = 'queued' OR (state = 'running' AND lease_expires_at <= $3 \
-                        AND attempts < max_attempts)) \
-                        AND (thread IS NULL OR NOT EXISTS (SELECT 1 FROM jobs o \
-                        WHERE o.thread = jobs.thread AND o.state = 'running' \
-                        AND o.lease_expires_at > $3 AND o.id <> jobs.id))";
-        with_pool!(self, |pool, dialect| {
-            let sql = match dialect {
-                // Other claimers skip the row this one locked instead of waiting for it, so
-                // several processes claim different jobs in parallel.
-                Dialect::Postgres => format!(
-                    "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, \
-                     attempts = attempts + 1, updated_at = $3 \
-                     WHERE id = (SELECT id FROM jobs WHERE {runnable} ORDER BY id LIMIT 1 \
-                     FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLUMNS}"
-                ),
-                // One statement under the database-wide write lock (`BEGIN IMMEDIATE`):
-                // nothing can claim in between the choice and the update.
-                Dialect::Sqlite => format!(
-                    "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, \
-                     attempts = attempts + 1, updated_at = $3 \
-                     WHERE id = (SELECT id FROM jobs WHERE {runnable} ORDER BY id LIMIT 1) \
-                     RETURNING {JOB_COLUMNS}"
-                ),
-            };
-            let mut tx = begin_write(pool, dialect).await?;
-            if let Dialect::Postgres = dialect {
-                // Claims take turns (held to the commit): a claimer must see the job another
-                // has just started on the same thread. SQLite's write lock does this already.
-                sqlx::query("SELECT pg_advisory_xact_lock(7291001)")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let row: Option<JobRow> = sqlx::query_as(&sql)
-                .bind(worker_id)
-                .bind(expires)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                tx.rollback().await?;
-                return Ok(None);
-            };
-            sqlx::query(EXPIRE_RESERVATIONS)
-                .bind(row.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            row.into_claimed().map(Some)
-        })
-    }
-
     /// Extends the lease to now + `lease` if `worker_id` still owns the job. `false`: the
     /// lease was lost (another worker has the job, or it finished) and the worker must stop.
     pub async fn heartbeat(

@@ -26,6 +26,7 @@ use sqlx::Connection;
 
 use crate::money::pricing::Usd;
 
+mod claim;
 pub mod dashboard;
 mod estimates;
 mod intake;

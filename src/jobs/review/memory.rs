@@ -46,8 +46,10 @@ pub struct Memory {
 /// The mark on the bot's "fixed in …" reply.
 pub const FIXED_MARK: &str = "<!-- equitr:fixed -->";
 
-/// The mark on a review that covered all of its range.
-pub const COVERED_MARK: &str = "<!-- equitr:covered -->";
+/// The mark on a review that did not cover all of its range (cut short). Reviews without it
+/// covered theirs — those posted before the mark existed too, so an upgrade does not send
+/// every open pull request back to a full review.
+pub const PARTIAL_MARK: &str = "<!-- equitr:partial -->";
 
 /// The mark a review body carries for an earlier body-listed finding it found fixed, so the
 /// next review does not say so again.
@@ -111,7 +113,7 @@ impl Memory {
                 continue;
             }
             m.last_head = r.commit_id.clone().or(m.last_head);
-            if body.contains(COVERED_MARK) {
+            if !body.contains(PARTIAL_MARK) {
                 m.covered_head = r.commit_id.clone().or(m.covered_head);
             }
             bodies.push(body);

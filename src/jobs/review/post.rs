@@ -8,7 +8,7 @@ use crate::llm::pricing::Usd;
 
 use super::super::thread::{marker, Ending, Progress, ThreadReporter};
 use super::super::{JobCtx, JobReport};
-use super::memory::{fixed_mark, COVERED_MARK, FIXED_MARK};
+use super::memory::{fixed_mark, FIXED_MARK, PARTIAL_MARK};
 use super::{ReviewDraft, CHECK};
 
 /// GitHub's limit on a review body is 65,536 characters; this many bytes stay under it.
@@ -146,8 +146,8 @@ fn body_of(ctx: &JobCtx<'_>, draft: &ReviewDraft) -> String {
         marks.push_str(&m);
         marks.push('\n');
     }
-    let covered = if draft.covered() { COVERED_MARK } else { "" };
-    let tail = format!("\n{}\n\n{}\n{marks}{covered}", draft.costs, marker(ctx.id));
+    let partial = if draft.covered() { "" } else { PARTIAL_MARK };
+    let tail = format!("\n{}\n\n{}\n{marks}{partial}", draft.costs, marker(ctx.id));
     let note = "\n\n… (cut here: the check run `equitr / review` lists every finding)\n";
     let mut text = draft.layout.body();
     let room = MAX_BODY.saturating_sub(tail.len() + note.len()).max(4_000);

@@ -58,13 +58,34 @@ fn csp() -> String {
     )
 }
 
-/// The cookie's value for `token`: an HMAC, so the cookie never holds the token itself and a
+/// How long a sign-in lasts, enforced by the service (the cookie's `Max-Age` only asks the
+/// browser).
+const SESSION_MS: i64 = 12 * 3600 * 1000;
+
+/// The cookie's value for `token`, signed in at `at` (milliseconds): `AT.HMAC`, so the cookie
+/// never holds the token itself, a copied cookie stops working after [`SESSION_MS`], and a
 /// new token logs every browser out.
-fn session(token: &str) -> String {
+fn session(token: &str, at: i64) -> String {
+    format!("{at}.{}", sign(token, at))
+}
+
+fn sign(token: &str, at: i64) -> String {
     // HMAC takes a key of any length: `new_from_slice` cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("any key length");
-    mac.update(b"equitr-dashboard-session-v1");
+    mac.update(format!("equitr-dashboard-session-v2|{at}").as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `value` is a session of `token` that is still good at `now`.
+fn valid(token: &str, value: &str, now: i64) -> bool {
+    let Some((at, mac)) = value.split_once('.') else {
+        return false;
+    };
+    let Ok(at) = at.parse::<i64>() else {
+        return false;
+    };
+    let fresh = at <= now + 60_000 && now - at < SESSION_MS;
+    fresh && constant_eq(mac.as_bytes(), sign(token, at).as_bytes())
 }
 
 /// The dashboard's routes (an empty router when it is off).
@@ -109,14 +130,14 @@ fn signed_in(app: &App, headers: &HeaderMap) -> bool {
     let Some(d) = &app.cfg.dashboard else {
         return false;
     };
-    let want = session(&d.token);
+    let now = app.store.now();
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .any(|(k, v)| k == COOKIE && constant_eq(v.as_bytes(), want.as_bytes()))
+        .any(|(k, v)| k == COOKIE && valid(&d.token, v, now))
 }
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
@@ -175,8 +196,9 @@ async fn login(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response
         return login_form(StatusCode::UNAUTHORIZED, Some("That is not the token."));
     }
     let cookie = format!(
-        "{COOKIE}={}; Path=/dashboard; HttpOnly; Secure; SameSite=Strict; Max-Age=43200",
-        session(&d.token)
+        "{COOKIE}={}; Path=/dashboard; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        session(&d.token, app.store.now()),
+        SESSION_MS / 1000
     );
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -233,14 +255,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_session_is_not_the_token_and_changes_with_it() {
-        let a = session("0123456789abcdef0123");
-        assert!(!a.contains("0123456789abcdef0123"));
-        assert_ne!(a, session("0123456789abcdef0124"));
-        assert!(constant_eq(
-            a.as_bytes(),
-            session("0123456789abcdef0123").as_bytes()
-        ));
+    fn the_session_is_not_the_token_changes_with_it_and_expires() {
+        let token = "0123456789abcdef0123";
+        let a = session(token, 1_000);
+        assert!(!a.contains(token));
+        assert!(valid(token, &a, 1_000));
+        assert!(!valid("0123456789abcdef0124", &a, 1_000), "another token");
+        assert!(!valid(token, &a, 1_000 + SESSION_MS), "twelve hours later");
+        assert!(
+            !valid(token, &session(token, 1_000_000), 1_000),
+            "from the future"
+        );
+        assert!(!valid(token, "1000.00", 1_000));
+        let forged = format!("{}.{}", 5_000, a.split_once('.').unwrap().1);
+        assert!(!valid(token, &forged, 5_000), "the time is signed too");
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub async fn overview(State(app): State<Arc<App>>) -> Response {
             @for (id, (spent, reserved)) in &installations {
                 tr data-installation=(id) {
                     td { (id) }
-                    td.spent class=[over(*spent, inst_cap)] { (usd(*spent)) }
+                    td.spent.over[over(*spent, inst_cap)] { (usd(*spent)) }
                     td.reserved { (usd(*reserved)) }
                     td.cap { (inst_cap.map_or("no cap".to_string(), usd)) }
                 }
@@ -128,8 +128,8 @@ pub async fn overview(State(app): State<Arc<App>>) -> Response {
     page_shell("Overview", body, true).into_response()
 }
 
-fn over(spent: i64, cap: Option<i64>) -> Option<&'static str> {
-    cap.filter(|c| spent > *c).map(|_| "over")
+fn over(spent: i64, cap: Option<i64>) -> bool {
+    cap.is_some_and(|c| spent > c)
 }
 
 fn repo_table(repos: &[RepoMonth]) -> Markup {
@@ -139,7 +139,7 @@ fn repo_table(repos: &[RepoMonth]) -> Markup {
             @for r in repos {
                 tr data-repo=(r.repo) {
                     td { a href={ "/dashboard/jobs?repo=" (urlencode(&r.repo)) } { (r.repo) } }
-                    td.spent class=[over(r.spent_picos, r.cap_picos)] { (usd(r.spent_picos)) }
+                    td.spent.over[over(r.spent_picos, r.cap_picos)] { (usd(r.spent_picos)) }
                     td.reserved { (usd(r.reserved_picos)) }
                     td.cap { (r.cap_picos.map_or("no cap".to_string(), usd)) }
                     td.num {
@@ -329,10 +329,13 @@ pub(super) fn outcome(j: &JobLine) -> String {
 /// The job's pull request or review (a link in its summary to this GitHub), else its thread.
 pub(super) fn github_link(j: &JobLine, web: &str) -> Option<String> {
     let prefix = format!("{web}/");
-    let from_summary = outcome(j).split_whitespace().find_map(|w| {
-        let w = w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '/');
-        (w.starts_with(&prefix) && w.chars().all(|c| c.is_ascii_graphic())).then(|| w.to_string())
-    });
+    let from_summary = crate::scrub::scrub(&outcome(j))
+        .split_whitespace()
+        .find_map(|w| {
+            let w = w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '/');
+            (w.starts_with(&prefix) && w.chars().all(|c| c.is_ascii_graphic()))
+                .then(|| w.to_string())
+        });
     from_summary.or_else(|| {
         let (repo, n) = j.thread.as_deref()?.split_once('#')?;
         let n: u64 = n.parse().ok()?;
