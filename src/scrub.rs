@@ -176,6 +176,21 @@ pub fn scrub(text: &str) -> String {
         .into_owned()
 }
 
+/// Whether two secrets (a token, a session, a `state`) are equal, in time that does not
+/// depend on where they differ.
+pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Model and tool text as a terminal or a log may show it: no escape sequences or other
+/// control characters (which could rewrite the screen, its title, or a log's lines); line
+/// breaks and tabs kept.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .collect()
+}
+
 /// Percent-encode a path or query component (RFC 3986 unreserved characters kept).
 pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

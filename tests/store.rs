@@ -927,7 +927,7 @@ async fn the_installation_running_the_fewest_jobs_goes_first() {
         let s = db.store(&clock).await;
         let a: Vec<NewJob> = (0..3).map(|_| job("implement", "o/a", 1)).collect();
         enqueue(&s, "a", a).await;
-        let b = enqueue(&s, "b", vec![job("ask", "o/b", 2), job("ask", "o/b", 2)]).await;
+        enqueue(&s, "b", vec![job("ask", "o/b", 2), job("ask", "o/b", 2)]).await;
         let mut claimed = Vec::new();
         for w in ["w1", "w2", "w3", "w4"] {
             let c = s.claim_fair(w, LEASE, Some(5)).await.unwrap().unwrap();
@@ -936,7 +936,6 @@ async fn the_installation_running_the_fewest_jobs_goes_first() {
         // 1 (oldest), 2 (nothing running), 1 and 2 tied at one each → the older job (1's),
         // then 2 (one running against two).
         assert_eq!(claimed, vec![1, 2, 1, 2], "{}", db.name);
-        assert!(b.len() == 2);
         s.close().await;
     });
 }

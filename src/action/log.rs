@@ -28,12 +28,7 @@ struct State {
 pub fn inert(text: &str) -> String {
     // The runner splits output at a lone `\r` as well as at `\n`: every break is a line here
     // too, so none can start a command behind our back. Other control characters go.
-    let clean: String = crate::scrub::scrub(text)
-        .chars()
-        .map(|c| if c == '\r' { '\n' } else { c })
-        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
-        .collect();
-    clean
+    crate::scrub::printable(&crate::scrub::scrub(text).replace('\r', "\n"))
         .split('\n')
         .map(|l| {
             if l.trim_start().starts_with("::") {

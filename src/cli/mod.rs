@@ -187,15 +187,12 @@ pub async fn main(cli: Cli, env: BTreeMap<String, String>) -> u8 {
 /// The log: warnings and errors, or what `RUST_LOG` asks for (`--verbose` shows the run's
 /// steps and tool calls, not log lines). Colour only on a terminal and without `NO_COLOR`.
 fn init_tracing(env: &BTreeMap<String, String>) {
-    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = env
         .get("RUST_LOG")
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("warn"));
-    let ansi = std::io::stderr().is_terminal()
-        && !env.get("NO_COLOR").is_some_and(|v| !v.is_empty())
-        && env.get("TERM").map(String::as_str) != Some("dumb");
+    let ansi = progress::escapes_allowed(env);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::agent::events::{one_line, told, tool_arguments, Told};
 use crate::agent::{JobEvent, Steps};
 use crate::llm::pricing::Usd;
+use crate::scrub::printable;
 
 /// How the steps are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,12 +29,18 @@ pub enum Display {
     Plain,
 }
 
+/// Whether standard error may get escape codes (colour, redrawing): a terminal, without
+/// `NO_COLOR` or `TERM=dumb`. The progress display and the log both ask.
+pub(super) fn escapes_allowed(env: &BTreeMap<String, String>) -> bool {
+    let no_color = env.get("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = env.get("TERM").is_some_and(|t| t == "dumb");
+    std::io::stderr().is_terminal() && !no_color && !dumb
+}
+
 impl Display {
-    /// Live on a terminal, plain elsewhere or when `NO_COLOR` / `TERM=dumb` asks for it.
+    /// Live where escape codes are allowed ([`escapes_allowed`]), plain elsewhere.
     pub fn detect(env: &BTreeMap<String, String>) -> Display {
-        let no_color = env.get("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let dumb = env.get("TERM").is_some_and(|t| t == "dumb");
-        if std::io::stderr().is_terminal() && !no_color && !dumb {
+        if escapes_allowed(env) {
             Display::Live
         } else {
             Display::Plain
@@ -152,14 +159,6 @@ impl Progress {
 fn print_line(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{}", printable(text));
-}
-
-/// Model and tool text as the terminal may show it: no escape sequences or other control
-/// characters (which could rewrite the screen or the title), line breaks kept.
-pub(super) fn printable(text: &str) -> String {
-    text.chars()
-        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
-        .collect()
 }
 
 impl crate::agent::EventSink for Progress {

@@ -33,7 +33,7 @@ pub fn mode(orch: &crate::agent::Orchestrator, config: &Config) -> String {
 pub fn result(r: &RunResult) -> String {
     let mut out = String::new();
     if !r.content.trim().is_empty() {
-        out.push_str(&super::progress::printable(r.content.trim()));
+        out.push_str(&crate::scrub::printable(r.content.trim()));
         out.push_str("\n\n");
     }
     out.push_str(&format!("Outcome: {}\n\n", r.outcome.describe()));

@@ -309,32 +309,27 @@ fn local_url(mut addr: SocketAddr) -> String {
 fn page(plan: &Plan, state: &str, local: &str) -> String {
     let manifest = plan.manifest(&format!("{local}/callback")).to_string();
     let action = format!("{}/new?state={state}", plan.apps);
-    let workflows = plan
-        .workflows
-        .then_some(" It may also change <code>.github/workflows</code>.");
-    format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Create the GitHub App</title></head>\n\
-<body>\n<h1>Create the GitHub App for equitr-coder</h1>\n\
-<p>GitHub will ask you to confirm the App <b>{name}</b>. It sends webhooks to <code>{hook}</code> \
-and may read and write code, issues, pull requests and checks of the repositories you install it on.{workflows}</p>\n\
-<form action=\"{action}\" method=\"post\">\n\
-<input type=\"hidden\" name=\"manifest\" value=\"{manifest}\">\n\
-<button type=\"submit\">Create the GitHub App on {github}</button>\n</form>\n</body></html>\n",
-        name = html(&plan.name),
-        hook = html(&plan.hook_url),
-        action = html(&action),
-        manifest = html(&manifest),
-        github = html(&plan.github),
-        workflows = workflows.unwrap_or_default(),
-    )
-}
-
-fn html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    // `maud` escapes every value, in text and in attributes alike.
+    maud::html! {
+        (maud::DOCTYPE)
+        html {
+            head { meta charset="utf-8"; title { "Create the GitHub App" } }
+            body {
+                h1 { "Create the GitHub App for equitr-coder" }
+                p {
+                    "GitHub will ask you to confirm the App " b { (plan.name) } ". It sends webhooks to "
+                    code { (plan.hook_url) }
+                    " and may read and write code, issues, pull requests and checks of the repositories you install it on."
+                    @if plan.workflows { " It may also change " code { ".github/workflows" } "." }
+                }
+                form action=(action) method="post" {
+                    input type="hidden" name="manifest" value=(manifest);
+                    button type="submit" { "Create the GitHub App on " (plan.github) }
+                }
+            }
+        }
+    }
+    .into_string()
 }
 
 fn respond(status: StatusCode, body: String) -> Response {
@@ -353,12 +348,14 @@ fn respond(status: StatusCode, body: String) -> Response {
 
 /// A page with a title and a line of text.
 fn answer(status: StatusCode, title: &str, text: &str) -> Response {
-    let body = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\n<body><h1>{t}</h1><p>{}</p></body></html>\n",
-        html(text),
-        t = html(title)
-    );
-    respond(status, body)
+    let body = maud::html! {
+        (maud::DOCTYPE)
+        html {
+            head { meta charset="utf-8"; title { (title) } }
+            body { h1 { (title) } p { (text) } }
+        }
+    };
+    respond(status, body.into_string())
 }
 
 /// 421 unless the request names this page's own host (see [`Shared::hosts`]).
@@ -376,10 +373,6 @@ async fn serve_page(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
     wrong_host(&shared, &headers).unwrap_or_else(|| respond(StatusCode::OK, shared.page.clone()))
 }
 
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 async fn callback(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -388,7 +381,9 @@ async fn callback(
     if let Some(r) = wrong_host(&shared, &headers) {
         return r;
     }
-    let state_ok = q.get("state").is_some_and(|s| same(s, &shared.state));
+    let state_ok = q
+        .get("state")
+        .is_some_and(|s| crate::scrub::constant_eq(s.as_bytes(), shared.state.as_bytes()));
     let code = q.get("code").filter(|c| !c.is_empty());
     let (true, Some(code)) = (state_ok, code) else {
         eprintln!("equitr-coder setup: refused a callback without this setup's state and a code; still waiting");

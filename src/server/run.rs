@@ -223,7 +223,8 @@ fn ledger(
     kind: &JobKind,
 ) -> anyhow::Result<Arc<dyn crate::llm::ledger::Ledger>> {
     // The dashboard shows each repository's spend against the cap its jobs run under.
-    let cap = usd(cfg.budget.monthly_usd).and_then(|c| i64::try_from(c.picos()).ok());
+    let repo_cap = usd(cfg.budget.monthly_usd);
+    let cap = repo_cap.and_then(|c| i64::try_from(c.picos()).ok());
     let store = app.store.clone();
     let repo = name.to_string();
     tokio::spawn(async move {
@@ -240,7 +241,7 @@ fn ledger(
             usd(cfg.budget.per_run_usd),
             kind.run_cap(),
         ),
-        repo_monthly_cap: usd(cfg.budget.monthly_usd),
+        repo_monthly_cap: repo_cap,
         installation_monthly_cap: usd(app.cfg.installation_monthly_usd),
         month: crate::store::month_of(app.store.now()),
     };

@@ -275,7 +275,8 @@ pub fn recall(text: &str) -> Vec<Recalled> {
     out
 }
 
-fn is_hex(s: &str) -> bool {
+/// A fingerprint or hash as the marks write them: hex digits, at most 64.
+pub fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 

@@ -29,7 +29,8 @@ pub enum Range {
     },
 }
 
-fn short(sha: &str) -> &str {
+/// A commit id as the footer shows it.
+pub(super) fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::findings::{recall, Code};
+use super::findings::{is_hex, recall, Code};
 use crate::config::repo::Severity;
 use crate::github::api::{PullComment, Repo, SubmittedReview};
 
@@ -62,7 +62,7 @@ fn fixed_in(text: &str) -> impl Iterator<Item = &str> {
     text.split("<!-- equitr:fixed=")
         .skip(1)
         .filter_map(|p| p.split_once(" -->").map(|(fp, _)| fp))
-        .filter(|fp| !fp.is_empty() && fp.len() <= 64 && fp.chars().all(|c| c.is_ascii_hexdigit()))
+        .filter(|fp| is_hex(fp))
 }
 
 impl Memory {

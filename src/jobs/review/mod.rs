@@ -26,7 +26,7 @@ use super::pipeline::{bot_login, clone, orchestrator};
 use super::thread::{Ending, Progress, ThreadReporter};
 use super::{fenced, JobCtx, JobReport};
 use findings::{mark, place, read, still_there, Seen};
-use layout::{Layout, Range};
+use layout::{short, Layout, Range};
 use memory::{Memory, Raised};
 use post::{decline, settle_fixed, submit, superseded};
 
@@ -277,10 +277,6 @@ impl ReviewDraft {
 /// The most files GitHub's compare lists: a comparison with this many may have more, and
 /// its diff is read from the checkout instead.
 const COMPARE_FILES: usize = 300;
-
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
 
 /// The pull request's whole diff; for one too large for GitHub to render (over 300 files or
 /// 20,000 lines: 406), built from its file list, which GitHub pages up to 3,000 files.

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use maud::{html, Markup};
 
-use crate::money::pricing::{PriceTable, Usd};
+use super::pages::usd;
+use crate::money::pricing::PriceTable;
 use crate::money::Usage;
 use crate::store::dashboard::DaySpend;
 
@@ -37,10 +38,6 @@ struct Repo {
 
 fn dollars(picos: i64) -> f64 {
     picos as f64 / 1e12
-}
-
-fn usd(picos: i64) -> String {
-    Usd::from_picos(u64::try_from(picos).unwrap_or(0)).to_string()
 }
 
 fn day_label(day: i64) -> String {

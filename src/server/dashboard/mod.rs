@@ -29,6 +29,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
 
 use super::App;
+use crate::scrub::constant_eq;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "equitr_dashboard";
@@ -49,13 +50,19 @@ form.filters input,form.filters select{margin-right:8px}#failure{background:#ffe
 .sw.worker{background:#0969da}.sw.supervisor{background:#8250df}.sw.cap{background:#cf222e}.sw.mtd{background:#1a7f37}";
 
 /// The Content-Security-Policy of every dashboard response: nothing but this page's own
-/// inline style; no script, no frame, no form posting anywhere but the login.
-fn csp() -> String {
-    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(CSS.as_bytes()));
-    format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self' data:; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'"
-    )
+/// inline style; no script, no frame, no form posting anywhere but the login. Worked out
+/// once, not per response.
+fn csp() -> &'static HeaderValue {
+    static POLICY: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| {
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(CSS.as_bytes()));
+        let policy = format!(
+            "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        );
+        // Base64 and ASCII text only: always a valid header value.
+        HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'none'"))
+    })
 }
 
 /// How long a sign-in lasts, enforced by the service (the cookie's `Max-Age` only asks the
@@ -109,9 +116,7 @@ pub fn router(app: Arc<App>) -> Router {
 async fn headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&csp()) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
+    h.insert(header::CONTENT_SECURITY_POLICY, csp().clone());
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -138,10 +143,6 @@ fn signed_in(app: &App, headers: &HeaderMap) -> bool {
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .any(|(k, v)| k == COOKIE && valid(&d.token, v, now))
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// 401 and nothing else for a request without the session.
@@ -273,7 +274,7 @@ mod tests {
 
     #[test]
     fn the_policy_allows_the_inline_style_and_no_script() {
-        let p = csp();
+        let p = csp().to_str().unwrap();
         assert!(
             p.starts_with("default-src 'none'; style-src 'sha256-"),
             "{p}"

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{chart, page_shell, shown, transcript};
 use crate::money::pricing::Usd;
+use crate::scrub::urlencode;
 use crate::server::App;
 use crate::store::dashboard::{JobFilter, JobLine, RepoMonth};
 use crate::store::UnixMillis;
@@ -19,7 +20,8 @@ const DAY: i64 = 86_400_000;
 /// Jobs per page of the list.
 pub const PAGE: i64 = 50;
 
-fn usd(picos: i64) -> String {
+/// Picodollars from the store as the dashboard shows money.
+pub(super) fn usd(picos: i64) -> String {
     Usd::from_picos(u64::try_from(picos).unwrap_or(0)).to_string()
 }
 
@@ -151,10 +153,6 @@ fn repo_table(repos: &[RepoMonth]) -> Markup {
             }
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 pub async fn spend(State(app): State<Arc<App>>) -> Response {
