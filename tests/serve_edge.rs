@@ -61,6 +61,27 @@ async fn a_missing_or_invalid_setting_stops_start_up_with_one_line_naming_it() {
             Some("soon".into()),
             "EQUITR_JOB_LEASE_SECS: ",
         ),
+        // Shorter than GitHub's redelivery window: a redelivery would run its jobs twice.
+        (
+            "EQUITR_DELIVERY_RETENTION_DAYS",
+            Some("2".into()),
+            "EQUITR_DELIVERY_RETENTION_DAYS: `2` is not a number of days, at least 3",
+        ),
+        (
+            "EQUITR_JOB_RETENTION_DAYS",
+            Some("-1".into()),
+            "EQUITR_JOB_RETENTION_DAYS: `-1` is not a number of days",
+        ),
+        (
+            "EQUITR_LEDGER_RETENTION_MONTHS",
+            Some("a year".into()),
+            "EQUITR_LEDGER_RETENTION_MONTHS: `a year` is not a number of months",
+        ),
+        (
+            "EQUITR_PRUNE_INTERVAL_SECS",
+            Some("1h".into()),
+            "EQUITR_PRUNE_INTERVAL_SECS: `1h` is not a number of seconds",
+        ),
     ];
     for (var, value, expected) in cases {
         let mut env = base.clone();

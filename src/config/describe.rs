@@ -162,6 +162,16 @@ impl Config {
             "server.installation_concurrency",
             s.installation_concurrency.clone(),
         );
+        row(
+            "server.delivery_retention_days",
+            s.delivery_retention_days.clone(),
+        );
+        row("server.job_retention_days", s.job_retention_days.clone());
+        row(
+            "server.ledger_retention_months",
+            s.ledger_retention_months.clone(),
+        );
+        row("server.prune_interval_secs", s.prune_interval_secs.clone());
         row("server.dashboard_token", hidden(&s.dashboard_token));
     }
 }

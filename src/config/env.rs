@@ -140,6 +140,10 @@ impl Config {
                 "server.link_hosts" => &mut self.server.link_hosts,
                 "server.dashboard_listen" => &mut self.server.dashboard_listen,
                 "server.installation_concurrency" => &mut self.server.installation_concurrency,
+                "server.delivery_retention_days" => &mut self.server.delivery_retention_days,
+                "server.job_retention_days" => &mut self.server.job_retention_days,
+                "server.ledger_retention_months" => &mut self.server.ledger_retention_months,
+                "server.prune_interval_secs" => &mut self.server.prune_interval_secs,
                 _ => &mut self.server.write_interval_ms,
             };
             *slot = Some(v.trim().to_string());

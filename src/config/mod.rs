@@ -294,6 +294,14 @@ pub struct ServerSettings {
     pub installation_concurrency: Option<String>,
     /// `EQUITR_DASHBOARD_LISTEN`: a listener of its own for the dashboard.
     pub dashboard_listen: Option<String>,
+    /// `EQUITR_DELIVERY_RETENTION_DAYS`: how long delivery ids are kept (redeliveries).
+    pub delivery_retention_days: Option<String>,
+    /// `EQUITR_JOB_RETENTION_DAYS`: how long finished jobs' transcripts are kept.
+    pub job_retention_days: Option<String>,
+    /// `EQUITR_LEDGER_RETENTION_MONTHS`: how many months of the ledger are kept.
+    pub ledger_retention_months: Option<String>,
+    /// `EQUITR_PRUNE_INTERVAL_SECS`: how often old rows are deleted.
+    pub prune_interval_secs: Option<String>,
     /// `EQUITR_DASHBOARD_TOKEN`: turns the dashboard on (environment only).
     pub dashboard_token: Option<Secret>,
 }
@@ -324,6 +332,16 @@ pub const SERVE_ENV: &[(&str, &str)] = &[
         "EQUITR_INSTALLATION_CONCURRENCY",
         "server.installation_concurrency",
     ),
+    (
+        "EQUITR_DELIVERY_RETENTION_DAYS",
+        "server.delivery_retention_days",
+    ),
+    ("EQUITR_JOB_RETENTION_DAYS", "server.job_retention_days"),
+    (
+        "EQUITR_LEDGER_RETENTION_MONTHS",
+        "server.ledger_retention_months",
+    ),
+    ("EQUITR_PRUNE_INTERVAL_SECS", "server.prune_interval_secs"),
 ];
 
 /// The effective configuration.

@@ -39,6 +39,11 @@ pub struct ServeConfig {
     pub installation_concurrency: Option<u32>,
     /// The operator's dashboard, when `EQUITR_DASHBOARD_TOKEN` turns it on.
     pub dashboard: Option<DashboardConfig>,
+    /// What the store keeps and for how long (`EQUITR_*_RETENTION_*`).
+    pub retention: crate::store::Retention,
+    /// How often old rows are pruned (`EQUITR_PRUNE_INTERVAL_SECS`, default 3600); `None`
+    /// (0): never.
+    pub prune_interval: Option<Duration>,
 }
 
 /// The dashboard's settings.
@@ -206,6 +211,11 @@ impl ServeConfig {
                 c => Some(c),
             },
             dashboard: dashboard(&llm)?,
+            retention: retention(&llm)?,
+            prune_interval: match n.prune {
+                Some(0) => None,
+                t => Some(Duration::from_secs(t.unwrap_or(3600))),
+            },
             llm,
         })
     }
@@ -243,6 +253,7 @@ struct Numbers {
     monthly: Option<f64>,
     write_ms: Option<u64>,
     per_installation: Option<u32>,
+    prune: Option<u64>,
 }
 
 impl Numbers {
@@ -301,7 +312,15 @@ impl Numbers {
             "a number of jobs (0: no cap)",
             |v| v.parse::<u32>().ok(),
         )?;
+        let prune = parse(
+            llm,
+            ("server.prune_interval_secs", "EQUITR_PRUNE_INTERVAL_SECS"),
+            &s.prune_interval_secs,
+            "a number of seconds (0: never prune)",
+            number,
+        )?;
         Ok(Numbers {
+            prune,
             lease,
             grace,
             tick,
@@ -310,6 +329,59 @@ impl Numbers {
             per_installation,
         })
     }
+}
+
+/// GitHub redelivers a delivery up to 3 days back (7 on GHES): a delivery id forgotten
+/// sooner could run one event's jobs twice.
+const MIN_DELIVERY_DAYS: u64 = 3;
+
+/// The retention settings, each checked; `0` keeps that class forever.
+fn retention(llm: &Config) -> Result<crate::store::Retention, SettingError> {
+    let s = &llm.server;
+    let days = |v: u64| Duration::from_secs(v.saturating_mul(86_400));
+    let deliveries = parse(
+        llm,
+        (
+            "server.delivery_retention_days",
+            "EQUITR_DELIVERY_RETENTION_DAYS",
+        ),
+        &s.delivery_retention_days,
+        "a number of days, at least 3 (GitHub redelivers up to 3 days back, 7 on GHES), or 0 to keep them forever",
+        |v| v.parse::<u64>().ok().filter(|d| *d == 0 || *d >= MIN_DELIVERY_DAYS),
+    )?;
+    let jobs = parse(
+        llm,
+        ("server.job_retention_days", "EQUITR_JOB_RETENTION_DAYS"),
+        &s.job_retention_days,
+        "a number of days (0: keep them forever)",
+        |v| v.parse::<u64>().ok(),
+    )?;
+    let months = parse(
+        llm,
+        (
+            "server.ledger_retention_months",
+            "EQUITR_LEDGER_RETENTION_MONTHS",
+        ),
+        &s.ledger_retention_months,
+        "a number of months, counting the current one (0: keep it forever)",
+        |v| v.parse::<u32>().ok(),
+    )?;
+    let defaults = crate::store::Retention::default();
+    let or = |v: Option<u64>, d: Option<Duration>| match v {
+        Some(0) => None,
+        Some(n) => Some(days(n)),
+        None => d,
+    };
+    Ok(crate::store::Retention {
+        deliveries: or(deliveries, defaults.deliveries),
+        jobs: or(jobs, defaults.jobs),
+        ledger_months: match months {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => defaults.ledger_months,
+        },
+        ..defaults
+    })
 }
 
 /// Every job needs both models: a missing model or key stops start-up here rather than

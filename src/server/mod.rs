@@ -24,6 +24,7 @@ mod dashboard;
 mod failures;
 mod lease;
 pub mod metrics;
+mod pruner;
 mod repo_configs;
 mod run;
 pub mod scheduler;
@@ -132,6 +133,14 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             ));
         }
     }
+    if let Ok(s) = app.store.storage().await {
+        text.push_str("# TYPE equitr_store_rows gauge\n");
+        for (table, rows) in s.rows {
+            text.push_str(&format!("equitr_store_rows{{table=\"{table}\"}} {rows}\n"));
+        }
+        text.push_str("# TYPE equitr_store_bytes gauge\n");
+        text.push_str(&format!("equitr_store_bytes {}\n", s.bytes));
+    }
     ([("content-type", "text/plain; version=0.0.4")], text)
 }
 
@@ -163,6 +172,7 @@ pub async fn serve(
             }
         })
     });
+    let pruner = pruner::spawn(app.clone(), owner.clone(), stop.clone());
     let stop2 = stop.clone();
     let store = app.store.clone();
     let own_dashboard = match app.cfg.dashboard.as_ref().and_then(|d| d.listen.clone()) {
@@ -193,6 +203,10 @@ pub async fn serve(
     stop.cancel();
     if let Some(d) = own_dashboard {
         let _ = d.await;
+    }
+    if let Some(p) = pruner {
+        // It stops at once (a batch in flight is one short transaction) and frees its lease.
+        let _ = p.await;
     }
     if let Some(s) = scheduler {
         s.abort();

@@ -32,6 +32,7 @@ mod estimates;
 mod intake;
 mod jobs;
 mod ledger;
+mod prune;
 mod schedules;
 
 pub use intake::NewDelivery;
@@ -39,6 +40,7 @@ pub use jobs::{
     ClaimedJob, DeliveryOutcome, ExhaustedJob, Job, JobCount, JobEvent, JobId, JobState, NewJob,
 };
 pub use ledger::{month_of, LedgerScope, Spend, SqlLedger};
+pub use prune::{Pruned, Retention, Storage};
 pub use schedules::{Fired, ScheduleSlot};
 
 pub use crate::clock::{Clock, ManualClock, SystemClock, UnixMillis};
