@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub mod anthropic;
+pub mod bpe;
 pub mod http;
 pub mod openai;
 pub mod retry;

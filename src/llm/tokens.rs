@@ -13,13 +13,13 @@
 //!   tools, a fixed [`FOREIGN_TOOLS_OVERHEAD`] covers the tool-use system prompt providers add
 //!   (Anthropic documents ~350 tokens for it).
 //!
-//! The tokenizers' BPE tables are compiled into `tiktoken-rs`; building one takes a noticeable
-//! fraction of a second (o200k especially), so each is built once per process.
+//! The tokenizers' tables are embedded in the binary ([`super::bpe`]); each is built on first
+//! use, once per process, and shared by every job: a process whose models are all OpenAI's
+//! 4o-or-later builds only `o200k_base`, one with only Claude or Gemini only `cl100k_base`.
 
 use std::sync::OnceLock;
 
-use tiktoken_rs::CoreBPE;
-
+use super::bpe::Bpe;
 use super::{ChatRequest, Message};
 
 /// Multiplier (as a fraction) for models whose tokenizer is not an OpenAI one: cl100k counts
@@ -83,16 +83,14 @@ fn tokenizer_for(model: &str) -> Tokenizer {
     }
 }
 
-fn bpe(which: Tokenizer) -> Option<&'static CoreBPE> {
-    static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    // Construction only fails if tiktoken-rs's embedded data were corrupt; then `raw_count`
-    // falls back to counting bytes, which is still an upper bound.
+fn bpe(which: Tokenizer) -> Option<&'static Bpe> {
+    static O200K: OnceLock<Option<Bpe>> = OnceLock::new();
+    static CL100K: OnceLock<Option<Bpe>> = OnceLock::new();
+    // Construction only fails if the embedded table were corrupt; then `raw_count` falls
+    // back to counting bytes, which is still an upper bound.
     match which {
-        Tokenizer::O200k => O200K.get_or_init(|| tiktoken_rs::o200k_base().ok()),
-        Tokenizer::Cl100k | Tokenizer::Foreign => {
-            CL100K.get_or_init(|| tiktoken_rs::cl100k_base().ok())
-        }
+        Tokenizer::O200k => O200K.get_or_init(Bpe::o200k),
+        Tokenizer::Cl100k | Tokenizer::Foreign => CL100K.get_or_init(Bpe::cl100k),
     }
     .as_ref()
 }
@@ -134,9 +132,9 @@ fn raw_count(which: Tokenizer, text: &str) -> u64 {
 
 fn raw_piece(which: Tokenizer, text: &str) -> u64 {
     match bpe(which) {
-        // `encode_ordinary`: special-token text in a prompt is sent as plain text, which
+        // As `encode_ordinary`: special-token text in a prompt is sent as plain text, which
         // tokenizes to more tokens than the special token would.
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        Some(bpe) => bpe.count(text),
         // Every BPE token covers at least one byte.
         None => text.len() as u64,
     }

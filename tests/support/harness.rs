@@ -752,6 +752,11 @@ impl Tester {
             .expect("serve is not running: start() it")
     }
 
+    /// The process id of the service deliveries go to.
+    pub fn pid(&self) -> u32 {
+        self.service().child.id().expect("serve is running")
+    }
+
     /// `http://ADDR` of the service deliveries go to.
     pub fn url(&self) -> String {
         format!("http://{}", self.service().addr)
