@@ -16,6 +16,8 @@ pub struct OrchestratorBuilder {
     /// Why the job's context is untrusted (text from someone without write access), and
     /// whether the repository still lets commands run then.
     untrusted: Option<(String, bool)>,
+    /// The repository is a fresh checkout of HEAD ([`TreeWatcher::set_pristine`]).
+    pristine: bool,
     clients: Vec<(AgentRole, Arc<dyn Provider>)>,
     toolchain: Toolchain,
 }
@@ -101,6 +103,13 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// The repository is a fresh checkout of HEAD (a job's clone): the first run's baseline
+    /// is HEAD's tree instead of a snapshot of every file.
+    pub fn pristine_checkout(mut self) -> Self {
+        self.pristine = true;
+        self
+    }
+
     pub async fn build(self) -> anyhow::Result<Orchestrator> {
         let cfg = self.config;
         let multi = cfg.orchestrator.use_multi_agent;
@@ -179,6 +188,7 @@ impl OrchestratorBuilder {
             .with_context(|| format!("opening the repository at {}", repo.display()))?;
         let readonly = Toolbox::new(&repo, opts(Access::ReadOnly))?;
         let watcher = TreeWatcher::new(toolbox.root()).await?;
+        watcher.set_pristine(self.pristine);
         let sensitive = sensitive_paths(&cfg.orchestrator.sensitive_paths)?;
         let root = toolbox.root().display().to_string();
         let session_costs = CostTracker::new(supervisor.model().to_string(), supervisor.price);
@@ -213,6 +223,7 @@ impl Orchestrator {
             prices: PriceTable::builtin(),
             allow_unsandboxed: false,
             untrusted: None,
+            pristine: false,
             clients: Vec::new(),
             toolchain: Toolchain::default(),
         }

@@ -189,7 +189,7 @@ impl Orchestrator {
         cancel: CancellationToken,
     ) -> anyhow::Result<RunResult> {
         let mut run = self.start_run(task, cancel);
-        let baseline = self.watcher.snapshot().await?;
+        let baseline = self.watcher.baseline().await?;
         let mut classification = Classification {
             class: TaskClass::Routine,
             reason: String::new(),

@@ -16,6 +16,9 @@ pub struct TreeWatcher {
     scratch: tempfile::TempDir,
     /// The user's index, copied so unchanged files need not be hashed again.
     seed_index: Option<PathBuf>,
+    /// The working tree is a fresh checkout of HEAD (a job's clone): the first baseline is
+    /// HEAD's tree, read from the repository instead of re-reading every file.
+    pristine: std::sync::atomic::AtomicBool,
 }
 
 /// A written tree object.
@@ -81,7 +84,29 @@ impl TreeWatcher {
             git_dir,
             scratch,
             seed_index,
+            pristine: false.into(),
         })
+    }
+
+    /// Whether the working tree is a fresh checkout of HEAD: see [`TreeWatcher::baseline`].
+    pub fn set_pristine(&self, pristine: bool) {
+        self.pristine
+            .store(pristine, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The snapshot a run starts from: on a tree declared pristine, the first time, HEAD's
+    /// tree (one cheap `rev-parse`: what is committed is what the checkout holds); otherwise,
+    /// and if HEAD cannot be read, a [`TreeWatcher::snapshot`].
+    pub async fn baseline(&self) -> anyhow::Result<Snapshot> {
+        if self
+            .pristine
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Ok(tree) = self.run(&["rev-parse", "--verify", "HEAD^{tree}"]).await {
+                return Ok(Snapshot(tree.trim().to_string()));
+            }
+        }
+        self.snapshot().await
     }
 
     fn git(&self) -> Command {
@@ -192,6 +217,29 @@ mod tests {
             .unwrap()
             .success();
         assert!(ok, "git {args:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pristine_checkouts_first_baseline_is_heads_tree_and_later_ones_read_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+        git(dir.path(), &["add", "-A"]);
+        git(dir.path(), &["commit", "-qm", "one"]);
+        let w = TreeWatcher::new(dir.path()).await.unwrap();
+        w.set_pristine(true);
+        let base = w.baseline().await.unwrap();
+        std::fs::write(dir.path().join("a.txt"), "b\n").unwrap();
+        let end = w.snapshot().await.unwrap();
+        assert_eq!(
+            w.changed(&base, &end).await.unwrap(),
+            vec![ChangedFile {
+                path: "a.txt".into(),
+                status: 'M'
+            }]
+        );
+        // The next run (interactive) starts from the files as they are, not from HEAD.
+        assert_eq!(w.baseline().await.unwrap(), end);
     }
 
     async fn changes(dir: &Path, edit: impl FnOnce()) -> Vec<ChangedFile> {

@@ -110,16 +110,53 @@ impl Checkout {
         })
     }
 
+    /// [`Checkout::clone`] of `default_branch`, then `branch` checked out: continued from the
+    /// remote when it is there, else created. Whether it is there is asked (`ls-remote`, one
+    /// small request) while the clone runs, so a new branch costs no second fetch.
+    pub async fn clone_onto(
+        remote: &str,
+        token: &str,
+        default_branch: &str,
+        branch: &str,
+        dest: &Path,
+    ) -> Result<Checkout, GitError> {
+        let probe = Checkout {
+            dir: dest.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            remote: remote.to_string(),
+            auth_header: basic(token),
+        };
+        let refname = format!("refs/heads/{branch}");
+        let list = ["ls-remote", "--heads", remote, refname.as_str()];
+        let (listed, cloned) = tokio::join!(
+            probe.run("ls-remote", &list),
+            Checkout::clone(remote, token, default_branch, dest)
+        );
+        let checkout = cloned?;
+        // `REF\tNAME` lines; the pattern matches path suffixes, so compare the whole name.
+        let exists = listed?
+            .lines()
+            .any(|l| l.split('\t').nth(1) == Some(refname.as_str()));
+        checkout.switch(branch, exists).await?;
+        Ok(checkout)
+    }
+
     /// Fetch `branch` (if it exists on the remote) and check it out, else create it here.
     pub async fn switch_to(&self, branch: &str) -> Result<(), GitError> {
+        self.switch(branch, true).await
+    }
+
+    /// Check out `branch`: fetched from the remote when `maybe_there` and the fetch finds it,
+    /// else created here.
+    async fn switch(&self, branch: &str, maybe_there: bool) -> Result<(), GitError> {
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
-        let exists = self
-            .run(
-                "fetch",
-                &["fetch", "--quiet", "--depth", "50", "origin", &refspec],
-            )
-            .await
-            .is_ok();
+        let exists = maybe_there
+            && self
+                .run(
+                    "fetch",
+                    &["fetch", "--quiet", "--depth", "50", "origin", &refspec],
+                )
+                .await
+                .is_ok();
         if exists {
             let start = format!("origin/{branch}");
             self.run("checkout", &["checkout", "--quiet", "-B", branch, &start])
@@ -222,14 +259,22 @@ impl Checkout {
     /// write can carry one out.
     pub async fn commit_all(&self, message: &str, author: &Author) -> Result<bool, GitError> {
         self.run("add", &["add", "-A"]).await?;
-        let staged = self
-            .run(
-                "diff",
-                &["diff", "--cached", "--name-only", "-z", "--diff-filter=AM"],
-            )
-            .await?;
+        // `STATUS\0PATH\0` per staged path. Without `--no-renames` a moved file that was also
+        // edited would be an `R` and escape the scan below.
+        let staged_list = ["diff", "--cached", "--name-status", "--no-renames", "-z"];
+        let staged = self.run("diff", &staged_list).await?;
+        if staged.is_empty() {
+            return Ok(false);
+        }
+        let mut fields = staged.split('\0').filter(|f| !f.is_empty());
+        let mut written = Vec::new();
+        while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
+            if status != "D" {
+                written.push(path);
+            }
+        }
         let mut redacted = Vec::new();
-        for path in staged.split('\0').filter(|p| !p.is_empty()) {
+        for path in written {
             let file = self.dir.join(path);
             // Past 8 MiB a file is not the agents' prose; text only (binary is left).
             let small = std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.len() <= 8 << 20);
@@ -248,10 +293,10 @@ impl Checkout {
         if !redacted.is_empty() {
             tracing::warn!(files = ?redacted, "secrets redacted from files before committing");
             self.run("add", &["add", "-A"]).await?;
-        }
-        let status = self.run("status", &["status", "--porcelain"]).await?;
-        if status.trim().is_empty() {
-            return Ok(false);
+            // The redaction may have put a file back as it was.
+            if self.run("diff", &staged_list).await?.is_empty() {
+                return Ok(false);
+            }
         }
         let who = format!("{} <{}>", author.name, author.email);
         let message = crate::scrub::scrub(message);
@@ -294,6 +339,44 @@ impl Checkout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_a_moved_and_edited_file_is_redacted_before_the_commit() {
+        let secret = "sk-moved-file-secret-0123456789abcdef";
+        crate::scrub::register_secret(secret);
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        let body = "line of text that stays the same\n".repeat(20);
+        std::fs::write(dir.path().join("a.txt"), &body).unwrap();
+        git(dir.path(), &["add", "-A"]);
+        git(dir.path(), &["commit", "-qm", "one"]);
+        // Git sees a rename: most of the content is the same.
+        std::fs::remove_file(dir.path().join("a.txt")).unwrap();
+        std::fs::write(dir.path().join("b.txt"), format!("{body}key={secret}\n")).unwrap();
+        let co = Checkout {
+            dir: dir.path().to_path_buf(),
+            remote: String::new(),
+            auth_header: String::new(),
+        };
+        let author = Author::app_bot("app", 0);
+        assert!(co.commit_all("move", &author).await.unwrap());
+        let committed = git(dir.path(), &["show", "HEAD:b.txt"]);
+        assert!(committed.ends_with("key=[redacted]\n"), "{committed}");
+        assert!(!git(dir.path(), &["log", "-p"]).contains(secret));
+        // Nothing left: a second commit has nothing to commit.
+        assert!(!co.commit_all("again", &author).await.unwrap());
+    }
 
     #[test]
     fn the_header_is_basic_auth() {

@@ -31,12 +31,20 @@ pub(super) async fn run(
         head: "🤖 Working on this issue.",
         steps: STEPS,
     });
-    thread.emit(Progress::Done(0)).await?;
-    let (issue, task, provenance) = issue_task(ctx, number, notes).await?;
+    // The clone does not wait for the thread's first comment and the issue: the two run
+    // side by side.
+    let (read, ws) = tokio::join!(
+        async {
+            thread.emit(Progress::Done(0)).await?;
+            issue_task(ctx, number, notes).await
+        },
+        Workspace::on_branch(ctx, branch::issue(number))
+    );
+    let (issue, task, provenance) = read?;
     if provenance.untrusted() {
         thread.record(Progress::Mode(provenance.describe()));
     }
-    let ws = Workspace::on_branch(ctx, branch::issue(number)).await?;
+    let ws = ws?;
     thread.emit(Progress::Done(1)).await?;
 
     let mut orch = orchestrator(ctx, &ws.checkout, true)

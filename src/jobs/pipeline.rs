@@ -38,8 +38,11 @@ impl Workspace {
             Some(lock) => Some(lock(branch.clone()).await?),
             None => None,
         };
-        let (scratch, checkout) = clone(ctx, &info).await?;
-        checkout.switch_to(&branch).await?;
+        let (scratch, dir) = clone_dir(ctx).await?;
+        let token = installation_token(ctx).await?;
+        let checkout =
+            Checkout::clone_onto(&info.clone_url, &token, &info.default_branch, &branch, &dir)
+                .await?;
         Ok(Workspace {
             checkout,
             branch,
@@ -56,17 +59,29 @@ pub(super) async fn clone(
     ctx: &JobCtx<'_>,
     info: &crate::github::api::RepoInfo,
 ) -> anyhow::Result<(tempfile::TempDir, Checkout)> {
-    let env = ctx.env;
-    let token = env
-        .gh
-        .installation_token(ctx.repo.installation, ctx.repo.name, ctx.repo.access)
-        .await?;
-    std::fs::create_dir_all(&env.work_root)
-        .with_context(|| format!("creating {}", env.work_root.display()))?;
-    let scratch = tempfile::tempdir_in(&env.work_root)?;
-    let dir = scratch.path().join("repo");
+    let (scratch, dir) = clone_dir(ctx).await?;
+    let token = installation_token(ctx).await?;
     let checkout = Checkout::clone(&info.clone_url, &token, &info.default_branch, &dir).await?;
     Ok((scratch, checkout))
+}
+
+/// The job's token for git: its one repository, with the job's permissions.
+async fn installation_token(ctx: &JobCtx<'_>) -> anyhow::Result<String> {
+    Ok(ctx
+        .env
+        .gh
+        .installation_token(ctx.repo.installation, ctx.repo.name, ctx.repo.access)
+        .await?)
+}
+
+/// A scratch directory under the work root (removed with the guard) and the path to clone
+/// into inside it.
+async fn clone_dir(ctx: &JobCtx<'_>) -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let root = &ctx.env.work_root;
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let scratch = tempfile::tempdir_in(root)?;
+    let dir = scratch.path().join("repo");
+    Ok((scratch, dir))
 }
 
 /// The agent core on a checkout, with the repository's sensitive paths (`with_repo_paths`),
@@ -84,6 +99,7 @@ pub(super) fn orchestrator(
         .ledger(ctx.ledger.clone())
         .http(ctx.env.http.clone())
         .sink(ctx.env.sink.clone())
+        .pristine_checkout()
 }
 
 /// The cost summary of DESIGN §6: per role, total, the supervisor-only counterfactual, why
@@ -218,7 +234,12 @@ pub(super) async fn publish(
 ) -> anyhow::Result<Published> {
     let (env, repo, checkout) = (ctx.env, &ctx.repo, &ws.checkout);
     let author = &author(env);
-    let open = repo.open_pull_for(&ws.branch).await?;
+    // What the branch has open is asked while the change is committed.
+    let (open, committed) = tokio::join!(
+        repo.open_pull_for(&ws.branch),
+        commit_unless_withheld(checkout, rule, message, author)
+    );
+    let (open, committed) = (open?, committed?);
     let branch = Branch {
         name: &ws.branch,
         base: &ws.base,
@@ -249,7 +270,7 @@ pub(super) async fn publish(
             return Ok(out);
         }
         Publish::Draft(why) if branch.open.is_some_and(|p| !p.draft) => {
-            out.committed = checkout.commit_all(message, author).await?;
+            out.committed = committed;
             if out.committed {
                 out.withheld = Some(format!(
                     "⚠️ The run {why}; its unfinished work was not pushed, so the ready pull \
@@ -261,7 +282,7 @@ pub(super) async fn publish(
         }
         _ => {}
     }
-    out.committed = checkout.commit_all(message, author).await?;
+    out.committed = committed;
     if !out.committed {
         return Ok(out);
     }
@@ -290,6 +311,21 @@ pub(super) async fn publish(
     };
     out.pr_url = Some(pr.html_url);
     Ok(out)
+}
+
+/// Commits the run's change in the scratch clone unless the rule withholds it (a rejected
+/// change is not even committed); whether there was one. A commit is local: what is pushed
+/// is [`publish`]'s decision.
+async fn commit_unless_withheld(
+    checkout: &Checkout,
+    rule: &Publish,
+    message: &str,
+    author: &Author,
+) -> anyhow::Result<bool> {
+    Ok(match rule {
+        Publish::Withhold(_) => false,
+        _ => checkout.commit_all(message, author).await?,
+    })
 }
 
 /// The end of a revision: it lands on a pull request that is already open and ready, so only

@@ -68,6 +68,9 @@ pub struct ThreadReporter<'a> {
     /// review shows its progress in the check run only), and nothing is posted.
     number: Option<u64>,
     board: Board,
+    /// The comment once posted: later posts edit it by id instead of listing the thread's
+    /// comments to find it again.
+    comment: Option<u64>,
 }
 
 /// Where a job stands, and the comment that shows it.
@@ -85,6 +88,7 @@ impl<'a> ThreadReporter<'a> {
             ctx,
             number: Some(number),
             board: Board::default(),
+            comment: None,
         }
     }
 
@@ -112,15 +116,25 @@ impl<'a> ThreadReporter<'a> {
         self.board.apply(p)
     }
 
-    async fn post(&self, text: &str) -> Result<(), GitHubError> {
+    async fn post(&mut self, text: &str) -> Result<(), GitHubError> {
         let Some(number) = self.number else {
             return Ok(());
         };
-        self.ctx
+        let marker = marker(self.ctx.id);
+        if let Some(id) = self.comment {
+            match self.ctx.repo.update_marked_comment(id, &marker, text).await {
+                // Someone deleted it: post it again.
+                Err(e) if e.status() == Some(404) => self.comment = None,
+                other => return other.map(drop),
+            }
+        }
+        let posted = self
+            .ctx
             .repo
-            .upsert_marked_comment(number, &marker(self.ctx.id), text)
-            .await
-            .map(drop)
+            .upsert_marked_comment(number, &marker, text)
+            .await?;
+        self.comment = Some(posted.id);
+        Ok(())
     }
 }
 

@@ -114,6 +114,18 @@ impl Repo<'_> {
         .await
     }
 
+    /// Edit `comment_id`, a comment [`Repo::upsert_marked_comment`] returned, to `body` with
+    /// its `marker`: the same text an upsert writes, without looking the comment up again.
+    pub async fn update_marked_comment(
+        &self,
+        comment_id: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<Comment, GitHubError> {
+        self.update_comment(comment_id, &format!("{body}\n\n{marker}"))
+            .await
+    }
+
     /// Create the comment carrying `marker`, or update the one that already does — so a
     /// retried job edits its comment instead of posting a second.
     pub async fn upsert_marked_comment(
