@@ -126,7 +126,8 @@ impl Checkout {
             auth_header: basic(token),
         };
         let refname = format!("refs/heads/{branch}");
-        let list = ["ls-remote", "--heads", remote, refname.as_str()];
+        // `--`: the URL comes from GitHub's API and is never read as an option.
+        let list = ["ls-remote", "--heads", "--", remote, refname.as_str()];
         let (listed, cloned) = tokio::join!(
             probe.run("ls-remote", &list),
             Checkout::clone(remote, token, default_branch, dest)

@@ -700,7 +700,10 @@ impl Tester {
     }
 
     async fn spawn(&self, home: &Path, data: &Path) -> Service {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_equitr-coder"));
+        // `BENCH_BIN`: a benchmark's A/B run against another build of the binary.
+        let bin = std::env::var("BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_equitr-coder").to_string());
+        let mut cmd = tokio::process::Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", home)
