@@ -282,3 +282,74 @@ async fn serve_prunes_at_start_up_and_reports_the_stores_size(backend: Backend) 
     s.close().await;
     t.finish().await;
 }
+
+/// A second read of the pruner found three ways it could delete too much or hold the lock
+/// too long; each has its case here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_transcripts_running_jobs_and_rows_settled_after_their_month() {
+    for db in databases().await {
+        let name = db.name;
+        // 2026-01-31 23:59.
+        let jan31 = T0 + 30 * 86_400_000 + 23 * 3_600_000 + 59 * 60_000;
+        let clock = Arc::new(ManualClock::new(jan31));
+        let s = db.store(&clock).await;
+        let keep = Retention {
+            ledger_months: Some(1),
+            pause: Duration::ZERO,
+            ..Retention::default()
+        };
+        // A job with a long transcript, finished.
+        deliver(&s, "d-long", vec![job("o/r")]).await;
+        let long = s.claim("w", LEASE).await.unwrap().unwrap().id;
+        for n in 0..1_234 {
+            s.append_event(long, "tool", json!({ "n": n }))
+                .await
+                .unwrap();
+        }
+        assert!(s.complete(long, "w", json!({})).await.unwrap());
+        // A job that is still running, with a row settled in January.
+        deliver(&s, "d-running", vec![job("o/r")]).await;
+        let year = Duration::from_secs(400 * 86_400);
+        let running = s.claim("w", year).await.unwrap().unwrap().id;
+        let l = ledger(&s, running, jan31);
+        let r = l.reserve(req()).await.unwrap();
+        l.settle(r, Usd::from_picos(300), Usage::default())
+            .await
+            .unwrap();
+        // A job that reserves in January and settles two minutes later, in February.
+        deliver(&s, "d-late", vec![job("o/r")]).await;
+        let late = s.claim("w", LEASE).await.unwrap().unwrap().id;
+        let l = ledger(&s, late, jan31);
+        let r = l.reserve(req()).await.unwrap();
+        clock.advance(Duration::from_secs(120));
+        l.settle(r, Usd::from_picos(500), Usage::default())
+            .await
+            .unwrap();
+        assert!(s.complete(late, "w", json!({})).await.unwrap());
+
+        // February: January is not kept, but the late row settled on a kept day, and the
+        // running job's row is its per-run spend.
+        let p = s.prune(&keep).await.unwrap();
+        assert_eq!(p.ledger, 0, "{name}");
+        let size = s.storage().await.unwrap();
+        assert_eq!(rows(&size, "ledger"), 2, "{name}");
+        // The roll-up keeps February 1 (the late row); January's days go.
+        assert_eq!(rows(&size, "ledger_days"), 1, "{name}");
+
+        // Three months on: the transcript goes in several short transactions, all of it.
+        clock.advance(91 * DAY);
+        let p = s.prune(&keep).await.unwrap();
+        assert_eq!(p.job_events, 1_234, "{name}");
+        assert_eq!(p.ledger, 1, "{name}: the late row, its day now gone too");
+        let size = s.storage().await.unwrap();
+        assert_eq!(rows(&size, "job_events"), 0, "{name}");
+        assert_eq!(
+            rows(&size, "ledger"),
+            1,
+            "{name}: the running job keeps its row"
+        );
+        assert_eq!(rows(&size, "ledger_days"), 0, "{name}");
+        s.close().await;
+        db.drop_db().await;
+    }
+}

@@ -211,7 +211,7 @@ impl Orchestrator {
             Err(Stop::Outcome(o)) => o,
         };
         repair_history(&mut self.history);
-        let end = self.watcher.snapshot().await?;
+        let end = self.watcher.current().await?;
         let changed_files = self.watcher.changed(&baseline, &end).await?;
         let summary = if content.is_empty() {
             outcome.describe()

@@ -19,6 +19,9 @@ pub struct TreeWatcher {
     /// The working tree is a fresh checkout of HEAD (a job's clone): the first baseline is
     /// HEAD's tree, read from the repository instead of re-reading every file.
     pristine: std::sync::atomic::AtomicBool,
+    /// The last snapshot, while nothing that can write has run since
+    /// ([`TreeWatcher::invalidate`]).
+    last: std::sync::Mutex<Option<Snapshot>>,
 }
 
 /// A written tree object.
@@ -85,7 +88,23 @@ impl TreeWatcher {
             scratch,
             seed_index,
             pristine: false.into(),
+            last: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Something that may write to the tree is about to run: the last snapshot is stale.
+    pub fn invalidate(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The tree as it is now: the last snapshot while nothing has written since, else a new
+    /// one. The end of a run that the gate has just looked at is then the tree the gate saw.
+    pub async fn current(&self) -> anyhow::Result<Snapshot> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match last {
+            Some(s) => Ok(s),
+            None => self.snapshot().await,
+        }
     }
 
     /// Whether the working tree is a fresh checkout of HEAD: see [`TreeWatcher::baseline`].
@@ -151,9 +170,13 @@ impl TreeWatcher {
                 let _ = tokio::fs::copy(seed, &index).await;
             }
         }
+        // Stale from here on until this snapshot is written: a write that races it must not
+        // leave an older snapshot looking current.
+        self.invalidate();
         self.run(&["add", "-A", "--", "."]).await?;
-        let tree = self.run(&["write-tree"]).await?;
-        Ok(Snapshot(tree.trim().to_string()))
+        let tree = Snapshot(self.run(&["write-tree"]).await?.trim().to_string());
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(tree.clone());
+        Ok(tree)
     }
 
     pub async fn changed(
@@ -240,6 +263,22 @@ mod tests {
         );
         // The next run (interactive) starts from the files as they are, not from HEAD.
         assert_eq!(w.baseline().await.unwrap(), end);
+    }
+
+    #[tokio::test]
+    async fn the_current_tree_is_the_last_snapshot_until_something_may_have_written() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+        let w = TreeWatcher::new(dir.path()).await.unwrap();
+        let seen = w.snapshot().await.unwrap();
+        std::fs::write(dir.path().join("a.txt"), "b\n").unwrap();
+        // Nothing the run controls has written: the tree the gate saw is the run's end.
+        assert_eq!(w.current().await.unwrap(), seen);
+        w.invalidate();
+        let now = w.current().await.unwrap();
+        assert_ne!(now, seen);
+        assert_eq!(w.changed(&seen, &now).await.unwrap().len(), 1);
     }
 
     async fn changes(dir: &Path, edit: impl FnOnce()) -> Vec<ChangedFile> {

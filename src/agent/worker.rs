@@ -150,6 +150,10 @@ impl Orchestrator {
                 arguments: truncate_head_tail(&call.arguments, 2_000),
             },
         );
+        // Anything but the read-only toolbox may change the tree.
+        if !std::ptr::eq(toolbox, &self.readonly) {
+            self.watcher.invalidate();
+        }
         let out = if toolbox.handles(&call.name) {
             let span = tracing::debug_span!("tool", name = %call.name, role = %role);
             self.bounded(

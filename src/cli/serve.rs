@@ -92,6 +92,7 @@ pub async fn run(config_flag: Option<&Path>, env: &BTreeMap<String, String>) -> 
         identity,
         github_problem: std::sync::Mutex::new(github_problem),
         work: Default::default(),
+        store_size: Default::default(),
     });
     app.store.listen_for_jobs(app.work.clone());
     if pending {

@@ -277,8 +277,18 @@ impl Checkout {
         let mut redacted = Vec::new();
         for path in written {
             let file = self.dir.join(path);
-            // Past 8 MiB a file is not the agents' prose; text only (binary is left).
-            let small = std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.len() <= 8 << 20);
+            if redact_link(&file).map_err(|e| GitError {
+                action: "redact".into(),
+                message: format!("{path}: {e}"),
+            })? {
+                redacted.push(path.to_string());
+                continue;
+            }
+            // Past 8 MiB a file is not the agents' prose; text only (binary is left). A
+            // symbolic link is committed as its target's path, not followed: rewriting
+            // through it would write outside the checkout.
+            let small = std::fs::symlink_metadata(&file)
+                .is_ok_and(|m| m.file_type().is_file() && m.len() <= 8 << 20);
             let Some(text) = small.then(|| std::fs::read_to_string(&file).ok()).flatten() else {
                 continue;
             };
@@ -337,6 +347,24 @@ impl Checkout {
     }
 }
 
+/// A symbolic link is committed as the text of its target: one whose target holds a secret
+/// is made again pointing at the redacted text. `true` when it was.
+fn redact_link(file: &Path) -> std::io::Result<bool> {
+    let is_link = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(false);
+    }
+    let target = std::fs::read_link(file)?;
+    let text = target.to_string_lossy();
+    let clean = crate::scrub::scrub_values(&text);
+    if clean == text {
+        return Ok(false);
+    }
+    std::fs::remove_file(file)?;
+    std::os::unix::fs::symlink(clean, file)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +405,41 @@ mod tests {
         assert!(!git(dir.path(), &["log", "-p"]).contains(secret));
         // Nothing left: a second commit has nothing to commit.
         assert!(!co.commit_all("again", &author).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_link_is_not_followed_and_a_secret_in_its_target_is_redacted() {
+        let secret = "sk-link-target-secret-0123456789abcdef";
+        crate::scrub::register_secret(secret);
+        let outside = tempfile::tempdir().unwrap();
+        let env = outside.path().join("env");
+        std::fs::write(&env, format!("KEY={secret}\n")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+        git(dir.path(), &["add", "-A"]);
+        git(dir.path(), &["commit", "-qm", "one"]);
+        std::os::unix::fs::symlink(&env, dir.path().join("leak")).unwrap();
+        std::os::unix::fs::symlink(secret, dir.path().join("named")).unwrap();
+        let co = Checkout {
+            dir: dir.path().to_path_buf(),
+            remote: String::new(),
+            auth_header: String::new(),
+        };
+        assert!(co
+            .commit_all("links", &Author::app_bot("app", 0))
+            .await
+            .unwrap());
+        // The file outside the checkout is untouched.
+        assert_eq!(
+            std::fs::read_to_string(&env).unwrap(),
+            format!("KEY={secret}\n")
+        );
+        assert_eq!(
+            git(dir.path(), &["cat-file", "-p", "HEAD:named"]),
+            "[redacted]"
+        );
+        assert!(!git(dir.path(), &["log", "-p"]).contains(secret));
     }
 
     #[test]

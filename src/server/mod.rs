@@ -57,7 +57,13 @@ pub struct App {
     /// one ended (which may free its thread or its installation's slot). Their poll is the
     /// fallback.
     pub work: Arc<tokio::sync::Notify>,
+    /// The store's size as `/metrics` last counted it: recounted at most every
+    /// [`STORE_SIZE_TTL`] (each count scans the growing tables) and after each prune.
+    pub store_size: tokio::sync::Mutex<Option<(std::time::Instant, crate::store::Storage)>>,
 }
+
+/// How long `/metrics` reuses its count of the store's rows.
+pub const STORE_SIZE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl App {
     /// The app's slug; empty until it is known (workers wait for it, see [`App::identity`]).
@@ -133,7 +139,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             ));
         }
     }
-    if let Ok(s) = app.store.storage().await {
+    if let Some(s) = store_size(&app).await {
         text.push_str("# TYPE equitr_store_rows gauge\n");
         for (table, rows) in s.rows {
             text.push_str(&format!("equitr_store_rows{{table=\"{table}\"}} {rows}\n"));
@@ -142,6 +148,21 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         text.push_str(&format!("equitr_store_bytes {}\n", s.bytes));
     }
     ([("content-type", "text/plain; version=0.0.4")], text)
+}
+
+/// The store's size, counted at most every [`STORE_SIZE_TTL`]; one scrape counts while the
+/// others wait for its answer. `None` when the store cannot answer.
+async fn store_size(app: &App) -> Option<crate::store::Storage> {
+    let mut cached = app.store_size.lock().await;
+    if let Some((_, s)) = cached
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < STORE_SIZE_TTL)
+    {
+        return Some(s.clone());
+    }
+    let s = app.store.storage().await.ok()?;
+    *cached = Some((std::time::Instant::now(), s.clone()));
+    Some(s)
 }
 
 /// Give the worker its time: run until `shutdown` resolves, then stop claiming and let the

@@ -37,14 +37,20 @@ pub(super) fn spawn(
     }))
 }
 
-/// One pass, counted in `equitr_pruned_rows_total`.
+/// Passes until nothing is left to delete, each under a freshly renewed lease.
 async fn pass(app: &App, owner: &str) {
+    while pass_once(app, owner).await {}
+}
+
+/// One pass, counted in `equitr_pruned_rows_total`; whether it stopped on its time budget
+/// with rows left.
+async fn pass_once(app: &App, owner: &str) -> bool {
     match app.store.try_lease(LEASE_NAME, owner, LEASE).await {
         Ok(true) => {}
-        Ok(false) => return,
+        Ok(false) => return false,
         Err(e) => {
             tracing::warn!(error = %e, "pruning skipped: the lease could not be taken");
-            return;
+            return false;
         }
     }
     match app.store.prune(&app.cfg.retention).await {
@@ -66,10 +72,17 @@ async fn pass(app: &App, owner: &str) {
                     jobs_emptied = p.jobs_emptied,
                     job_events = p.job_events,
                     ledger = p.ledger,
+                    more = p.more,
                     "pruned old rows"
                 );
             }
+            // `/metrics` counts the store afresh.
+            *app.store_size.lock().await = None;
+            p.more
         }
-        Err(e) => tracing::warn!(error = %e, "pruning failed; it is tried again at the next pass"),
+        Err(e) => {
+            tracing::warn!(error = %e, "pruning failed; it is tried again at the next pass");
+            false
+        }
     }
 }

@@ -29,6 +29,9 @@ pub struct Retention {
     pub batch: i64,
     /// The pause between two batches.
     pub pause: Duration,
+    /// A pass stops after this long (its [`Pruned::more`] says so), well inside the pruner's
+    /// lease, which is renewed before the next pass.
+    pub pass_budget: Duration,
 }
 
 impl Default for Retention {
@@ -39,6 +42,7 @@ impl Default for Retention {
             ledger_months: Some(13),
             batch: 500,
             pause: Duration::from_millis(5),
+            pass_budget: Duration::from_secs(240),
         }
     }
 }
@@ -53,6 +57,8 @@ pub struct Pruned {
     pub jobs_emptied: u64,
     pub job_events: u64,
     pub ledger: u64,
+    /// The pass ran out of its time budget with rows left to delete.
+    pub more: bool,
 }
 
 /// The size of the store, for `/metrics`.
@@ -103,84 +109,103 @@ fn first_month_kept(now: UnixMillis, months: u32) -> (String, i64) {
     (format!("{:04}-{:02}", first.year(), first.month()), day)
 }
 
+/// Rows in one `DELETE` of a job's transcript events: a job may have thousands.
+const EVENTS_PER_TRANSACTION: i64 = 500;
+
 /// Runs `sql` on `tx` with `ids` bound as `$1…`; the rows it changed.
 macro_rules! exec_ids {
     ($tx:ident, $sql:expr, $ids:expr) => {{
         let sql = $sql;
         let mut q = sqlx::query(&sql);
         for id in $ids {
-            q = q.bind(*id);
+            q = q.bind(id.clone());
         }
         q.execute(&mut *$tx).await?.rows_affected()
     }};
 }
 
 impl Store {
-    /// Deletes what `r` no longer keeps, batch by batch, until nothing is left to delete.
+    /// Deletes what `r` no longer keeps, batch by batch, until nothing is left to delete or
+    /// the pass's time budget is spent.
     pub async fn prune(&self, r: &Retention) -> Result<Pruned, StoreError> {
         let now = self.now();
         let batch = r.batch.max(1);
+        let started = std::time::Instant::now();
         let mut done = Pruned::default();
+        // After a full batch: pause, or stop the pass when its time is up.
+        let next = |done: &mut Pruned| {
+            let over = started.elapsed() > r.pass_budget;
+            done.more |= over;
+            async move {
+                if !over {
+                    tokio::time::sleep(r.pause).await;
+                }
+                !over
+            }
+        };
         if let Some(keep) = r.deliveries {
             let cutoff = now.saturating_sub(super::millis(keep));
             loop {
                 let n = self.prune_deliveries(cutoff, batch).await?;
                 done.deliveries += n;
-                if n < batch as u64 {
+                if n < batch as u64 || !next(&mut done).await {
                     break;
                 }
-                tokio::time::sleep(r.pause).await;
             }
         }
-        if let Some(keep) = r.jobs {
+        if let Some(keep) = r.jobs.filter(|_| !done.more) {
             let cutoff = now.saturating_sub(super::millis(keep));
             loop {
                 let (ids, deleted, events) = self.prune_jobs(cutoff, batch, now).await?;
                 done.jobs += deleted;
                 done.jobs_emptied += ids - deleted;
                 done.job_events += events;
-                if ids < batch as u64 {
+                if ids < batch as u64 || !next(&mut done).await {
                     break;
                 }
-                tokio::time::sleep(r.pause).await;
             }
         }
-        if let Some(months) = r.ledger_months {
+        if let Some(months) = r.ledger_months.filter(|_| !done.more) {
             let (month, day) = first_month_kept(now, months);
             loop {
                 let (rows, jobs) = self.prune_ledger(&month, day, batch).await?;
                 done.ledger += rows;
                 done.jobs += jobs;
-                if rows < batch as u64 {
+                if rows < batch as u64 || !next(&mut done).await {
                     break;
                 }
-                tokio::time::sleep(r.pause).await;
             }
         }
         Ok(done)
     }
 
-    /// One batch of deliveries received before `cutoff`: their jobs stop naming them.
+    /// One batch of deliveries received before `cutoff`: their jobs stop naming them. The
+    /// batch is chosen once, so both statements act on the same rows.
     async fn prune_deliveries(&self, cutoff: UnixMillis, batch: i64) -> Result<u64, StoreError> {
-        const OLDEST: &str = "SELECT delivery_id FROM deliveries WHERE received_at < $1 \
-                              ORDER BY received_at LIMIT $2";
         with_pool!(self, |pool, dialect| {
             let mut tx = begin_write(pool, dialect).await?;
-            sqlx::query(&format!(
-                "UPDATE jobs SET delivery_id = NULL WHERE delivery_id IN ({OLDEST})"
-            ))
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT delivery_id FROM deliveries WHERE received_at < $1 \
+                 ORDER BY received_at, delivery_id LIMIT $2",
+            )
             .bind(cutoff)
             .bind(batch)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            let n = sqlx::query(&format!(
-                "DELETE FROM deliveries WHERE delivery_id IN ({OLDEST})"
-            ))
-            .bind(cutoff)
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let list = params(1, ids.len());
+            exec_ids!(
+                tx,
+                format!("UPDATE jobs SET delivery_id = NULL WHERE delivery_id IN ({list})"),
+                ids.iter()
+            );
+            let n = exec_ids!(
+                tx,
+                format!("DELETE FROM deliveries WHERE delivery_id IN ({list})"),
+                ids.iter()
+            );
             tx.commit().await?;
             Ok(n)
         })
@@ -210,11 +235,27 @@ impl Store {
                 return Ok((0, 0, 0));
             }
             let list = params(1, ids.len());
-            let events = exec_ids!(
-                tx,
-                format!("DELETE FROM job_events WHERE job_id IN ({list})"),
-                &ids
-            );
+            // The transcripts first, a few hundred rows per transaction: one job may have
+            // thousands, and intake waits for the write lock meanwhile.
+            tx.commit().await?;
+            let mut events = 0;
+            loop {
+                let mut tx = begin_write(pool, dialect).await?;
+                let n = exec_ids!(
+                    tx,
+                    format!(
+                        "DELETE FROM job_events WHERE id IN (SELECT id FROM job_events \
+                         WHERE job_id IN ({list}) LIMIT {EVENTS_PER_TRANSACTION})"
+                    ),
+                    &ids
+                );
+                tx.commit().await?;
+                events += n;
+                if n < EVENTS_PER_TRANSACTION as u64 {
+                    break;
+                }
+            }
+            let mut tx = begin_write(pool, dialect).await?;
             for table in ["estimates", "schedule_runs"] {
                 exec_ids!(
                     tx,
@@ -258,11 +299,17 @@ impl Store {
         with_pool!(self, |pool, dialect| {
             let mut tx = begin_write(pool, dialect).await?;
             let mut jobs: Vec<i64> = sqlx::query_scalar(
+                // A row of an old month that settled on a kept day waits for its day (the
+                // roll-up of kept days stays whole), and a job still queued or running keeps
+                // its rows (its per-run cap counts every month's).
                 "DELETE FROM ledger WHERE id IN (SELECT id FROM ledger WHERE month < $1 \
-                 AND state <> 'reserved' ORDER BY month LIMIT $2) RETURNING job_id",
+                 AND state <> 'reserved' AND COALESCE(settled_at, created_at) < $3 \
+                 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = ledger.job_id \
+                 AND j.finished_at IS NULL) ORDER BY month LIMIT $2) RETURNING job_id",
             )
             .bind(month)
             .bind(batch)
+            .bind(day.saturating_mul(86_400_000))
             .fetch_all(&mut *tx)
             .await?;
             let rows = jobs.len() as u64;
