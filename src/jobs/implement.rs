@@ -45,15 +45,18 @@ pub(super) async fn run(
         thread.record(Progress::Mode(provenance.describe()));
     }
     let ws = ws?;
-    thread.emit(Progress::Done(1)).await?;
-
-    let mut orch = orchestrator(ctx, &ws.checkout, true)
-        .untrusted(
-            untrusted_why(&provenance),
-            ctx.cfg.implement.untrusted_commands,
-        )
-        .build()
-        .await?;
+    // The thread hears of the clone while the agents are set up.
+    let (shown, orch) = tokio::join!(
+        thread.emit(Progress::Done(1)),
+        orchestrator(ctx, &ws.checkout, true)
+            .untrusted(
+                untrusted_why(&provenance),
+                ctx.cfg.implement.untrusted_commands,
+            )
+            .build()
+    );
+    shown?;
+    let mut orch = orch?;
     let narrow = " or split the issue into smaller ones";
     match price(ctx, "implementation", orch.estimate_task(&task), narrow).await {
         Priced::Decline(text) => {
