@@ -145,14 +145,8 @@ async fn bench_implement() {
             }
             assert_eq!(format!("{ended:?}"), "Succeeded", "job {n}");
             let pr = t.next_pr().await;
-            let readme = Command::new("git")
-                .arg("-C")
-                .arg(t.gh.repo(REPO).bare_path())
-                .args(["show", &format!("{}:README.md", pr.head)])
-                .output()
-                .unwrap();
             assert_eq!(
-                String::from_utf8_lossy(&readme.stdout),
+                t.gh.git(REPO, &["show", &format!("{}:README.md", pr.head)]),
                 format!("# Hello {n}\n")
             );
         }

@@ -33,62 +33,57 @@ fn mib(kib: u64) -> f64 {
 
 // One tokenizer per test, and the script runs each test in a process of its own: memory that
 // one tokenizer's tables freed would otherwise be reused by the next and hide its size.
+// One tokenizer per test, and the script runs each test in a process of its own: memory that
+// one tokenizer's tables freed would otherwise be reused by the next and hide its size.
 #[test]
 #[ignore = "a benchmark: scripts/bench-memory"]
 fn bench_tokenizer_o200k() {
-    bench_tokenizer("o200k_base");
+    bench_tokenizer("o200k_base", Bpe::o200k, tiktoken_rs::o200k_base);
 }
 
 #[test]
 #[ignore = "a benchmark: scripts/bench-memory"]
 fn bench_tokenizer_cl100k() {
-    bench_tokenizer("cl100k_base");
+    bench_tokenizer("cl100k_base", Bpe::cl100k, tiktoken_rs::cl100k_base);
 }
 
-fn bench_tokenizer(name: &str) {
-    let me = std::process::id();
+/// The RSS `build` adds to this process, and what it built.
+fn measured<T>(build: impl FnOnce() -> T) -> (u64, T) {
+    let before = rss_kib(std::process::id());
+    let built = build();
+    (rss_kib(std::process::id()) - before, built)
+}
+
+/// The last of 20 counts, and the mean time of one.
+fn timed(count: impl Fn() -> u64) -> (u64, Duration) {
+    let runs = 20;
+    let at = Instant::now();
+    let n = (0..runs).map(|_| count()).last().unwrap_or(0);
+    (n, at.elapsed() / runs)
+}
+
+fn bench_tokenizer(
+    name: &str,
+    ours: fn() -> Option<Bpe>,
+    theirs: fn() -> anyhow::Result<tiktoken_rs::CoreBPE>,
+) {
     let text = std::fs::read_to_string("README.md").unwrap();
     // Ours first: once tiktoken-rs's tables are freed their pages may stay in the process.
-    {
-        let before = rss_kib(me);
-        let ours_bpe = match name {
-            "o200k_base" => Bpe::o200k(),
-            _ => Bpe::cl100k(),
-        }
-        .unwrap();
-        let ours = rss_kib(me) - before;
-        let before = rss_kib(me);
-        let theirs_bpe = match name {
-            "o200k_base" => tiktoken_rs::o200k_base(),
-            _ => tiktoken_rs::cl100k_base(),
-        }
-        .unwrap();
-        let theirs = rss_kib(me) - before;
-        let runs = 20;
-        let at = Instant::now();
-        let mut ours_n = 0;
-        for _ in 0..runs {
-            ours_n = ours_bpe.count(&text);
-        }
-        let ours_t = at.elapsed() / runs;
-        let at = Instant::now();
-        let mut theirs_n = 0;
-        for _ in 0..runs {
-            theirs_n = theirs_bpe.encode_ordinary(&text).len() as u64;
-        }
-        let theirs_t = at.elapsed() / runs;
-        assert_eq!(ours_n, theirs_n, "{name}: the counts differ");
-        println!(
-            "bench-memory: {name}: ours adds {:.1} MiB of RSS, tiktoken-rs {:.1} MiB ({:.2}×); counting the README ({} tokens) takes {:.2} ms against {:.2} ms ({:.2}×)",
-            mib(ours),
-            mib(theirs),
-            ours as f64 / theirs as f64,
-            ours_n,
-            ours_t.as_secs_f64() * 1000.0,
-            theirs_t.as_secs_f64() * 1000.0,
-            ours_t.as_secs_f64() / theirs_t.as_secs_f64(),
-        );
-    }
+    let (ours_kib, ours) = measured(|| ours().unwrap());
+    let (theirs_kib, theirs) = measured(|| theirs().unwrap());
+    let (ours_n, ours_t) = timed(|| ours.count(&text));
+    let (theirs_n, theirs_t) = timed(|| theirs.encode_ordinary(&text).len() as u64);
+    assert_eq!(ours_n, theirs_n, "{name}: the counts differ");
+    println!(
+        "bench-memory: {name}: ours adds {:.1} MiB of RSS, tiktoken-rs {:.1} MiB ({:.2}×); counting the README ({} tokens) takes {:.2} ms against {:.2} ms ({:.2}×)",
+        mib(ours_kib),
+        mib(theirs_kib),
+        ours_kib as f64 / theirs_kib as f64,
+        ours_n,
+        ours_t.as_secs_f64() * 1000.0,
+        theirs_t.as_secs_f64() * 1000.0,
+        ours_t.as_secs_f64() / theirs_t.as_secs_f64(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -353,3 +353,39 @@ async fn long_transcripts_running_jobs_and_rows_settled_after_their_month() {
         db.drop_db().await;
     }
 }
+
+/// A pass that runs out of time says so, and the next one goes on where it stopped: the
+/// pruner renews its lease between passes instead of holding one pass open for hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_out_of_time_leaves_the_rest_to_the_next() {
+    for db in databases().await {
+        let name = db.name;
+        let clock = Arc::new(ManualClock::new(T0));
+        let s = db.store(&clock).await;
+        for i in 0..5 {
+            deliver(&s, &format!("d-{i}"), vec![]).await;
+        }
+        clock.advance(9 * DAY);
+        let keep = Retention {
+            batch: 2,
+            pause: Duration::ZERO,
+            pass_budget: Duration::ZERO,
+            ..Retention::default()
+        };
+        let mut passes = Vec::new();
+        loop {
+            let p = s.prune(&keep).await.unwrap();
+            passes.push((p.deliveries, p.more));
+            if !p.more {
+                break;
+            }
+        }
+        assert_eq!(
+            passes,
+            [(2, true), (2, true), (1, false)],
+            "{name}: one full batch per pass, then the rest"
+        );
+        s.close().await;
+        db.drop_db().await;
+    }
+}

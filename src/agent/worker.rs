@@ -150,8 +150,7 @@ impl Orchestrator {
                 arguments: truncate_head_tail(&call.arguments, 2_000),
             },
         );
-        // Anything but the read-only toolbox may change the tree.
-        if !std::ptr::eq(toolbox, &self.readonly) {
+        if toolbox.writes() {
             self.watcher.invalidate();
         }
         let out = if toolbox.handles(&call.name) {

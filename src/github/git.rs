@@ -277,27 +277,10 @@ impl Checkout {
         let mut redacted = Vec::new();
         for path in written {
             let file = self.dir.join(path);
-            if redact_link(&file).map_err(|e| GitError {
+            if redact_file(&file).map_err(|e| GitError {
                 action: "redact".into(),
                 message: format!("{path}: {e}"),
             })? {
-                redacted.push(path.to_string());
-                continue;
-            }
-            // Past 8 MiB a file is not the agents' prose; text only (binary is left). A
-            // symbolic link is committed as its target's path, not followed: rewriting
-            // through it would write outside the checkout.
-            let small = std::fs::symlink_metadata(&file)
-                .is_ok_and(|m| m.file_type().is_file() && m.len() <= 8 << 20);
-            let Some(text) = small.then(|| std::fs::read_to_string(&file).ok()).flatten() else {
-                continue;
-            };
-            let clean = crate::scrub::scrub_values(&text);
-            if clean != text {
-                std::fs::write(&file, clean).map_err(|e| GitError {
-                    action: "redact".into(),
-                    message: format!("{path}: {e}"),
-                })?;
                 redacted.push(path.to_string());
             }
         }
@@ -347,21 +330,37 @@ impl Checkout {
     }
 }
 
-/// A symbolic link is committed as the text of its target: one whose target holds a secret
-/// is made again pointing at the redacted text. `true` when it was.
-fn redact_link(file: &Path) -> std::io::Result<bool> {
-    let is_link = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
-    if !is_link {
+/// Replaces the process's secrets in a file about to be committed; `true` when it held one.
+/// A symbolic link is committed as the text of its target and is never followed (rewriting
+/// through it would write outside the checkout): one whose target holds a secret is made
+/// again pointing at the redacted text. Past 8 MiB a file is not the agents' prose, and only
+/// text is read (binary is left).
+fn redact_file(file: &Path) -> std::io::Result<bool> {
+    let Ok(meta) = std::fs::symlink_metadata(file) else {
+        return Ok(false);
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(file)?;
+        let text = target.to_string_lossy();
+        let clean = crate::scrub::scrub_values(&text);
+        if clean == text {
+            return Ok(false);
+        }
+        std::fs::remove_file(file)?;
+        std::os::unix::fs::symlink(clean, file)?;
+        return Ok(true);
+    }
+    if !meta.file_type().is_file() || meta.len() > 8 << 20 {
         return Ok(false);
     }
-    let target = std::fs::read_link(file)?;
-    let text = target.to_string_lossy();
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Ok(false);
+    };
     let clean = crate::scrub::scrub_values(&text);
     if clean == text {
         return Ok(false);
     }
-    std::fs::remove_file(file)?;
-    std::os::unix::fs::symlink(clean, file)?;
+    std::fs::write(file, clean)?;
     Ok(true)
 }
 
@@ -380,24 +379,32 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    #[tokio::test]
-    async fn a_secret_in_a_moved_and_edited_file_is_redacted_before_the_commit() {
-        let secret = "sk-moved-file-secret-0123456789abcdef";
-        crate::scrub::register_secret(secret);
+    /// A repository with `files` committed, and the checkout over it.
+    fn committed(files: &[(&str, &str)]) -> (tempfile::TempDir, Checkout) {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "-q"]);
-        let body = "line of text that stays the same\n".repeat(20);
-        std::fs::write(dir.path().join("a.txt"), &body).unwrap();
+        for (path, text) in files {
+            std::fs::write(dir.path().join(path), text).unwrap();
+        }
         git(dir.path(), &["add", "-A"]);
         git(dir.path(), &["commit", "-qm", "one"]);
-        // Git sees a rename: most of the content is the same.
-        std::fs::remove_file(dir.path().join("a.txt")).unwrap();
-        std::fs::write(dir.path().join("b.txt"), format!("{body}key={secret}\n")).unwrap();
         let co = Checkout {
             dir: dir.path().to_path_buf(),
             remote: String::new(),
             auth_header: String::new(),
         };
+        (dir, co)
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_a_moved_and_edited_file_is_redacted_before_the_commit() {
+        let secret = "sk-moved-file-secret-0123456789abcdef";
+        crate::scrub::register_secret(secret);
+        let body = "line of text that stays the same\n".repeat(20);
+        let (dir, co) = committed(&[("a.txt", &body)]);
+        // Git sees a rename: most of the content is the same.
+        std::fs::remove_file(dir.path().join("a.txt")).unwrap();
+        std::fs::write(dir.path().join("b.txt"), format!("{body}key={secret}\n")).unwrap();
         let author = Author::app_bot("app", 0);
         assert!(co.commit_all("move", &author).await.unwrap());
         let committed = git(dir.path(), &["show", "HEAD:b.txt"]);
@@ -414,18 +421,9 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let env = outside.path().join("env");
         std::fs::write(&env, format!("KEY={secret}\n")).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        git(dir.path(), &["init", "-q"]);
-        std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
-        git(dir.path(), &["add", "-A"]);
-        git(dir.path(), &["commit", "-qm", "one"]);
+        let (dir, co) = committed(&[("a.txt", "a\n")]);
         std::os::unix::fs::symlink(&env, dir.path().join("leak")).unwrap();
         std::os::unix::fs::symlink(secret, dir.path().join("named")).unwrap();
-        let co = Checkout {
-            dir: dir.path().to_path_buf(),
-            remote: String::new(),
-            auth_header: String::new(),
-        };
         assert!(co
             .commit_all("links", &Author::app_bot("app", 0))
             .await

@@ -186,10 +186,7 @@ impl ServeConfig {
             concurrency: s.concurrency.unwrap_or(4).max(1) as usize,
             lease: Duration::from_secs(n.lease.unwrap_or(120)),
             shutdown_grace: Duration::from_secs(n.grace.unwrap_or(30)),
-            scheduler_tick: match n.tick {
-                Some(0) => None,
-                t => Some(Duration::from_secs(t.unwrap_or(60))),
-            },
+            scheduler_tick: zero_is_off(n.tick, Some(60), Duration::from_secs),
             work_root: s
                 .work_dir
                 .as_ref()
@@ -206,16 +203,10 @@ impl ServeConfig {
                 .as_deref()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
-            installation_concurrency: match n.per_installation.unwrap_or(2) {
-                0 => None,
-                c => Some(c),
-            },
+            installation_concurrency: zero_is_off(n.per_installation, Some(2), |c| c),
             dashboard: dashboard(&llm)?,
             retention: retention(&llm)?,
-            prune_interval: match n.prune {
-                Some(0) => None,
-                t => Some(Duration::from_secs(t.unwrap_or(3600))),
-            },
+            prune_interval: zero_is_off(n.prune, Some(3600), Duration::from_secs),
             llm,
         })
     }
@@ -366,22 +357,27 @@ fn retention(llm: &Config) -> Result<crate::store::Retention, SettingError> {
         "a number of months, counting the current one (0: keep it forever)",
         |v| v.parse::<u32>().ok(),
     )?;
-    let defaults = crate::store::Retention::default();
-    let or = |v: Option<u64>, d: Option<Duration>| match v {
-        Some(0) => None,
-        Some(n) => Some(days(n)),
-        None => d,
-    };
+    let d = crate::store::Retention::default();
+    let in_days = |keep: Duration| keep.as_secs() / 86_400;
     Ok(crate::store::Retention {
-        deliveries: or(deliveries, defaults.deliveries),
-        jobs: or(jobs, defaults.jobs),
-        ledger_months: match months {
-            Some(0) => None,
-            Some(n) => Some(n),
-            None => defaults.ledger_months,
-        },
-        ..defaults
+        deliveries: zero_is_off(deliveries, d.deliveries.map(in_days), days),
+        jobs: zero_is_off(jobs, d.jobs.map(in_days), days),
+        ledger_months: zero_is_off(months, d.ledger_months, |m| m),
+        ..d
     })
+}
+
+/// A setting where `0` turns something off: `None` for 0, `f(v)` for another value, and
+/// `f(default)` when unset (`None` if there is no default).
+fn zero_is_off<N: PartialEq + Default, T>(
+    v: Option<N>,
+    default: Option<N>,
+    f: impl Fn(N) -> T,
+) -> Option<T> {
+    match v.or(default) {
+        Some(n) if n == N::default() => None,
+        n => n.map(f),
+    }
 }
 
 /// Every job needs both models: a missing model or key stops start-up here rather than

@@ -78,10 +78,7 @@ impl Store {
             .await?;
             let mut chosen: Option<i64> = None;
             if busy.len() <= MAX_BUSY {
-                let others = (0..busy.len())
-                    .map(|i| format!("${}", i + 2))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let others = super::placeholders(2, busy.len());
                 let not_busy = if busy.is_empty() {
                     String::new()
                 } else {

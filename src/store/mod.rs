@@ -46,6 +46,14 @@ pub use schedules::{Fired, ScheduleSlot};
 pub use crate::clock::{Clock, ManualClock, SystemClock, UnixMillis};
 
 /// A duration in whole milliseconds, saturating: a lease of 300 million years is "forever".
+/// `$first, $first+1, …`: `n` numbered bind parameters for an `IN (…)` list.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use super::{begin_write, with_pool, Store, StoreError, UnixMillis};
+use super::{begin_write, placeholders as params, with_pool, Store, StoreError, UnixMillis};
 
 /// How long each class of rows is kept; `None`: forever.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,14 +81,6 @@ const TABLES: [&str; 7] = [
     "schedule_runs",
 ];
 
-/// `$first, $first+1, …` for `n` parameters.
-fn params(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The first month kept when `months` are kept at `now`, as `YYYY-MM`, and its first day
 /// (days since 1970).
 fn first_month_kept(now: UnixMillis, months: u32) -> (String, i64) {
@@ -107,6 +99,16 @@ fn first_month_kept(now: UnixMillis, months: u32) -> (String, i64) {
         .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default())
         .num_days();
     (format!("{:04}-{:02}", first.year(), first.month()), day)
+}
+
+/// One class of rows to prune, with its bound.
+enum Step {
+    /// Deliveries received before this time.
+    Deliveries(UnixMillis),
+    /// Jobs finished before this time.
+    Jobs(UnixMillis),
+    /// Ledger rows of months before this `YYYY-MM`, and roll-up days before this day.
+    Ledger(String, i64),
 }
 
 /// Rows in one `DELETE` of a job's transcript events: a job may have thousands.
@@ -130,53 +132,59 @@ impl Store {
     pub async fn prune(&self, r: &Retention) -> Result<Pruned, StoreError> {
         let now = self.now();
         let batch = r.batch.max(1);
+        let cutoff = |keep: Duration| now.saturating_sub(super::millis(keep));
+        let steps = [
+            r.deliveries.map(|keep| Step::Deliveries(cutoff(keep))),
+            r.jobs.map(|keep| Step::Jobs(cutoff(keep))),
+            r.ledger_months.map(|months| {
+                let (month, day) = first_month_kept(now, months);
+                Step::Ledger(month, day)
+            }),
+        ];
         let started = std::time::Instant::now();
         let mut done = Pruned::default();
-        // After a full batch: pause, or stop the pass when its time is up.
-        let next = |done: &mut Pruned| {
-            let over = started.elapsed() > r.pass_budget;
-            done.more |= over;
-            async move {
-                if !over {
-                    tokio::time::sleep(r.pause).await;
+        for step in steps.iter().flatten() {
+            // A full batch: there may be more, after a pause or, once the time is up, in
+            // the next pass.
+            while self.prune_step(step, batch, now, &mut done).await? >= batch as u64 {
+                if started.elapsed() > r.pass_budget {
+                    done.more = true;
+                    return Ok(done);
                 }
-                !over
-            }
-        };
-        if let Some(keep) = r.deliveries {
-            let cutoff = now.saturating_sub(super::millis(keep));
-            loop {
-                let n = self.prune_deliveries(cutoff, batch).await?;
-                done.deliveries += n;
-                if n < batch as u64 || !next(&mut done).await {
-                    break;
-                }
-            }
-        }
-        if let Some(keep) = r.jobs.filter(|_| !done.more) {
-            let cutoff = now.saturating_sub(super::millis(keep));
-            loop {
-                let (ids, deleted, events) = self.prune_jobs(cutoff, batch, now).await?;
-                done.jobs += deleted;
-                done.jobs_emptied += ids - deleted;
-                done.job_events += events;
-                if ids < batch as u64 || !next(&mut done).await {
-                    break;
-                }
-            }
-        }
-        if let Some(months) = r.ledger_months.filter(|_| !done.more) {
-            let (month, day) = first_month_kept(now, months);
-            loop {
-                let (rows, jobs) = self.prune_ledger(&month, day, batch).await?;
-                done.ledger += rows;
-                done.jobs += jobs;
-                if rows < batch as u64 || !next(&mut done).await {
-                    break;
-                }
+                tokio::time::sleep(r.pause).await;
             }
         }
         Ok(done)
+    }
+
+    /// One batch of `step`, counted in `done`; how many rows the batch took.
+    async fn prune_step(
+        &self,
+        step: &Step,
+        batch: i64,
+        now: UnixMillis,
+        done: &mut Pruned,
+    ) -> Result<u64, StoreError> {
+        Ok(match step {
+            Step::Deliveries(cutoff) => {
+                let n = self.prune_deliveries(*cutoff, batch).await?;
+                done.deliveries += n;
+                n
+            }
+            Step::Jobs(cutoff) => {
+                let (ids, deleted, events) = self.prune_jobs(*cutoff, batch, now).await?;
+                done.jobs += deleted;
+                done.jobs_emptied += ids - deleted;
+                done.job_events += events;
+                ids
+            }
+            Step::Ledger(month, day) => {
+                let (rows, jobs) = self.prune_ledger(month, *day, batch).await?;
+                done.ledger += rows;
+                done.jobs += jobs;
+                rows
+            }
+        })
     }
 
     /// One batch of deliveries received before `cutoff`: their jobs stop naming them. The
@@ -212,8 +220,9 @@ impl Store {
     }
 
     /// One batch of jobs finished before `cutoff` and not pruned yet: (jobs in the batch, job
-    /// rows deleted, job events deleted).
-    // long: one SQL transaction, written out in order so its locking is visible in one place.
+    /// rows deleted, job events deleted). Their transcripts first, in transactions of their
+    /// own, then the rows in one.
+    // long: the SQL of each transaction written out in order, so its locking is visible.
     async fn prune_jobs(
         &self,
         cutoff: UnixMillis,
@@ -221,7 +230,7 @@ impl Store {
         now: UnixMillis,
     ) -> Result<(u64, u64, u64), StoreError> {
         with_pool!(self, |pool, dialect| {
-            let mut tx = begin_write(pool, dialect).await?;
+            // A finished job does not change: choosing the batch needs no write lock.
             let ids: Vec<i64> = sqlx::query_scalar(
                 "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND pruned_at IS NULL \
                  AND finished_at < $1 AND state IN ('succeeded', 'failed') \
@@ -229,15 +238,14 @@ impl Store {
             )
             .bind(cutoff)
             .bind(batch)
-            .fetch_all(&mut *tx)
+            .fetch_all(pool)
             .await?;
             if ids.is_empty() {
                 return Ok((0, 0, 0));
             }
             let list = params(1, ids.len());
-            // The transcripts first, a few hundred rows per transaction: one job may have
-            // thousands, and intake waits for the write lock meanwhile.
-            tx.commit().await?;
+            // A few hundred events per transaction: one job may have thousands, and intake
+            // waits for the write lock meanwhile.
             let mut events = 0;
             loop {
                 let mut tx = begin_write(pool, dialect).await?;
@@ -321,23 +329,25 @@ impl Store {
                 .await?;
             let mut deleted = 0;
             if !jobs.is_empty() {
+                // The emptied jobs (pruned already) that no ledger row points at now.
                 let list = params(1, jobs.len());
-                for (table, id) in [
-                    ("estimates", "job_id"),
-                    ("schedule_runs", "job_id"),
-                    ("jobs", "id"),
-                ] {
-                    deleted = exec_ids!(
+                let gone = "NOT EXISTS (SELECT 1 FROM ledger l WHERE l.job_id = j.id) \
+                            AND j.pruned_at IS NOT NULL";
+                for table in ["estimates", "schedule_runs"] {
+                    exec_ids!(
                         tx,
                         format!(
-                            "DELETE FROM {table} WHERE {id} IN ({list}) AND NOT EXISTS \
-                             (SELECT 1 FROM ledger l WHERE l.job_id = {table}.{id}) \
-                             AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = {table}.{id} \
-                             AND j.pruned_at IS NOT NULL)"
+                            "DELETE FROM {table} WHERE job_id IN (SELECT j.id FROM jobs j \
+                             WHERE j.id IN ({list}) AND {gone})"
                         ),
                         &jobs
                     );
                 }
+                deleted = exec_ids!(
+                    tx,
+                    format!("DELETE FROM jobs AS j WHERE j.id IN ({list}) AND {gone}"),
+                    &jobs
+                );
             }
             tx.commit().await?;
             Ok((rows, deleted))

@@ -182,6 +182,11 @@ impl Toolbox {
         self.ws.root()
     }
 
+    /// Whether any of its tools may change the workspace (write, edit, run a command).
+    pub fn writes(&self) -> bool {
+        self.opts.access != Access::ReadOnly
+    }
+
     pub fn sandbox_status(&self) -> SandboxStatus {
         self.sandbox.clone()
     }
